@@ -1,0 +1,82 @@
+//! `strait`, the CNI plugin the runtime executes. It validates the invocation, forwards it to the
+//! node agent over its Unix socket and prints the answer. It holds no network logic and no state:
+//! stdout carries only the result or error JSON.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use strait_cni::{
+    CniError, Command, ErrorCode, Invocation, answer_version, parse_request, version_reply,
+};
+use strait_rpc::{CallError, DEFAULT_SOCKET, Request, Response, call};
+
+/// How long to wait for the agent's answer before giving up with "try again later".
+const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => run(&stdin),
+        Err(e) => Err(CniError::new(
+            ErrorCode::IoFailure,
+            format!("reading the network configuration from stdin failed: {e}"),
+            "the runtime must pass the configuration on stdin",
+        )),
+    };
+    let (json, code) = match outcome {
+        Ok(None) => return ExitCode::SUCCESS,
+        Ok(Some(json)) => (json, ExitCode::SUCCESS),
+        Err(e) => (e.to_json(answer_version(&stdin)), ExitCode::FAILURE),
+    };
+    let mut out = std::io::stdout().lock();
+    if serde_json::to_writer(&mut out, &json).is_err() || out.write_all(b"\n").is_err() {
+        return ExitCode::FAILURE;
+    }
+    code
+}
+
+fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
+    let invocation = Invocation::from_env(|k| std::env::var(k).ok())?;
+    if invocation.command == Command::Version {
+        return Ok(Some(version_reply(stdin)));
+    }
+    let request = parse_request(invocation, stdin)?;
+    let command = request.invocation.command;
+    let socket = request
+        .config
+        .socket
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+    match call(
+        Path::new(&socket),
+        &Request::Cni(Box::new(request)),
+        AGENT_TIMEOUT,
+    ) {
+        Ok(Response::CniOk(json)) => Ok(json),
+        Ok(Response::CniError(e)) => Err(e),
+        Ok(other) => Err(CniError::new(
+            ErrorCode::Internal,
+            format!("the strait agent answered a CNI request with {other:?}"),
+            "the plugin and straitd are different versions: install matching binaries",
+        )),
+        Err(e) => Err(agent_unreachable(command, e)),
+    }
+}
+
+/// The agent could not answer: STATUS says the plugin is unavailable, everything else is retried.
+fn agent_unreachable(command: Command, e: CallError) -> CniError {
+    let details = match &e {
+        CallError::AgentDown { .. } => {
+            "start straitd on this node (or check \"socket\" in the network configuration); nothing was changed"
+        }
+        _ => "check straitd's log on this node; the runtime should retry",
+    };
+    let code = if command == Command::Status {
+        ErrorCode::PluginNotAvailable
+    } else {
+        ErrorCode::TryAgainLater
+    };
+    CniError::new(code, e.to_string(), details)
+}
