@@ -1,0 +1,59 @@
+//! Interface addresses.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::NetlinkError;
+use crate::socket::Netlink;
+
+pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+impl Netlink {
+    /// Adds `address` (with its prefix length) to the link; adding it again is not an error.
+    pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<(), NetlinkError> {
+        let mut m = AddressMessage::default();
+        m.header.family = family_of(address.addr());
+        m.header.prefix_len = address.prefix_len();
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Address(address.addr()));
+        if address.addr().is_ipv4() {
+            m.attributes.push(AddressAttribute::Local(address.addr()));
+        }
+        self.ack(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("add address {address} to link {index}"),
+        )
+    }
+
+    /// The addresses on link `index`, with their prefix lengths.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        let answers = self.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            || "list addresses".to_string(),
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let ip = a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })?;
+                    IpNet::new(ip, a.header.prefix_len).ok()
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,186 @@
+//! Links: look them up, create veth pairs across namespaces, bring them up, delete them.
+
+use std::fmt;
+use std::os::fd::AsRawFd;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+
+use crate::error::NetlinkError;
+use crate::netns::Netns;
+use crate::socket::Netlink;
+
+/// An Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let bytes: Vec<u8> = s
+            .split(':')
+            .map(|p| u8::from_str_radix(p, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("{s:?} is not a MAC address"))?;
+        bytes
+            .try_into()
+            .map(MacAddr)
+            .map_err(|_| format!("{s:?} is not a MAC address"))
+    }
+}
+
+/// What Strait reads of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// The link type (`veth`, `vxlan`, ...), when it has one.
+    pub kind: Option<String>,
+}
+
+impl Link {
+    fn from_message(m: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: 0,
+            up: m.header.flags.contains(LinkFlags::Up),
+            kind: None,
+        };
+        for attr in &m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = a.as_slice().try_into().ok().map(MacAddr),
+                LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            link.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn links_in(messages: Vec<RouteNetlinkMessage>) -> Vec<Link> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Netlink {
+    /// The link called `name`, or `None`.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.get(RouteNetlinkMessage::GetLink(m), || {
+            format!("look up link {name}")
+        }) {
+            Ok(answer) => Ok(answer.map(|a| links_in(vec![a])).and_then(|mut l| l.pop())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let answers = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), || {
+            "list links".to_string()
+        })?;
+        Ok(links_in(answers))
+    }
+
+    /// Creates a veth pair: `name` here and `peer_name` directly inside `peer_ns`, both with `mtu`
+    /// and both down. Fails with EEXIST if either name is taken.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: &Netns,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        let mut peer = LinkMessage::default();
+        peer.attributes = vec![
+            LinkAttribute::IfName(peer_name.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::NetNsFd(peer_ns.fd().as_raw_fd()),
+        ];
+        let mut m = LinkMessage::default();
+        m.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+            || {
+                format!(
+                    "create veth {name} with peer {peer_name} in {}",
+                    peer_ns.path().display()
+                )
+            },
+        )
+    }
+
+    pub fn set_link_up(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, || {
+            format!("set link {index} up")
+        })
+    }
+
+    /// Deletes a link; a link that is already gone is not an error.
+    pub fn delete_link(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.ack(RouteNetlinkMessage::DelLink(m), 0, || {
+            format!("delete link {name}")
+        }) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_print_and_parse() {
+        let mac = MacAddr([0x02, 0xab, 0, 1, 0x10, 0xff]);
+        assert_eq!(mac.to_string(), "02:ab:00:01:10:ff");
+        assert_eq!("02:ab:00:01:10:ff".parse(), Ok(mac));
+        assert!("02:ab".parse::<MacAddr>().is_err());
+        assert!("zz:ab:00:01:10:ff".parse::<MacAddr>().is_err());
+    }
+}

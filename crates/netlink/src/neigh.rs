@@ -1,0 +1,85 @@
+//! Neighbour (ARP/NDP) entries: the permanent ones Strait installs so that no packet waits on
+//! address resolution.
+
+use std::net::IpAddr;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+
+use crate::addr::family_of;
+use crate::error::NetlinkError;
+use crate::link::MacAddr;
+use crate::socket::Netlink;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub index: u32,
+    pub ip: IpAddr,
+    pub mac: Option<MacAddr>,
+    pub permanent: bool,
+}
+
+impl Netlink {
+    /// Installs (or replaces) a permanent entry `ip lladdr mac dev index`.
+    pub fn set_permanent_neighbour(
+        &mut self,
+        index: u32,
+        ip: IpAddr,
+        mac: MacAddr,
+    ) -> Result<(), NetlinkError> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family_of(ip);
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::from(ip)),
+            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("set neighbour {ip} lladdr {mac} on link {index}"),
+        )
+    }
+
+    /// The neighbour entries on link `index`.
+    pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+        let answers = self.dump(
+            RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+            || "list neighbours".to_string(),
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                    let mut ip = None;
+                    let mut mac = None;
+                    for attr in &n.attributes {
+                        match attr {
+                            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                                ip = Some(IpAddr::V4(*a))
+                            }
+                            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                                ip = Some(IpAddr::V6(*a))
+                            }
+                            NeighbourAttribute::LinkLayerAddress(l) => {
+                                mac = l.as_slice().try_into().ok().map(MacAddr)
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Neighbour {
+                        index,
+                        ip: ip?,
+                        mac,
+                        permanent: n.header.state == NeighbourState::Permanent,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
