@@ -1,0 +1,176 @@
+//! IPAM's records in the cluster store: pools are registered once, blocks are claimed by nodes
+//! with create-if-absent, so two nodes racing for one block cannot both get it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use strait_store::{BlockRecord, PoolRecord, Store, StoreError, typed};
+
+use crate::error::IpamError;
+use crate::pool::Pool;
+
+/// A block's name in the store: its CIDR spelt with dashes (IPv6 fully expanded, so the name
+/// always starts with a digit or letter).
+pub fn block_name(cidr: IpNet) -> String {
+    let addr = match cidr.network() {
+        IpAddr::V4(v4) => v4.octets().map(|o| o.to_string()).join("-"),
+        IpAddr::V6(v6) => v6.segments().map(|s| format!("{s:04x}")).join("-"),
+    };
+    format!("{addr}-{}", cidr.prefix_len())
+}
+
+/// Registers `pool` in the store, or checks that the store's pool of that name is the same one
+/// and that no other pool in the store overlaps it.
+pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamError> {
+    let record = PoolRecord {
+        cidr: pool.cidr,
+        block_prefix: pool.block_prefix,
+    };
+    match typed::create(store, &pool.name, &record).await {
+        Ok(_) => {}
+        Err(StoreError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for other in typed::list::<PoolRecord>(store).await? {
+        let theirs = Pool {
+            name: other.name.clone(),
+            cidr: other.value.cidr,
+            block_prefix: other.value.block_prefix,
+        };
+        if other.name == pool.name {
+            if theirs != *pool {
+                return Err(IpamError::PoolMismatch {
+                    pool: pool.name.clone(),
+                    ours: pool.cidr,
+                    ours_prefix: pool.block_prefix,
+                    theirs: theirs.cidr,
+                    theirs_prefix: theirs.block_prefix,
+                });
+            }
+        } else {
+            Pool::check_disjoint([pool, &theirs])?;
+        }
+    }
+    Ok(())
+}
+
+/// The blocks of `pool` that `node` holds.
+pub async fn node_blocks(
+    store: &impl Store,
+    pool: &Pool,
+    node: &str,
+) -> Result<Vec<IpNet>, IpamError> {
+    Ok(typed::list::<BlockRecord>(store)
+        .await?
+        .into_iter()
+        .filter(|b| {
+            b.value.pool == pool.name && b.value.node == node && pool.holds_block(b.value.cidr)
+        })
+        .map(|b| b.value.cidr)
+        .collect())
+}
+
+/// Claims the first free block of `pool` for `node`.
+pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<IpNet, IpamError> {
+    let taken: HashSet<IpNet> = typed::list::<BlockRecord>(store)
+        .await?
+        .into_iter()
+        .map(|b| b.value.cidr)
+        .collect();
+    for n in 0..pool.block_count() {
+        let cidr = pool.block(n);
+        if taken.contains(&cidr) {
+            continue;
+        }
+        let record = BlockRecord {
+            pool: pool.name.clone(),
+            cidr,
+            node: node.to_string(),
+        };
+        match typed::create(store, &block_name(cidr), &record).await {
+            Ok(_) => return Ok(cidr),
+            // Another node won this one since we listed: try the next.
+            Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(IpamError::PoolExhausted {
+        pool: pool.name.clone(),
+        cidr: pool.cidr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_store::EmbeddedStore;
+
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn store(tag: &str) -> (EmbeddedStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("strait-ipam-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (EmbeddedStore::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn block_names_are_store_names() {
+        assert_eq!(block_name(net("10.244.1.64/26")), "10-244-1-64-26");
+        assert_eq!(
+            block_name(net("fd00:10:244::80/122")),
+            "fd00-0010-0244-0000-0000-0000-0000-0080-122"
+        );
+        assert_eq!(
+            block_name(net("::/120")),
+            "0000-0000-0000-0000-0000-0000-0000-0000-120"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_racing_for_the_last_blocks_never_share_one() {
+        let (store, dir) = store("race");
+        let pool = Pool::new("p", net("10.9.0.0/24"), 26).unwrap();
+        ensure_pool(&store, &pool).await.unwrap();
+        let claims = (0..6).map(|i| {
+            let (store, pool) = (store.clone(), pool.clone());
+            tokio::spawn(async move { claim_block(&store, &pool, &format!("node-{i}")).await })
+        });
+        let mut won = Vec::new();
+        let mut exhausted = 0;
+        for c in claims {
+            match c.await.unwrap() {
+                Ok(block) => won.push(block),
+                Err(IpamError::PoolExhausted { .. }) => exhausted += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        won.sort();
+        won.dedup();
+        assert_eq!((won.len(), exhausted), (4, 2));
+        assert_eq!(node_blocks(&store, &pool, "node-0").await.unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn conflicting_pools_are_refused() {
+        let (store, dir) = store("conflict");
+        let pool = Pool::new("p", net("10.9.0.0/24"), 26).unwrap();
+        ensure_pool(&store, &pool).await.unwrap();
+        ensure_pool(&store, &pool).await.unwrap();
+        let redefined = Pool::new("p", net("10.9.0.0/24"), 27).unwrap();
+        assert!(matches!(
+            ensure_pool(&store, &redefined).await,
+            Err(IpamError::PoolMismatch { .. })
+        ));
+        let overlapping = Pool::new("q", net("10.9.0.128/25"), 26).unwrap();
+        assert!(matches!(
+            ensure_pool(&store, &overlapping).await,
+            Err(IpamError::OverlappingPools { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

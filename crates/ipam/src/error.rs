@@ -1,0 +1,36 @@
+//! IPAM's errors.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("pool {pool}: {reason}")]
+    InvalidPool { pool: String, reason: String },
+    #[error("pools {a} ({a_cidr}) and {b} ({b_cidr}) overlap")]
+    OverlappingPools {
+        a: String,
+        a_cidr: IpNet,
+        b: String,
+        b_cidr: IpNet,
+    },
+    #[error(
+        "pool {pool} is {theirs} in /{theirs_prefix} blocks in the cluster store, but this node is configured with {ours} in /{ours_prefix} blocks"
+    )]
+    PoolMismatch {
+        pool: String,
+        ours: IpNet,
+        ours_prefix: u8,
+        theirs: IpNet,
+        theirs_prefix: u8,
+    },
+    #[error("pool {pool} ({cidr}) has no free block left")]
+    PoolExhausted { pool: String, cidr: IpNet },
+    #[error("{ip} is already allocated")]
+    AlreadyAllocated { ip: IpAddr },
+    #[error("{ip} is not in a block this node holds")]
+    NotInOwnedBlock { ip: IpAddr },
+    #[error("cluster store: {0}")]
+    Store(#[from] strait_store::StoreError),
+}

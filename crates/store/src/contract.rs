@@ -1,0 +1,181 @@
+//! The behaviour every [`Store`] backend must show, as one suite each backend's tests run against a
+//! real instance (a directory, a real etcd, a real kube-apiserver). Each check uses its own names,
+//! so the suite can share one store.
+
+use serde_json::json;
+
+use crate::{Kind, Store, StoreError};
+
+/// Runs every check; panics with the failing one.
+pub async fn run_all(store: &impl Store) {
+    create_is_create_if_absent(store).await;
+    update_needs_the_current_revision(store).await;
+    delete_needs_the_current_revision(store).await;
+    list_returns_one_kind(store).await;
+    racing_creates_have_one_winner(store).await;
+    names_are_validated(store).await;
+}
+
+async fn create_is_create_if_absent(store: &impl Store) {
+    let r1 = store
+        .create(Kind::IpPool, "contract-create", json!({"v": 1}))
+        .await
+        .unwrap();
+    let got = store
+        .get(Kind::IpPool, "contract-create")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.revision, got.value), (r1, json!({"v": 1})));
+    let again = store
+        .create(Kind::IpPool, "contract-create", json!({"v": 2}))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    assert!(
+        store
+            .get(Kind::IpPool, "contract-absent")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn update_needs_the_current_revision(store: &impl Store) {
+    let r1 = store
+        .create(Kind::IpPool, "contract-update", json!(1))
+        .await
+        .unwrap();
+    let r2 = store
+        .update(Kind::IpPool, "contract-update", json!(2), r1)
+        .await
+        .unwrap();
+    assert!(r2 > r1);
+    let stale = store
+        .update(Kind::IpPool, "contract-update", json!(3), r1)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let got = store
+        .get(Kind::IpPool, "contract-update")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.value, json!(2));
+    let missing = store
+        .update(Kind::IpPool, "contract-update-missing", json!(1), 1)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
+async fn delete_needs_the_current_revision(store: &impl Store) {
+    let r1 = store
+        .create(Kind::IpBlock, "contract-delete", json!(1))
+        .await
+        .unwrap();
+    let r2 = store
+        .update(Kind::IpBlock, "contract-delete", json!(2), r1)
+        .await
+        .unwrap();
+    let stale = store
+        .delete(Kind::IpBlock, "contract-delete", Some(r1))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    store
+        .delete(Kind::IpBlock, "contract-delete", Some(r2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(Kind::IpBlock, "contract-delete")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let again = store.delete(Kind::IpBlock, "contract-delete", None).await;
+    assert!(
+        matches!(again, Err(StoreError::NotFound { .. })),
+        "{again:?}"
+    );
+}
+
+async fn list_returns_one_kind(store: &impl Store) {
+    for name in ["contract-list-a", "contract-list-b"] {
+        store
+            .create(Kind::IpBlock, name, json!(name))
+            .await
+            .unwrap();
+    }
+    store
+        .create(Kind::IpPool, "contract-list-pool", json!(0))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list(Kind::IpBlock)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .filter(|n| n.starts_with("contract-list"))
+        .collect();
+    assert_eq!(names, ["contract-list-a", "contract-list-b"]);
+}
+
+async fn racing_creates_have_one_winner(store: &impl Store) {
+    let attempts = (0..16).map(|i| store.create(Kind::IpBlock, "contract-race", json!(i)));
+    let results = futures_join_all(attempts).await;
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(StoreError::AlreadyExists { .. })))
+    );
+}
+
+async fn names_are_validated(store: &impl Store) {
+    let bad = store.create(Kind::IpPool, "Not/Valid", json!(0)).await;
+    assert!(
+        matches!(bad, Err(StoreError::InvalidName { .. })),
+        "{bad:?}"
+    );
+}
+
+/// Polls all futures concurrently (on one task, so they really interleave on the backend).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("all ready")).collect()
+}

@@ -1,0 +1,270 @@
+//! The embedded backend: the cluster store as files in one directory, for a single machine (the
+//! quickstart, the demo, podman hosts). Each object is `<dir>/<kind>/<name>.json`; every write
+//! holds an exclusive `flock` on `<dir>/.lock` and takes the next store-wide revision from
+//! `<dir>/.revision`, so several agents on one machine share it safely. One machine only: a lock
+//! file does not span hosts.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::file::{remove_durable, remove_stale_temporaries, write_atomic};
+use crate::records::Kind;
+use crate::{Store, StoreError, Versioned};
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    root: Arc<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    revision: u64,
+    value: Value,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<EmbeddedStore, StoreError> {
+        let root = root.into();
+        for kind in Kind::ALL {
+            let dir = root.join(kind.plural());
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            remove_stale_temporaries(&dir)?;
+        }
+        remove_stale_temporaries(&root)?;
+        Ok(EmbeddedStore {
+            root: Arc::new(root),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| StoreError::Io(io::Error::other(e)))?
+    }
+}
+
+/// Object names follow Kubernetes' DNS-subdomain rule so every backend can hold them.
+pub(crate) fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let reason = if name.is_empty() || name.len() > 253 {
+        Some("it must be 1 to 253 characters long")
+    } else if !name.chars().all(ok_char) {
+        Some("it may hold only lowercase letters, digits, '-' and '.'")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Some("it must start and end with a letter or digit")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(r) => Err(StoreError::InvalidName {
+            name: name.to_string(),
+            reason: r.to_string(),
+        }),
+    }
+}
+
+fn lock(root: &Path, exclusive: bool) -> Result<Flock<File>, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(root.join(".lock"))?;
+    let arg = if exclusive {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockShared
+    };
+    Flock::lock(file, arg).map_err(|(_, errno)| StoreError::Io(errno.into()))
+}
+
+fn object_path(root: &Path, kind: Kind, name: &str) -> PathBuf {
+    root.join(kind.plural()).join(format!("{name}.json"))
+}
+
+fn read(root: &Path, kind: Kind, name: &str) -> Result<Option<Versioned<Value>>, StoreError> {
+    let bytes = match fs::read(object_path(root, kind, name)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        kind,
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(Versioned {
+        name: name.to_string(),
+        revision: stored.revision,
+        value: stored.value,
+    }))
+}
+
+/// Takes the next store-wide revision. Call with the exclusive lock held.
+fn next_revision(root: &Path) -> Result<u64, StoreError> {
+    let path = root.join(".revision");
+    let current = match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<u64>().map_err(|e| StoreError::Corrupt {
+            kind: Kind::IpPool,
+            name: ".revision".into(),
+            reason: e.to_string(),
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let next = current + 1;
+    write_atomic(&path, next.to_string().as_bytes())?;
+    Ok(next)
+}
+
+fn write(root: &Path, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
+    let revision = next_revision(root)?;
+    let bytes = serde_json::to_vec(&Stored { revision, value }).expect("values serialize");
+    write_atomic(&object_path(root, kind, name), &bytes)?;
+    Ok(revision)
+}
+
+fn check_revision(
+    current: &Option<Versioned<Value>>,
+    kind: Kind,
+    name: &str,
+    expected: u64,
+) -> Result<(), StoreError> {
+    match current {
+        None => Err(StoreError::NotFound {
+            kind,
+            name: name.to_string(),
+        }),
+        Some(c) if c.revision != expected => Err(StoreError::Conflict {
+            kind,
+            name: name.to_string(),
+            expected,
+            actual: Some(c.revision),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+impl Store for EmbeddedStore {
+    async fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned<Value>>, StoreError> {
+        validate_name(name)?;
+        let name = name.to_string();
+        self.blocking(move |root| read(root, kind, &name)).await
+    }
+
+    async fn list(&self, kind: Kind) -> Result<Vec<Versioned<Value>>, StoreError> {
+        self.blocking(move |root| {
+            let _shared = lock(root, false)?;
+            let mut out = Vec::new();
+            for entry in fs::read_dir(root.join(kind.plural()))? {
+                let file_name = entry?.file_name();
+                let file_name = file_name.to_string_lossy();
+                if let Some(name) = file_name.strip_suffix(".json")
+                    && !name.starts_with('.')
+                    && let Some(v) = read(root, kind, name)?
+                {
+                    out.push(v);
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
+        validate_name(name)?;
+        let name = name.to_string();
+        self.blocking(move |root| {
+            let _exclusive = lock(root, true)?;
+            if read(root, kind, &name)?.is_some() {
+                return Err(StoreError::AlreadyExists { kind, name });
+            }
+            write(root, kind, &name, value)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        value: Value,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
+        validate_name(name)?;
+        let name = name.to_string();
+        self.blocking(move |root| {
+            let _exclusive = lock(root, true)?;
+            check_revision(&read(root, kind, &name)?, kind, &name, revision)?;
+            write(root, kind, &name, value)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        revision: Option<u64>,
+    ) -> Result<(), StoreError> {
+        validate_name(name)?;
+        let name = name.to_string();
+        self.blocking(move |root| {
+            let _exclusive = lock(root, true)?;
+            let current = read(root, kind, &name)?;
+            match revision {
+                Some(expected) => check_revision(&current, kind, &name, expected)?,
+                None if current.is_none() => {
+                    return Err(StoreError::NotFound { kind, name });
+                }
+                None => {}
+            }
+            remove_durable(&object_path(root, kind, &name))?;
+            next_revision(root).map(drop)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_dns_subdomain_rule() {
+        for ok in [
+            "a",
+            "10-244-0-64-26",
+            "node-1.example",
+            "fd00-10-244--80-122",
+        ] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a/b", "a_b", "../x", &"x".repeat(254)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The store's errors. `Unavailable` is the transient one: callers retry it.
+
+use std::io;
+
+use crate::records::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: Kind, name: String },
+    #[error("{kind} {name} does not exist")]
+    NotFound { kind: Kind, name: String },
+    #[error("{kind} {name} changed (revision {actual:?}, expected {expected})")]
+    Conflict {
+        kind: Kind,
+        name: String,
+        expected: u64,
+        actual: Option<u64>,
+    },
+    #[error("{name:?} is not a valid object name: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("{kind} {name} holds something unreadable: {reason}")]
+    Corrupt {
+        kind: Kind,
+        name: String,
+        reason: String,
+    },
+    #[error("the cluster store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the cluster store: {0}")]
+    Io(#[from] io::Error),
+}
