@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::file::{remove_durable, remove_stale_temporaries, write_atomic};
-use crate::records::Kind;
+use crate::records::{Kind, validate_name};
 use crate::{Store, StoreError, Versioned};
 
 #[derive(Debug, Clone)]
@@ -59,29 +59,6 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || f(&root))
             .await
             .map_err(|e| StoreError::Io(io::Error::other(e)))?
-    }
-}
-
-/// Object names follow Kubernetes' DNS-subdomain rule so every backend can hold them.
-pub(crate) fn validate_name(name: &str) -> Result<(), StoreError> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-    let reason = if name.is_empty() || name.len() > 253 {
-        Some("it must be 1 to 253 characters long")
-    } else if !name.chars().all(ok_char) {
-        Some("it may hold only lowercase letters, digits, '-' and '.'")
-    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
-    {
-        Some("it must start and end with a letter or digit")
-    } else {
-        None
-    };
-    match reason {
-        None => Ok(()),
-        Some(r) => Err(StoreError::InvalidName {
-            name: name.to_string(),
-            reason: r.to_string(),
-        }),
     }
 }
 
@@ -135,14 +112,14 @@ fn next_revision(root: &Path) -> Result<u64, StoreError> {
         Err(e) => return Err(e.into()),
     };
     let next = current + 1;
-    write_atomic(&path, next.to_string().as_bytes())?;
+    write_atomic(&path, next.to_string().as_bytes(), 0o600)?;
     Ok(next)
 }
 
 fn write(root: &Path, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
     let revision = next_revision(root)?;
     let bytes = serde_json::to_vec(&Stored { revision, value }).expect("values serialize");
-    write_atomic(&object_path(root, kind, name), &bytes)?;
+    write_atomic(&object_path(root, kind, name), &bytes, 0o600)?;
     Ok(revision)
 }
 
@@ -246,25 +223,5 @@ impl Store for EmbeddedStore {
             next_revision(root).map(drop)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_dns_subdomain_rule() {
-        for ok in [
-            "a",
-            "10-244-0-64-26",
-            "node-1.example",
-            "fd00-10-244--80-122",
-        ] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-a", "a-", "A", "a/b", "a_b", "../x", &"x".repeat(254)] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
     }
 }

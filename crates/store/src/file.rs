@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Atomically replaces `path` with `bytes`, readable only by the owner.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Atomically replaces `path` with `bytes`, created with permission bits `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent(path)?;
     let name = path
         .file_name()
@@ -25,7 +25,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&temp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -78,8 +78,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strait-file-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let p = dir.join("x.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         fs::write(dir.join(".x.json.tmp-1-1"), b"junk").unwrap();
         remove_stale_temporaries(&dir).unwrap();

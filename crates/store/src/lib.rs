@@ -14,7 +14,7 @@ use std::future::Future;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
-pub use records::{BlockRecord, Kind, PoolRecord, Record};
+pub use records::{BlockRecord, Kind, PoolRecord, Record, validate_name};
 
 /// A value as stored, with the store-wide revision of its last change.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,6 +5,8 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::StoreError;
+
 /// Every kind of object in the cluster store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -59,4 +61,47 @@ pub struct BlockRecord {
 
 impl Record for BlockRecord {
     const KIND: Kind = Kind::IpBlock;
+}
+
+/// Object names follow Kubernetes' DNS-subdomain rule so every backend can hold them.
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let reason = if name.is_empty() || name.len() > 253 {
+        Some("it must be 1 to 253 characters long")
+    } else if !name.chars().all(ok_char) {
+        Some("it may hold only lowercase letters, digits, '-' and '.'")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Some("it must start and end with a letter or digit")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(r) => Err(StoreError::InvalidName {
+            name: name.to_string(),
+            reason: r.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_dns_subdomain_rule() {
+        for ok in [
+            "a",
+            "10-244-0-64-26",
+            "node-1.example",
+            "fd00-10-244--80-122",
+        ] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a/b", "a_b", "../x", &"x".repeat(254)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,0 +1,339 @@
+//! The CNI commands as the agent carries them out. ADD persists the attachment before touching
+//! the kernel and undoes everything if a step fails; DEL and GC release even when the netns is
+//! gone; CHECK reports every difference it finds.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
+use strait_dataplane::{
+    DataplaneError, GATEWAY_V4, PodLinks, PodPlan, add_pod, check_pod, delete_pod, host_veth_name,
+    pod_links,
+};
+use strait_netlink::Netlink;
+use strait_store::Store;
+
+use crate::agent::{Agent, blocking};
+use crate::error::AgentError;
+use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
+
+fn key_of(req: &CniRequest) -> AttachmentKey {
+    AttachmentKey {
+        network: req.config.network_name().to_string(),
+        container_id: req.invocation.container_id.clone(),
+        ifname: req.invocation.ifname.clone(),
+    }
+}
+
+fn plan_of(a: &Attachment) -> PodPlan {
+    PodPlan {
+        host_veth: a.host_veth.clone(),
+        ifname: a.key.ifname.clone(),
+        netns: PathBuf::from(a.netns.clone().unwrap_or_default()),
+        addresses: a.addresses.clone(),
+        mtu: a.mtu,
+    }
+}
+
+fn host_netlink() -> Result<Netlink, AgentError> {
+    Netlink::new().map_err(|e| AgentError::Dataplane(e.into()))
+}
+
+fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
+    let gateway = IpAddr::V4(GATEWAY_V4);
+    let interface = |l: &strait_netlink::Link, sandbox: Option<String>| Interface {
+        name: l.name.clone(),
+        mac: l.mac.map(|m| m.to_string()),
+        sandbox,
+        mtu: Some(l.mtu),
+    };
+    CniResult {
+        interfaces: vec![
+            interface(&links.host, None),
+            interface(&links.pod, a.netns.clone()),
+        ],
+        ips: a
+            .addresses
+            .iter()
+            .map(|address| IpConfig {
+                address: *address,
+                gateway: Some(gateway),
+                interface: Some(1),
+            })
+            .collect(),
+        routes: vec![Route::new(
+            "0.0.0.0/0".parse().expect("literal"),
+            Some(gateway),
+        )],
+        dns: Default::default(),
+    }
+}
+
+async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentError> {
+    let (registry, a) = (Arc::clone(registry), a.clone());
+    blocking(move || Ok(registry.put(&a)?)).await
+}
+
+impl<S: Store + 'static> Agent<S> {
+    /// Carries out one CNI command; the answer is in the request's version.
+    pub async fn handle_cni(&self, req: CniRequest) -> Result<Option<serde_json::Value>, CniError> {
+        let started = Instant::now();
+        let version = req.config.cni_version;
+        let command = req.invocation.command;
+        let outcome = match command {
+            Command::Add => self.add(&req).await.map(Some),
+            Command::Del => self.del(&req).await.map(|()| None),
+            Command::Check => self.check(&req).await.map(|()| None),
+            Command::Status => self.network(req.config.network_name()).map(|_| None),
+            Command::Gc => self.gc(&req).await.map(|()| None),
+            Command::Version => {
+                return Ok(Some(strait_cni::version_reply(b"")));
+            }
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        match &outcome {
+            Ok(_) => {
+                tracing::info!(command = command.as_str(), container_id = %req.invocation.container_id,
+                ifname = %req.invocation.ifname, network = %req.config.network_name(), elapsed_ms, "done")
+            }
+            Err(e) => {
+                tracing::warn!(command = command.as_str(), container_id = %req.invocation.container_id,
+                ifname = %req.invocation.ifname, network = %req.config.network_name(), elapsed_ms, error = %e, "failed")
+            }
+        }
+        outcome
+            .map(|r| r.map(|r| r.to_json(version)))
+            .map_err(CniError::from)
+    }
+
+    async fn add(&self, req: &CniRequest) -> Result<CniResult, AgentError> {
+        let net = self.network(req.config.network_name())?;
+        let key = key_of(req);
+        let _one_at_a_time = self.locks.lock(&key).await;
+        let netns = req.invocation.netns.clone();
+        let (attachment, fresh) = match self.registry.get(&key) {
+            // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
+            Some(existing) => (Attachment { netns, ..existing }, false),
+            None => {
+                let address = net.allocate(&self.store, &self.config.node_name).await?;
+                let a = Attachment {
+                    host_veth: host_veth_name(&key.network, &key.container_id, &key.ifname),
+                    key: key.clone(),
+                    netns,
+                    pod: req.invocation.args.pod().map(|(namespace, name)| PodRef {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                    }),
+                    addresses: vec![address],
+                    mtu: net.spec.mtu,
+                };
+                (a, true)
+            }
+        };
+        if let Err(e) = persist(&self.registry, &attachment).await {
+            if fresh {
+                net.release(&attachment.addresses).await;
+            }
+            return Err(e);
+        }
+        let plan = plan_of(&attachment);
+        let built = blocking(move || {
+            let mut host = host_netlink()?;
+            if !fresh {
+                if check_pod(&mut host, &plan)?.is_empty()
+                    && let Some(links) = pod_links(&mut host, &plan)?
+                {
+                    return Ok(links);
+                }
+                delete_pod(&mut host, &plan.host_veth)?;
+            }
+            Ok(add_pod(&mut host, &plan)?)
+        })
+        .await;
+        match built {
+            Ok(links) => {
+                let ours = result_of(&attachment, &links);
+                Ok(match req.config.prev_result.clone() {
+                    Some(prev) => prev.chain(ours),
+                    None => ours,
+                })
+            }
+            Err(e) => {
+                if fresh {
+                    self.forget(&key).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn del(&self, req: &CniRequest) -> Result<(), AgentError> {
+        let key = key_of(req);
+        let _one_at_a_time = self.locks.lock(&key).await;
+        self.release(&key).await
+    }
+
+    /// Removes an attachment's data plane, then its record and addresses. The host veth name
+    /// follows from the key, so even an attachment without a record is cleaned. Call with the
+    /// key's lock held.
+    async fn release(&self, key: &AttachmentKey) -> Result<(), AgentError> {
+        let veth = self
+            .registry
+            .get(key)
+            .map(|a| a.host_veth)
+            .unwrap_or_else(|| host_veth_name(&key.network, &key.container_id, &key.ifname));
+        blocking(move || Ok(delete_pod(&mut host_netlink()?, &veth)?)).await?;
+        self.forget(key).await
+    }
+
+    /// Drops the record and frees its addresses.
+    async fn forget(&self, key: &AttachmentKey) -> Result<(), AgentError> {
+        let (registry, k) = (Arc::clone(&self.registry), key.clone());
+        let removed = blocking(move || Ok(registry.remove(&k)?)).await?;
+        if let (Some(a), Some(net)) = (removed, self.networks.get(&key.network)) {
+            net.release(&a.addresses).await;
+        }
+        Ok(())
+    }
+
+    async fn check(&self, req: &CniRequest) -> Result<(), AgentError> {
+        self.network(req.config.network_name())?;
+        let key = key_of(req);
+        let _one_at_a_time = self.locks.lock(&key).await;
+        let a = self
+            .registry
+            .get(&key)
+            .ok_or_else(|| AgentError::UnknownAttachment { key: key.clone() })?;
+        let mut problems = Vec::new();
+        if a.netns != req.invocation.netns {
+            problems.push(format!(
+                "the attachment was set up in network namespace {}, CHECK names {}",
+                a.netns.as_deref().unwrap_or("(none)"),
+                req.invocation.netns.as_deref().unwrap_or("(none)")
+            ));
+        }
+        if let Some(prev) = &req.config.prev_result {
+            problems.extend(prev_result_problems(prev, &a));
+        }
+        let plan = plan_of(&a);
+        let found = blocking(move || Ok(check_pod(&mut host_netlink()?, &plan)?)).await;
+        match found {
+            Ok(kernel) => problems.extend(kernel),
+            Err(AgentError::Dataplane(DataplaneError::Netns(e))) => problems.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(AgentError::CheckFailed { problems })
+        }
+    }
+
+    /// Releases every attachment of the network that the runtime no longer lists. Keeps going
+    /// past failures and reports the first.
+    async fn gc(&self, req: &CniRequest) -> Result<(), AgentError> {
+        let valid: HashSet<(&str, &str)> = req
+            .config
+            .valid_attachments
+            .as_ref()
+            .ok_or(AgentError::GcWithoutList)?
+            .iter()
+            .map(|v| (v.container_id.as_str(), v.ifname.as_str()))
+            .collect();
+        let network = req.config.network_name();
+        let stale: Vec<AttachmentKey> = self
+            .registry
+            .all()
+            .into_iter()
+            .map(|a| a.key)
+            .filter(|k| {
+                k.network == network
+                    && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str()))
+            })
+            .collect();
+        let mut first_error = None;
+        for key in stale {
+            let _one_at_a_time = self.locks.lock(&key).await;
+            match self.release(&key).await {
+                Ok(()) => tracing::info!(container_id = %key.container_id, ifname = %key.ifname,
+                    network = %key.network, "garbage-collected attachment"),
+                Err(e) => {
+                    tracing::warn!(container_id = %key.container_id, error = %e, "GC could not release");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// What the chain's previous result should say about our attachment but does not.
+fn prev_result_problems(prev: &CniResult, a: &Attachment) -> Vec<String> {
+    let mut problems = Vec::new();
+    for address in &a.addresses {
+        if !prev.ips.iter().any(|ip| ip.address == *address) {
+            problems.push(format!("prevResult does not list address {address}"));
+        }
+    }
+    if !prev
+        .interfaces
+        .iter()
+        .any(|i| i.name == a.key.ifname && i.sandbox.is_some())
+    {
+        problems.push(format!(
+            "prevResult does not list interface {} in the container",
+            a.key.ifname
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment() -> Attachment {
+        Attachment {
+            key: AttachmentKey {
+                network: "n".into(),
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+            },
+            netns: Some("/var/run/netns/p".into()),
+            pod: None,
+            addresses: vec!["10.0.0.5/32".parse().unwrap()],
+            host_veth: "st000000000001".into(),
+            mtu: 1450,
+        }
+    }
+
+    #[test]
+    fn a_matching_prev_result_raises_nothing_and_a_foreign_one_everything() {
+        let a = attachment();
+        let links = PodLinks {
+            host: strait_netlink::Link {
+                index: 4,
+                name: a.host_veth.clone(),
+                mac: None,
+                mtu: 1450,
+                up: true,
+                kind: Some("veth".into()),
+            },
+            pod: strait_netlink::Link {
+                index: 2,
+                name: "eth0".into(),
+                mac: None,
+                mtu: 1450,
+                up: true,
+                kind: Some("veth".into()),
+            },
+        };
+        let ours = result_of(&a, &links);
+        assert_eq!(ours.ips[0].interface, Some(1));
+        assert!(prev_result_problems(&ours, &a).is_empty());
+        assert_eq!(prev_result_problems(&CniResult::default(), &a).len(), 2);
+    }
+}

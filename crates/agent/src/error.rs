@@ -1,0 +1,94 @@
+//! The agent's errors, and the one place where each becomes a CNI error code with a message that
+//! says what to do.
+
+use strait_cni::{CniError, ErrorCode};
+use strait_dataplane::DataplaneError;
+use strait_ipam::IpamError;
+use strait_netlink::NetnsError;
+use strait_store::StoreError;
+
+use crate::registry::{AttachmentKey, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("network {name:?} is not configured on this node (straitd serves: {known})")]
+    UnknownNetwork { name: String, known: String },
+    #[error("network {network} has no free address: every block of its pools ({pools}) is taken")]
+    Exhausted { network: String, pools: String },
+    #[error("no attachment of container {} on interface {} in network {} is known on this node", key.container_id, key.ifname, key.network)]
+    UnknownAttachment { key: AttachmentKey },
+    #[error("the container's network differs from what was set up: {}", problems.join("; "))]
+    CheckFailed { problems: Vec<String> },
+    #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
+    GcWithoutList,
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("an agent task failed: {0}")]
+    Task(String),
+}
+
+impl From<AgentError> for CniError {
+    fn from(e: AgentError) -> CniError {
+        let msg = e.to_string();
+        let (code, details) = match &e {
+            AgentError::UnknownNetwork { .. } => (
+                ErrorCode::InvalidConfig,
+                "set \"network\" (or the configuration's \"name\") to a network from straitd's configuration",
+            ),
+            AgentError::Exhausted { .. } | AgentError::Ipam(IpamError::PoolExhausted { .. }) => (
+                ErrorCode::PoolExhausted,
+                "delete pods that are no longer needed, or add a pool to the network in straitd's configuration",
+            ),
+            AgentError::UnknownAttachment { .. } => (
+                ErrorCode::UnknownContainer,
+                "the container was never added to this network on this node, or was already deleted",
+            ),
+            AgentError::CheckFailed { .. } => (
+                ErrorCode::CheckFailed,
+                "something other than strait changed the container's network; delete and re-add the container",
+            ),
+            AgentError::GcWithoutList => (
+                ErrorCode::InvalidConfig,
+                "the runtime must pass cni.dev/valid-attachments (an empty list releases everything)",
+            ),
+            AgentError::Ipam(IpamError::Store(StoreError::Unavailable(_))) => (
+                ErrorCode::TryAgainLater,
+                "the cluster store is unreachable; the runtime should retry",
+            ),
+            AgentError::Ipam(_) => (
+                ErrorCode::Internal,
+                "the cluster store holds something unexpected; see straitd's log",
+            ),
+            AgentError::Dataplane(DataplaneError::Netns(NetnsError::NotFound { .. })) => (
+                ErrorCode::UnknownContainer,
+                "the container's network namespace is gone; nothing was changed",
+            ),
+            AgentError::Dataplane(DataplaneError::Netns(NetnsError::NotNetns { .. })) => (
+                ErrorCode::InvalidEnvironment,
+                "set CNI_NETNS to the path of a network namespace (e.g. /var/run/netns/NAME or /proc/PID/ns/net)",
+            ),
+            AgentError::Dataplane(DataplaneError::IfnameTaken { .. }) => (
+                ErrorCode::InvalidEnvironment,
+                "choose another CNI_IFNAME, or DEL the attachment that created this interface",
+            ),
+            AgentError::Dataplane(DataplaneError::KernelFeatureMissing { .. }) => (
+                ErrorCode::KernelFeatureMissing,
+                "load the kernel module or run on a kernel built with this feature",
+            ),
+            AgentError::Dataplane(_) => (
+                ErrorCode::DataplaneFailed,
+                "the kernel refused a change; see straitd's log. Nothing was left half-built",
+            ),
+            AgentError::Registry(_) => (
+                ErrorCode::IoFailure,
+                "straitd could not write its state directory (full or read-only disk?)",
+            ),
+            AgentError::Task(_) => (ErrorCode::Internal, "see straitd's log"),
+        };
+        CniError::new(code, msg, details)
+    }
+}

@@ -1,0 +1,18 @@
+//! straitd, the node agent. It owns the node's Strait state: the pod registry and IPAM
+//! ([`registry`], [`network`]), the data plane through `strait-dataplane`, and the socket the CNI
+//! plugin and straitctl talk to ([`server`]). `main.rs` only wires these together.
+
+pub mod agent;
+pub mod cni;
+pub mod config;
+pub mod conflist;
+pub mod error;
+pub mod locks;
+pub mod network;
+pub mod node;
+pub mod registry;
+pub mod server;
+pub mod status;
+
+pub use agent::{Agent, StartError};
+pub use config::Config;

@@ -1,0 +1,83 @@
+//! `straitd`: loads the configuration, starts the agent with the configured cluster store,
+//! opens the socket, writes the conflist (the node's "ready"), and serves until SIGTERM/SIGINT.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use strait_agent::config::StoreConfig;
+use strait_agent::{Agent, Config, conflist, server};
+use strait_store::{EmbeddedStore, Store};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(name = "straitd", version, about = "The Strait node agent")]
+struct Args {
+    /// The agent's configuration file.
+    #[arg(long, default_value = "/etc/strait/straitd.toml")]
+    config: PathBuf,
+    /// Log line format (on stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let config = Config::load(&args.config)?;
+    match config.store.clone() {
+        StoreConfig::Embedded { path } => {
+            let store = EmbeddedStore::open(&path)
+                .with_context(|| format!("opening the embedded store in {}", path.display()))?;
+            run(config, store).await
+        }
+    }
+}
+
+async fn run<S: Store + 'static>(config: Config, store: S) -> anyhow::Result<()> {
+    let node = config.node_name.clone();
+    let agent = Arc::new(Agent::start(config, store).await?);
+    let socket = agent.config().socket.clone();
+    let listener = server::bind(&socket)
+        .with_context(|| format!("opening the agent socket {}", socket.display()))?;
+    match conflist::write(agent.config()).context("writing the CNI configuration")? {
+        Some(path) => {
+            tracing::info!(%node, socket = %socket.display(), conflist = %path.display(), "ready")
+        }
+        None => tracing::info!(%node, socket = %socket.display(), "ready (no conflist written)"),
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    server::serve(agent, listener, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}

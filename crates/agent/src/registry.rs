@@ -1,0 +1,192 @@
+//! The pod registry: one record per attachment (network, container id, interface) with what was
+//! given to it. Each record is a crash-safe file written before the CNI answer leaves the agent;
+//! the IPAM allocators are rebuilt from these records on start, so they are also the IPAM ledger.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use strait_store::file::{remove_durable, remove_stale_temporaries, write_atomic};
+
+/// What identifies an attachment; ADD is idempotent per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttachmentKey {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub key: AttachmentKey,
+    pub netns: Option<String>,
+    pub pod: Option<PodRef>,
+    pub addresses: Vec<IpNet>,
+    pub host_veth: String,
+    pub mtu: u32,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    dir: PathBuf,
+    records: Mutex<BTreeMap<AttachmentKey, Attachment>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("pod registry {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("pod registry: {key:?} and {other:?} map to the same record {name}")]
+    Collision {
+        key: Box<AttachmentKey>,
+        other: Box<AttachmentKey>,
+        name: String,
+    },
+}
+
+impl Registry {
+    /// Opens the registry in `dir`, loading every record. A record that cannot be read is moved
+    /// aside (`*.unreadable`) and reported, never silently dropped.
+    pub fn open(dir: &Path) -> Result<(Registry, Vec<String>), RegistryError> {
+        let io_err = |source| RegistryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err)?;
+        remove_stale_temporaries(dir).map_err(io_err)?;
+        let mut records = BTreeMap::new();
+        let mut warnings = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(a) => {
+                    records.insert(a.key.clone(), a);
+                }
+                Err(e) => {
+                    let aside = path.with_extension("unreadable");
+                    let _ = fs::rename(&path, &aside);
+                    warnings.push(format!(
+                        "record {} is unreadable ({e}); moved to {}",
+                        path.display(),
+                        aside.display()
+                    ));
+                }
+            }
+        }
+        Ok((
+            Registry {
+                dir: dir.to_path_buf(),
+                records: Mutex::new(records),
+            },
+            warnings,
+        ))
+    }
+
+    fn path_of(&self, a: &Attachment) -> PathBuf {
+        self.dir.join(format!("{}.json", a.host_veth))
+    }
+
+    pub fn get(&self, key: &AttachmentKey) -> Option<Attachment> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Attachment> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Writes the record durably, then makes it visible.
+    pub fn put(&self, a: &Attachment) -> Result<(), RegistryError> {
+        if let Some(other) = self
+            .lock()
+            .values()
+            .find(|o| o.host_veth == a.host_veth && o.key != a.key)
+        {
+            return Err(RegistryError::Collision {
+                key: Box::new(a.key.clone()),
+                other: Box::new(other.key.clone()),
+                name: a.host_veth.clone(),
+            });
+        }
+        let path = self.path_of(a);
+        let bytes = serde_json::to_vec_pretty(a).expect("records serialize");
+        write_atomic(&path, &bytes, 0o600).map_err(|source| RegistryError::Io { path, source })?;
+        self.lock().insert(a.key.clone(), a.clone());
+        Ok(())
+    }
+
+    /// Removes the record durably; returns it if it was there.
+    pub fn remove(&self, key: &AttachmentKey) -> Result<Option<Attachment>, RegistryError> {
+        let Some(a) = self.get(key) else {
+            return Ok(None);
+        };
+        let path = self.path_of(&a);
+        remove_durable(&path).map_err(|source| RegistryError::Io { path, source })?;
+        Ok(self.lock().remove(key))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttachmentKey, Attachment>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(cid: &str, veth: &str) -> Attachment {
+        Attachment {
+            key: AttachmentKey {
+                network: "n".into(),
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+            },
+            netns: Some("/var/run/netns/x".into()),
+            pod: None,
+            addresses: vec!["10.0.0.5/32".parse().unwrap()],
+            host_veth: veth.into(),
+            mtu: 1450,
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_garbage_is_set_aside() {
+        let dir = std::env::temp_dir().join(format!("strait-registry-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (reg, _) = Registry::open(&dir).unwrap();
+        reg.put(&attachment("a", "st000000000001")).unwrap();
+        reg.put(&attachment("b", "st000000000002")).unwrap();
+        assert!(matches!(
+            reg.put(&attachment("c", "st000000000002")),
+            Err(RegistryError::Collision { .. })
+        ));
+        reg.remove(&attachment("b", "").key).unwrap().unwrap();
+        assert!(reg.remove(&attachment("b", "").key).unwrap().is_none());
+        fs::write(dir.join("st00000000000f.json"), b"{trunc").unwrap();
+        let (again, warnings) = Registry::open(&dir).unwrap();
+        assert_eq!(again.all(), vec![attachment("a", "st000000000001")]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(dir.join("st00000000000f.unreadable").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,103 @@
+//! The agent's Unix socket: root-only (0600 in a 0700 directory), one request per connection,
+//! requests served concurrently, in-flight ones finished on shutdown.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strait_rpc::{MAX_MESSAGE_BYTES, Request, Response};
+use strait_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use crate::agent::Agent;
+
+/// A client that has not sent its whole request by then is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds the socket, refusing to steal it from a live agent.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another straitd is already serving {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
+/// Serves until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve<S: Store + 'static>(
+    agent: Arc<Agent<S>>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut in_flight = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let agent = Arc::clone(&agent);
+                    in_flight.spawn(async move { answer(&agent, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+        while in_flight.try_join_next().is_some() {}
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = in_flight.len(),
+            "shutting down with requests still in flight"
+        );
+    }
+}
+
+async fn answer<S: Store + 'static>(agent: &Agent<S>, mut stream: UnixStream) {
+    let mut body = Vec::new();
+    let read = tokio::time::timeout(
+        READ_TIMEOUT,
+        (&mut stream).take(MAX_MESSAGE_BYTES).read_to_end(&mut body),
+    )
+    .await;
+    let response = match read {
+        Ok(Ok(_)) => match Request::decode(&body) {
+            Ok(request) => agent.handle(request).await,
+            Err(e) => Response::BadRequest(e),
+        },
+        Ok(Err(e)) => Response::BadRequest(format!("reading the request: {e}")),
+        Err(_) => Response::BadRequest("the request did not arrive in time".into()),
+    };
+    if let Err(e) = stream.write_all(&response.encode()).await {
+        tracing::warn!(error = %e, "could not send a response; the client went away");
+    }
+    let _ = stream.shutdown().await;
+}

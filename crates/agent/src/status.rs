@@ -1,0 +1,60 @@
+//! What the agent tells straitctl: the node's state and its attachments.
+
+use strait_rpc::{NetworkStatus, NodeStatus, PodInfo, Request, Response};
+use strait_store::Store;
+
+use crate::agent::Agent;
+use crate::config::StoreConfig;
+
+impl<S: Store + 'static> Agent<S> {
+    /// Answers one request from the socket.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Cni(req) => match self.handle_cni(*req).await {
+                Ok(json) => Response::CniOk(json),
+                Err(e) => Response::CniError(e),
+            },
+            Request::Status => Response::Status(self.status().await),
+            Request::Pods => Response::Pods(self.pods()),
+        }
+    }
+
+    async fn status(&self) -> NodeStatus {
+        let mut networks = Vec::new();
+        for (name, net) in &self.networks {
+            let (blocks, usage) = net.usage().await;
+            networks.push(NetworkStatus {
+                name: name.clone(),
+                pools: net.spec.pools.iter().map(|p| p.cidr).collect(),
+                blocks,
+                allocated: usage.allocated,
+                capacity: usage.capacity,
+            });
+        }
+        NodeStatus {
+            node: self.config.node_name.clone(),
+            ready: true,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            store: match &self.config.store {
+                StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
+            },
+            networks,
+        }
+    }
+
+    fn pods(&self) -> Vec<PodInfo> {
+        self.registry
+            .all()
+            .into_iter()
+            .map(|a| PodInfo {
+                network: a.key.network,
+                container_id: a.key.container_id,
+                ifname: a.key.ifname,
+                netns: a.netns,
+                pod: a.pod.map(|p| format!("{}/{}", p.namespace, p.name)),
+                addresses: a.addresses,
+                host_veth: a.host_veth,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,19 @@
+//! A pod's network as kernel objects. [`PodPlan`] says what a pod must have (pure data);
+//! [`add_pod`] builds it (undoing everything if any step fails), [`check_pod`] lists every way the
+//! kernel differs from it, [`delete_pod`] removes it (repeat-safe). Overlay and routed pods look
+//! the same on their node:
+//!
+//! - in the pod: `IFNAME` with `POD_IP/32`, `169.254.1.1 dev IFNAME scope link`,
+//!   `default via 169.254.1.1 dev IFNAME`, and a permanent neighbour for 169.254.1.1 pointing at
+//!   the host veth's MAC (so the first packet never waits on ARP);
+//! - on the host: the veth (named from the attachment, see [`host_veth_name`]) up and without
+//!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod.
+
+mod error;
+mod naming;
+mod pod;
+mod undo;
+
+pub use error::DataplaneError;
+pub use naming::{GATEWAY_V4, HOST_VETH_PREFIX, ROUTE_PROTOCOL, host_veth_name, is_host_veth};
+pub use pod::{PodLinks, PodPlan, add_pod, check_pod, delete_pod, pod_links};

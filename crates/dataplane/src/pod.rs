@@ -1,0 +1,297 @@
+//! One pod attachment: the veth pair and everything on both of its ends.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use strait_netlink::{
+    Link, MacAddr, Netlink, NetlinkError, Netns, NetnsError, Route, Scope, TABLE_MAIN,
+};
+
+use crate::error::DataplaneError;
+use crate::naming::{GATEWAY_V4, ROUTE_PROTOCOL};
+use crate::undo::Undo;
+
+/// What one attachment must look like. Built by the agent from the request and the allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub host_veth: String,
+    pub ifname: String,
+    pub netns: PathBuf,
+    /// The pod's addresses, each a host prefix (/32).
+    pub addresses: Vec<IpNet>,
+    pub mtu: u32,
+}
+
+/// The two ends as the kernel reports them after setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLinks {
+    pub host: Link,
+    pub pod: Link,
+}
+
+fn route(dst: IpNet, gateway: Option<IpAddr>, oif: u32, scope: Scope) -> Route {
+    Route {
+        dst,
+        gateway,
+        oif: Some(oif),
+        table: TABLE_MAIN,
+        protocol: ROUTE_PROTOCOL,
+        scope,
+        onlink: false,
+    }
+}
+
+impl PodPlan {
+    /// Inside the pod: the gateway on the link, and the default route through it.
+    fn pod_routes(&self, pod_index: u32) -> Vec<Route> {
+        let gw = IpAddr::V4(GATEWAY_V4);
+        vec![
+            route(IpNet::from(gw), None, pod_index, Scope::Link),
+            route(
+                "0.0.0.0/0".parse().expect("literal"),
+                Some(gw),
+                pod_index,
+                Scope::Universe,
+            ),
+        ]
+    }
+
+    /// On the host: each pod address through the host veth.
+    fn host_routes(&self, host_index: u32) -> Vec<Route> {
+        self.addresses
+            .iter()
+            .map(|a| route(IpNet::from(a.addr()), None, host_index, Scope::Link))
+            .collect()
+    }
+}
+
+fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
+    link.ok_or_else(|| {
+        DataplaneError::Netlink(NetlinkError::Decode(format!(
+            "link {name} vanished right after it was created"
+        )))
+    })
+}
+
+/// Builds the pod's network. On failure, everything created so far is removed again.
+pub fn add_pod(host: &mut Netlink, plan: &PodPlan) -> Result<PodLinks, DataplaneError> {
+    let ns = Netns::open(&plan.netns)?;
+    let mut pod = Netlink::in_netns(&ns)?;
+    let taken = || DataplaneError::IfnameTaken {
+        ifname: plan.ifname.clone(),
+        netns: plan.netns.display().to_string(),
+    };
+    if pod.link_by_name(&plan.ifname)?.is_some() {
+        return Err(taken());
+    }
+    // Left by an interrupted earlier attempt for this same attachment (the name is its hash).
+    host.delete_link(&plan.host_veth)?;
+    host.add_veth(&plan.host_veth, &plan.ifname, &ns, plan.mtu)
+        .map_err(|e| match e {
+            e if e.is_exists() => taken(),
+            e if e.is_unsupported() => DataplaneError::KernelFeatureMissing {
+                what: "veth interfaces",
+                source: e,
+            },
+            e => e.into(),
+        })?;
+    let mut undo = Undo::new(host);
+    let veth = plan.host_veth.clone();
+    undo.push(move |h: &mut Netlink| {
+        let _ = h.delete_link(&veth);
+    });
+
+    let host_link = must_exist(undo.ctx().link_by_name(&plan.host_veth)?, &plan.host_veth)?;
+    let pod_link = must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?;
+    let host_mac = host_link.mac.ok_or_else(|| no_mac(&plan.host_veth))?;
+    let pod_mac = pod_link.mac.ok_or_else(|| no_mac(&plan.ifname))?;
+
+    for address in &plan.addresses {
+        pod.add_address(pod_link.index, *address)?;
+    }
+    pod.set_link_up(pod_link.index)?;
+    pod.set_permanent_neighbour(pod_link.index, IpAddr::V4(GATEWAY_V4), host_mac)?;
+    for r in plan.pod_routes(pod_link.index) {
+        pod.add_route(&r)?;
+    }
+
+    let host = undo.ctx();
+    host.set_link_up(host_link.index)?;
+    for r in plan.host_routes(host_link.index) {
+        host.add_route(&r)?;
+    }
+    for address in &plan.addresses {
+        host.set_permanent_neighbour(host_link.index, address.addr(), pod_mac)?;
+    }
+    let links = PodLinks {
+        host: must_exist(host.link_by_name(&plan.host_veth)?, &plan.host_veth)?,
+        pod: must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?,
+    };
+    undo.commit();
+    Ok(links)
+}
+
+fn no_mac(name: &str) -> DataplaneError {
+    DataplaneError::Netlink(NetlinkError::Decode(format!(
+        "link {name} has no MAC address"
+    )))
+}
+
+/// Both ends of an attachment as they are now, if both exist.
+pub fn pod_links(host: &mut Netlink, plan: &PodPlan) -> Result<Option<PodLinks>, DataplaneError> {
+    let Some(host_link) = host.link_by_name(&plan.host_veth)? else {
+        return Ok(None);
+    };
+    let mut pod = Netlink::in_netns(&Netns::open(&plan.netns)?)?;
+    Ok(pod.link_by_name(&plan.ifname)?.map(|pod| PodLinks {
+        host: host_link,
+        pod,
+    }))
+}
+
+/// Removes the pod's network: deleting the host veth takes its peer, the addresses, routes and
+/// neighbours on both ends with it. Repeat-safe.
+pub fn delete_pod(host: &mut Netlink, host_veth: &str) -> Result<(), DataplaneError> {
+    Ok(host.delete_link(host_veth)?)
+}
+
+/// Every way the kernel differs from `plan`; empty when the pod's network is intact.
+pub fn check_pod(host: &mut Netlink, plan: &PodPlan) -> Result<Vec<String>, DataplaneError> {
+    let mut problems = Vec::new();
+    let host_link = host.link_by_name(&plan.host_veth)?;
+    let pod_side = match Netns::open(&plan.netns) {
+        Ok(ns) => {
+            let mut pod = Netlink::in_netns(&ns)?;
+            let link = pod.link_by_name(&plan.ifname)?;
+            Some((pod, link))
+        }
+        Err(NetnsError::NotFound { .. }) => {
+            problems.push(format!(
+                "network namespace {} is gone",
+                plan.netns.display()
+            ));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pod_mac = pod_side
+        .as_ref()
+        .and_then(|(_, l)| l.as_ref())
+        .and_then(|l| l.mac);
+
+    match &host_link {
+        None => problems.push(format!("host interface {} is missing", plan.host_veth)),
+        Some(link) => {
+            check_link(link, "veth", plan.mtu, "host interface", &mut problems);
+            let routes = host.routes(false, TABLE_MAIN)?;
+            for want in plan.host_routes(link.index) {
+                if !routes.contains(&want) {
+                    problems.push(format!(
+                        "host route {} dev {} is missing",
+                        want.dst, plan.host_veth
+                    ));
+                }
+            }
+            let neighbours = host.neighbours(link.index)?;
+            for address in &plan.addresses {
+                check_neighbour(
+                    &neighbours,
+                    address.addr(),
+                    pod_mac,
+                    &plan.host_veth,
+                    &mut problems,
+                );
+            }
+        }
+    }
+
+    if let Some((mut pod, link)) = pod_side {
+        match link {
+            None => problems.push(format!(
+                "interface {} is missing in {}",
+                plan.ifname,
+                plan.netns.display()
+            )),
+            Some(link) => {
+                check_link(&link, "veth", plan.mtu, "pod interface", &mut problems);
+                let have = pod.addresses(link.index)?;
+                for address in &plan.addresses {
+                    if !have.contains(address) {
+                        problems.push(format!("address {address} is missing on {}", plan.ifname));
+                    }
+                }
+                let routes = pod.routes(false, TABLE_MAIN)?;
+                for want in plan.pod_routes(link.index) {
+                    if !routes.iter().any(|r| same_route(r, &want)) {
+                        problems.push(format!(
+                            "pod route {}{} dev {} is missing",
+                            want.dst,
+                            want.gateway
+                                .map(|g| format!(" via {g}"))
+                                .unwrap_or_default(),
+                            plan.ifname
+                        ));
+                    }
+                }
+                let host_mac = host_link.as_ref().and_then(|l| l.mac);
+                let neighbours = pod.neighbours(link.index)?;
+                check_neighbour(
+                    &neighbours,
+                    IpAddr::V4(GATEWAY_V4),
+                    host_mac,
+                    &plan.ifname,
+                    &mut problems,
+                );
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Inside the pod the runtime or the user may have re-added a route with another protocol; what
+/// matters is where it goes.
+fn same_route(have: &Route, want: &Route) -> bool {
+    have.dst == want.dst && have.gateway == want.gateway && have.oif == want.oif
+}
+
+fn check_link(link: &Link, kind: &str, mtu: u32, what: &str, problems: &mut Vec<String>) {
+    if link.kind.as_deref() != Some(kind) {
+        problems.push(format!(
+            "{what} {} is a {} interface, not {kind}",
+            link.name,
+            link.kind.as_deref().unwrap_or("plain")
+        ));
+    }
+    if !link.up {
+        problems.push(format!("{what} {} is down", link.name));
+    }
+    if link.mtu != mtu {
+        problems.push(format!(
+            "{what} {} has MTU {}, not {mtu}",
+            link.name, link.mtu
+        ));
+    }
+}
+
+fn check_neighbour(
+    neighbours: &[strait_netlink::Neighbour],
+    ip: IpAddr,
+    mac: Option<MacAddr>,
+    dev: &str,
+    problems: &mut Vec<String>,
+) {
+    let found = neighbours.iter().find(|n| n.ip == ip);
+    match found {
+        Some(n) if n.permanent && (mac.is_none() || n.mac == mac) => {}
+        Some(n) => problems.push(format!(
+            "neighbour {ip} on {dev} is {}{}, not permanent{}",
+            n.mac
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "incomplete".into()),
+            if n.permanent { " permanent" } else { "" },
+            mac.map(|m| format!(" {m}")).unwrap_or_default()
+        )),
+        None => problems.push(format!("neighbour {ip} on {dev} is missing")),
+    }
+}
