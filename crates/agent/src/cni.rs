@@ -13,7 +13,7 @@ use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodPlan, add_pod, check_pod, delete_pod, host_veth_name,
     pod_links,
 };
-use strait_netlink::Netlink;
+use strait_netlink::{Netlink, Netns};
 use strait_store::Store;
 
 use crate::agent::{Agent, blocking};
@@ -114,6 +114,9 @@ impl<S: Store + 'static> Agent<S> {
         let key = key_of(req);
         let _one_at_a_time = self.locks.lock(&key).await;
         let netns = req.invocation.netns.clone();
+        // A namespace that is not there (or not a namespace) is refused before anything is
+        // allocated.
+        Netns::open(netns.as_deref().unwrap_or_default()).map_err(DataplaneError::from)?;
         let (attachment, fresh) = match self.registry.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
             Some(existing) => (Attachment { netns, ..existing }, false),

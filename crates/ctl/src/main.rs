@@ -1,0 +1,64 @@
+//! `straitctl`: asks the local agent about the node and prints tables or JSON.
+
+mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use strait_rpc::{DEFAULT_SOCKET, Request, Response, call};
+
+#[derive(Parser)]
+#[command(name = "straitctl", version, about = "Inspect and operate Strait")]
+struct Args {
+    /// The agent's socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The node: its networks, blocks and address usage.
+    Status,
+    /// The pod attachments on this node.
+    Pods,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let request = match args.command {
+        Cmd::Status => Request::Status,
+        Cmd::Pods => Request::Pods,
+    };
+    let response = call(&args.socket, &request, Duration::from_secs(30))
+        .context("is straitd running on this node? (--socket selects another agent)")?;
+    let json = args.output == Output::Json;
+    match response {
+        Response::Status(s) if json => print_json(&s),
+        Response::Status(s) => print!("{}", table::status(&s)),
+        Response::Pods(p) if json => print_json(&p),
+        Response::Pods(p) => print!("{}", table::pods(&p)),
+        Response::BadRequest(e) => bail!("the agent refused the request: {e}"),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("answers serialize")
+    );
+}

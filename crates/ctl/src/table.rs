@@ -1,0 +1,90 @@
+//! Plain-text tables for humans: columns padded to their widest cell.
+
+use strait_rpc::{NodeStatus, PodInfo};
+
+/// Renders rows (the first is the header) with two spaces between columns.
+fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+}
+
+pub fn status(s: &NodeStatus) -> String {
+    let mut out = format!(
+        "node {}  ready {}  version {}  store {}\n\n",
+        s.node, s.ready, s.version, s.store
+    );
+    let mut rows = vec![
+        ["NETWORK", "POOLS", "BLOCKS", "ADDRESSES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in &s.networks {
+        rows.push(vec![
+            n.name.clone(),
+            join(&n.pools),
+            join(&n.blocks),
+            format!("{}/{}", n.allocated, n.capacity),
+        ]);
+    }
+    out.push_str(&render(&rows));
+    out
+}
+
+pub fn pods(pods: &[PodInfo]) -> String {
+    let mut rows = vec![
+        [
+            "NETWORK",
+            "POD",
+            "CONTAINER",
+            "IFNAME",
+            "ADDRESSES",
+            "HOST VETH",
+            "NETNS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in pods {
+        rows.push(vec![
+            p.network.clone(),
+            p.pod.clone().unwrap_or_else(|| "-".into()),
+            p.container_id.chars().take(12).collect(),
+            p.ifname.clone(),
+            join(&p.addresses),
+            p.host_veth.clone(),
+            p.netns.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    render(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let t = render(&[
+            vec!["A".into(), "BB".into()],
+            vec!["long".into(), "x".into()],
+        ]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+    }
+}

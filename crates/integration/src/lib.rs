@@ -1,0 +1,69 @@
+//! Fixtures for tests against the real kernel: uniquely named network namespaces, "nodes" that
+//! run a real `straitd` inside their own namespace, the real `strait` plugin invoked exactly as a
+//! runtime does, and observation from outside with `ip -j`, `nft`, `ping` and `socat`.
+//! Every fixture removes what it created when dropped, also when the test panics.
+
+pub mod cni;
+pub mod inspect;
+pub mod netns;
+pub mod node;
+pub mod traffic;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Panics with instructions unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("the integration tests create network namespaces and need root: run scripts/test");
+    }
+}
+
+/// A workspace binary built next to this test (target/<profile>/<name>).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or test run) uses: `stt<pid>x<n><tag>`.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "stt{}x{}{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and returns its output; panics if it cannot start.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a command that must succeed and returns its stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

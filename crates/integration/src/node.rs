@@ -1,0 +1,268 @@
+//! A Strait node for tests: its own network namespace, state directory, socket and conflist
+//! directory, and a real `straitd` running inside the namespace. Dropping it kills the agent (by
+//! PID) and removes the namespace and directory.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cni::{Env, Outcome, invoke};
+use crate::inspect::Snapshot;
+use crate::netns::TestNetns;
+use crate::{bin, unique};
+
+/// How a test node is configured.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub network: String,
+    /// (CIDR, block prefix) of each pool.
+    pub pools: Vec<(String, u8)>,
+    pub mtu: u32,
+    /// Extra TOML placed before the network (e.g. a `[cni]` section).
+    pub extra: String,
+    /// Another node's store directory to share, as agents on one machine would.
+    pub store: Option<PathBuf>,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        NodeSpec {
+            network: "strait".into(),
+            pools: vec![("10.244.0.0/16".into(), 26)],
+            mtu: 1450,
+            extra: String::new(),
+            store: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ns: TestNetns,
+    pub dir: PathBuf,
+    pub spec: NodeSpec,
+    agent: Option<Child>,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Node {
+    /// Creates the node and starts its agent; panics (with the agent's log) if it does not
+    /// become ready.
+    pub fn start(spec: NodeSpec) -> Node {
+        let mut node = Node::create(spec);
+        if let Err(log) = node.try_start_agent() {
+            panic!("straitd did not become ready:\n{log}");
+        }
+        node
+    }
+
+    /// Creates the node without starting its agent.
+    pub fn create(spec: NodeSpec) -> Node {
+        let ns = TestNetns::new("node");
+        let dir = std::env::temp_dir().join(unique("dir"));
+        fs::create_dir_all(&dir).expect("test dir");
+        let node = Node {
+            ns,
+            dir,
+            spec,
+            agent: None,
+        };
+        fs::write(node.config_path(), node.config_text()).expect("write config");
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("straitd.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run/strait.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.spec
+            .store
+            .clone()
+            .unwrap_or_else(|| self.dir.join("store"))
+    }
+
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.join("net.d")
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut pools = String::new();
+        for (cidr, prefix) in &self.spec.pools {
+            pools.push_str(&format!(
+                "[[network.pool]]\ncidr = \"{cidr}\"\nblock_prefix = {prefix}\n"
+            ));
+        }
+        format!(
+            "node_name = \"{node}\"\nstate_dir = \"{state}\"\nsocket = \"{socket}\"\n\
+             service_cidrs = [\"10.96.0.0/12\"]\n\
+             [store]\nbackend = \"embedded\"\npath = \"{store}\"\n\
+             {extra}\n\
+             [[network]]\nname = \"{network}\"\nmtu = {mtu}\n{pools}",
+            node = self.ns.name,
+            state = self.state_dir().display(),
+            socket = self.socket().display(),
+            store = self.store_dir().display(),
+            extra = if self.spec.extra.contains("[cni]") {
+                self.spec.extra.replace(
+                    "[cni]",
+                    &format!("[cni]\nconf_dir = \"{}\"", self.conf_dir().display()),
+                )
+            } else {
+                format!(
+                    "{}\n[cni]\nconf_dir = \"{}\"",
+                    self.spec.extra,
+                    self.conf_dir().display()
+                )
+            },
+            network = self.spec.network,
+            mtu = self.spec.mtu,
+        )
+    }
+
+    /// Starts straitd in the node's namespace and waits until its socket answers. On failure
+    /// returns the agent's log.
+    pub fn try_start_agent(&mut self) -> Result<(), String> {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let child = self
+            .ns
+            .command(
+                bin("straitd").to_str().expect("utf-8 path"),
+                &["--config", self.config_path().to_str().expect("utf-8 path")],
+            )
+            .env("STRAIT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn straitd");
+        self.agent = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return Ok(());
+            }
+            let child = self.agent.as_mut().expect("just set");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.agent = None;
+                return Err(format!("straitd exited ({status}):\n{}", self.agent_log()));
+            }
+            if Instant::now() > deadline {
+                self.kill_agent();
+                return Err(format!(
+                    "straitd not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.agent_log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the agent with SIGTERM and waits for it.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The plugin configuration for this node's network.
+    pub fn conf(&self, version: &str) -> String {
+        serde_json::json!({
+            "cniVersion": version,
+            "name": self.spec.network,
+            "type": "strait",
+            "socket": self.socket(),
+        })
+        .to_string()
+    }
+
+    pub fn cni(&self, env: &Env, stdin: &str) -> Outcome {
+        invoke(&bin("strait"), env, stdin)
+    }
+
+    /// ADD `container_id` to `pod` as eth0 and return the result.
+    pub fn add(&self, container_id: &str, pod: &TestNetns) -> Value {
+        self.cni(
+            &Env::attachment("ADD", container_id, &pod.path(), "eth0"),
+            &self.conf("1.0.0"),
+        )
+        .ok()
+    }
+
+    pub fn del(&self, container_id: &str, pod: &TestNetns) {
+        self.cni(
+            &Env::attachment("DEL", container_id, &pod.path(), "eth0"),
+            &self.conf("1.0.0"),
+        )
+        .ok();
+    }
+
+    /// ADDs and DELs a throwaway pod so the node holds its first block: block claims are node
+    /// state that outlives pods, so "nothing left behind" is measured after this.
+    pub fn warm_up(&self) {
+        let pod = TestNetns::new("warm");
+        self.add("warm-up", &pod);
+        self.del("warm-up", &pod);
+    }
+
+    /// `straitctl -o json ARGS` against this node's agent.
+    pub fn ctl(&self, args: &[&str]) -> Value {
+        let socket = self.socket();
+        let mut all = vec!["--socket", socket.to_str().expect("utf-8"), "-o", "json"];
+        all.extend_from_slice(args);
+        let out = Command::new(bin("straitctl"))
+            .args(&all)
+            .output()
+            .expect("straitctl");
+        assert!(
+            out.status.success(),
+            "straitctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("straitctl prints JSON")
+    }
+
+    /// Everything Strait could leave behind on this node.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::of(self)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

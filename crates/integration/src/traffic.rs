@@ -1,0 +1,88 @@
+//! Real traffic between namespaces: ping (optionally with Don't Fragment at a given size) and TCP
+//! through socat, where the server answers with the peer address it saw.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::TestNetns;
+
+/// One echo request from `from` to `to`.
+pub fn ping(from: &TestNetns, to: &str) -> bool {
+    from.exec("ping", &["-c1", "-W2", "-n", "-q", to])
+        .status
+        .success()
+}
+
+/// One echo request of `payload` bytes that must not be fragmented.
+pub fn ping_df(from: &TestNetns, to: &str, payload: u32) -> bool {
+    from.exec(
+        "ping",
+        &[
+            "-c1",
+            "-W2",
+            "-n",
+            "-q",
+            "-M",
+            "do",
+            "-s",
+            &payload.to_string(),
+            to,
+        ],
+    )
+    .status
+    .success()
+}
+
+/// A TCP server in a namespace that answers every connection with the address it came from.
+#[derive(Debug)]
+pub struct PeerEcho {
+    child: Child,
+}
+
+impl PeerEcho {
+    pub fn start(ns: &TestNetns, port: u16) -> PeerEcho {
+        let child = ns
+            .command(
+                "socat",
+                &[
+                    &format!("TCP-LISTEN:{port},reuseaddr,fork"),
+                    "SYSTEM:echo $SOCAT_PEERADDR",
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed (scripts/test installs it)");
+        let server = PeerEcho { child };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !listening(ns, port) {
+            assert!(Instant::now() < deadline, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+fn listening(ns: &TestNetns, port: u16) -> bool {
+    let out = ns.exec("ss", &["-Hltn", &format!("sport = :{port}")]);
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+impl Drop for PeerEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects from `from` to `addr:port` and returns what the server said (its view of our
+/// address), or `None` if the connection failed.
+pub fn tcp_peer(from: &TestNetns, addr: &str, port: u16) -> Option<String> {
+    let out = from.exec(
+        "socat",
+        &["-T3", "-", &format!("TCP:{addr}:{port},connect-timeout=3")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
