@@ -1,0 +1,378 @@
+//! Wrong input of every kind: each is answered with the right CNI code, a message and advice,
+//! and leaves the node exactly as it was (links, routes, records, blocks, allocations, nftables)
+//! and the pod's namespace untouched.
+
+use serde_json::{Value, json};
+use strait_integration::cni::Env;
+use strait_integration::inspect::link_names;
+use strait_integration::netns::TestNetns;
+use strait_integration::node::{Node, NodeSpec};
+
+fn with(conf: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(conf).unwrap();
+    edit(&mut v);
+    v.to_string()
+}
+
+#[test]
+fn wrong_invocations_get_the_right_code_and_change_nothing() {
+    let node = Node::start(NodeSpec::default());
+    node.warm_up();
+    let live = TestNetns::new("live");
+    node.add("ctr-live", &live);
+    let pod = TestNetns::new("bad");
+    let busy = TestNetns::new("busy");
+    busy.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    let not_a_netns = node.dir.join("not-a-netns");
+    std::fs::write(&not_a_netns, b"").unwrap();
+
+    let conf = node.conf("1.0.0");
+    let conf11 = node.conf("1.1.0");
+    let add = Env::attachment("ADD", "ctr-bad", &pod.path(), "eth0");
+    let gc = Env::default()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", "/opt/cni/bin");
+    let status = Env::default()
+        .set("CNI_COMMAND", "STATUS")
+        .set("CNI_PATH", "/opt/cni/bin");
+    let cases: Vec<(&str, Env, String, u64)> = vec![
+        (
+            "malformed JSON",
+            add.clone(),
+            r#"{"cniVersion": "1.0.0", name"#.into(),
+            6,
+        ),
+        (
+            "truncated JSON",
+            add.clone(),
+            conf[..conf.len() / 2].into(),
+            6,
+        ),
+        ("empty stdin", add.clone(), String::new(), 6),
+        ("a JSON array", add.clone(), "[]".into(), 6),
+        (
+            "no cniVersion",
+            add.clone(),
+            with(&conf, |c| {
+                c.as_object_mut().unwrap().remove("cniVersion");
+            }),
+            1,
+        ),
+        (
+            "unknown cniVersion",
+            add.clone(),
+            with(&conf, |c| c["cniVersion"] = json!("9.9.9")),
+            1,
+        ),
+        (
+            "cniVersion not a string",
+            add.clone(),
+            with(&conf, |c| c["cniVersion"] = json!(1.0)),
+            6,
+        ),
+        (
+            "no name",
+            add.clone(),
+            with(&conf, |c| {
+                c.as_object_mut().unwrap().remove("name");
+            }),
+            7,
+        ),
+        (
+            "invalid name",
+            add.clone(),
+            with(&conf, |c| c["name"] = json!("no spaces please")),
+            7,
+        ),
+        (
+            "an ipam section",
+            add.clone(),
+            with(&conf, |c| c["ipam"] = json!({"type": "host-local"})),
+            2,
+        ),
+        (
+            "unknown network",
+            add.clone(),
+            with(&conf, |c| c["network"] = json!("nope")),
+            7,
+        ),
+        (
+            "relative socket path",
+            add.clone(),
+            with(&conf, |c| c["socket"] = json!("strait.sock")),
+            7,
+        ),
+        (
+            "malformed prevResult",
+            add.clone(),
+            with(&conf, |c| {
+                c["prevResult"] = json!({"ips": [{"address": "x"}]})
+            }),
+            6,
+        ),
+        (
+            "no CNI_COMMAND",
+            add.clone().unset("CNI_COMMAND"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "unknown CNI_COMMAND",
+            add.clone().set("CNI_COMMAND", "ATTACH"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "no CNI_CONTAINERID",
+            add.clone().unset("CNI_CONTAINERID"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "invalid CNI_CONTAINERID",
+            add.clone().set("CNI_CONTAINERID", "../etc"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "no CNI_IFNAME",
+            add.clone().unset("CNI_IFNAME"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "CNI_IFNAME too long",
+            add.clone().set("CNI_IFNAME", "sixteen-chars-xx"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "CNI_IFNAME with a slash",
+            add.clone().set("CNI_IFNAME", "eth/0"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "no CNI_NETNS",
+            add.clone().unset("CNI_NETNS"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "relative CNI_NETNS",
+            add.clone().set("CNI_NETNS", "var/run/netns/x"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "no CNI_PATH",
+            add.clone().unset("CNI_PATH"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "malformed CNI_ARGS",
+            add.clone().set("CNI_ARGS", "K8S_POD_NAME"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "netns that does not exist",
+            add.clone().set("CNI_NETNS", "/var/run/netns/stt-never"),
+            conf.clone(),
+            3,
+        ),
+        (
+            "netns path that is a plain file",
+            add.clone().set("CNI_NETNS", not_a_netns.to_str().unwrap()),
+            conf.clone(),
+            4,
+        ),
+        (
+            "interface name taken in the pod",
+            add.clone().set("CNI_NETNS", &busy.path()),
+            conf.clone(),
+            4,
+        ),
+        (
+            "CHECK in 0.3.1",
+            add.clone().set("CNI_COMMAND", "CHECK"),
+            node.conf("0.3.1"),
+            1,
+        ),
+        (
+            "CHECK of an unknown container",
+            add.clone().set("CNI_COMMAND", "CHECK"),
+            conf.clone(),
+            3,
+        ),
+        (
+            "GC in 1.0.0",
+            gc.clone(),
+            with(&conf, |c| c["cni.dev/valid-attachments"] = json!([])),
+            1,
+        ),
+        ("GC without the valid list", gc.clone(), conf11.clone(), 7),
+        (
+            "GC with a malformed valid list",
+            gc.clone(),
+            with(&conf11, |c| c["cni.dev/valid-attachments"] = json!("all")),
+            6,
+        ),
+        (
+            "STATUS of an unknown network",
+            status.clone(),
+            with(&conf11, |c| c["network"] = json!("nope")),
+            7,
+        ),
+        ("STATUS in 1.0.0", status.clone(), conf.clone(), 1),
+    ];
+    assert!(cases.len() >= 20);
+    let node_before = node.snapshot();
+    let pods_before = [link_names(&pod), link_names(&busy), link_names(&live)];
+    for (what, env, stdin, code) in &cases {
+        let outcome = node.cni(env, stdin);
+        let err = std::panic::catch_unwind(|| outcome.err(*code))
+            .unwrap_or_else(|_| panic!("{what}: expected code {code}, got {outcome:?}"));
+        assert!(
+            !outcome.stdout.contains('\n'),
+            "{what}: stdout carries only the JSON"
+        );
+        assert_eq!(
+            node.snapshot(),
+            node_before,
+            "{what} left something behind: {err}"
+        );
+        assert_eq!(
+            [link_names(&pod), link_names(&busy), link_names(&live)],
+            pods_before,
+            "{what}"
+        );
+    }
+    // The live attachment was never disturbed.
+    node.cni(
+        &Env::attachment("CHECK", "ctr-live", &live.path(), "eth0"),
+        &conf,
+    )
+    .ok();
+}
+
+#[test]
+fn an_agent_that_is_down_means_try_again_and_changes_nothing() {
+    let mut node = Node::start(NodeSpec::default());
+    let pod = TestNetns::new("down");
+    let conf = node.conf("1.1.0");
+    let status = Env::default()
+        .set("CNI_COMMAND", "STATUS")
+        .set("CNI_PATH", "/opt/cni/bin");
+    // Killed: the socket file stays but nobody answers. Then: no socket at all.
+    node.kill_agent();
+    assert!(node.socket().exists());
+    for stage in ["stale socket", "no socket"] {
+        for command in ["ADD", "DEL", "CHECK"] {
+            let err = node
+                .cni(
+                    &Env::attachment(command, "ctr-x", &pod.path(), "eth0"),
+                    &conf,
+                )
+                .err(11);
+            assert!(
+                err["msg"].as_str().unwrap().contains("not running"),
+                "{stage} {command}: {err}"
+            );
+        }
+        node.cni(&status, &conf).err(50);
+        assert_eq!(link_names(&pod), ["lo"], "{stage}");
+        let _ = std::fs::remove_file(node.socket());
+    }
+    let elsewhere = with(&conf, |c| c["socket"] = json!("/nonexistent/strait.sock"));
+    node.cni(
+        &Env::attachment("ADD", "ctr-x", &pod.path(), "eth0"),
+        &elsewhere,
+    )
+    .err(11);
+}
+
+#[test]
+fn an_exhausted_pool_is_refused_and_recovers() {
+    // Two /30 blocks of a /29: three pod addresses each.
+    let node = Node::start(NodeSpec {
+        pools: vec![("10.77.0.0/29".into(), 30)],
+        ..NodeSpec::default()
+    });
+    let pods: Vec<TestNetns> = (0..7).map(|_| TestNetns::new("ex")).collect();
+    for (i, pod) in pods.iter().take(6).enumerate() {
+        node.add(&format!("ctr-{i}"), pod);
+    }
+    let before = node.snapshot();
+    assert_eq!(before.allocated, 6);
+    let err = node
+        .cni(
+            &Env::attachment("ADD", "ctr-6", &pods[6].path(), "eth0"),
+            &node.conf("1.0.0"),
+        )
+        .err(100);
+    assert!(
+        err["msg"].as_str().unwrap().contains("10.77.0.0/29"),
+        "{err}"
+    );
+    assert_eq!(node.snapshot(), before);
+    assert_eq!(link_names(&pods[6]), ["lo"]);
+    node.del("ctr-0", &pods[0]);
+    let result = node.add("ctr-6", &pods[6]);
+    assert!(
+        result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.77.0.")
+    );
+}
+
+#[test]
+fn conflicting_pools_keep_the_agent_from_starting() {
+    let overlapping = NodeSpec {
+        extra: String::new(),
+        pools: vec![("10.60.0.0/16".into(), 26), ("10.60.128.0/17".into(), 26)],
+        ..NodeSpec::default()
+    };
+    // Two pools of one network need names of their own; give the second one.
+    let mut node = Node::create(overlapping);
+    let text = node.config_text().replacen(
+        "[[network.pool]]\ncidr = \"10.60.128.0/17\"",
+        "[[network.pool]]\nname = \"second\"\ncidr = \"10.60.128.0/17\"",
+        1,
+    );
+    std::fs::write(node.config_path(), text).unwrap();
+    let log = node.try_start_agent().unwrap_err();
+    assert!(log.contains("overlap"), "{log}");
+    assert!(
+        !node.socket().exists() && !node.conf_dir().exists(),
+        "no socket, no conflist"
+    );
+
+    // Another agent on the same store defines the pool differently, or overlaps it.
+    let first = Node::start(NodeSpec {
+        pools: vec![("10.61.0.0/16".into(), 26)],
+        ..NodeSpec::default()
+    });
+    for (cidr, needle) in [
+        ("10.62.0.0/16", "cluster store"),
+        ("10.61.64.0/18", "overlap"),
+    ] {
+        let mut second = Node::create(NodeSpec {
+            pools: vec![(cidr.into(), 26)],
+            store: Some(first.store_dir()),
+            ..NodeSpec::default()
+        });
+        if needle == "overlap" {
+            let text = second
+                .config_text()
+                .replace("[[network.pool]]\n", "[[network.pool]]\nname = \"other\"\n");
+            std::fs::write(second.config_path(), text).unwrap();
+        }
+        let log = second.try_start_agent().unwrap_err();
+        assert!(log.contains(needle), "{cidr}: {log}");
+    }
+}
