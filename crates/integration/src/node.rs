@@ -48,6 +48,9 @@ pub struct Node {
     agent: Option<Child>,
 }
 
+/// The address each test node holds (on its loopback, until nodes share a fabric).
+pub const NODE_ADDRESS: &str = "172.31.255.1/32";
+
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Node {
@@ -64,6 +67,8 @@ impl Node {
     /// Creates the node without starting its agent.
     pub fn create(spec: NodeSpec) -> Node {
         let ns = TestNetns::new("node");
+        // Every real node has an address of its own; the node reaches its pods from it.
+        ns.ip(&["addr", "add", NODE_ADDRESS, "dev", "lo"]);
         let dir = std::env::temp_dir().join(unique("dir"));
         fs::create_dir_all(&dir).expect("test dir");
         let node = Node {

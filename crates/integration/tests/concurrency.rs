@@ -1,0 +1,281 @@
+//! Many runtimes calling at once, and the agent killed in the middle of it: addresses stay
+//! distinct, nothing leaks after GC, and running pods keep their traffic.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use strait_integration::bin;
+use strait_integration::cni::{Env, invoke};
+use strait_integration::inspect::link_names;
+use strait_integration::netns::TestNetns;
+use strait_integration::node::{Node, NodeSpec};
+use strait_integration::traffic::ping;
+
+fn address(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn fifty_concurrent_adds_give_fifty_distinct_reachable_addresses() {
+    let node = Node::start(NodeSpec::default());
+    let pods: Vec<TestNetns> = (0..50).map(|_| TestNetns::new("c")).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let node = &node;
+                s.spawn(move || node.add(&format!("ctr-{i}"), pod))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let addresses: HashSet<String> = results.iter().map(address).collect();
+    assert_eq!(addresses.len(), 50, "every pod has its own address");
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert!(ping(&pods[0], &address(r)), "pod 0 reaches pod {i}");
+    }
+    for r in &results {
+        assert!(ping(&node.ns, &address(r)));
+    }
+    assert_eq!(node.snapshot().allocated, 50);
+
+    std::thread::scope(|s| {
+        for (i, pod) in pods.iter().enumerate() {
+            let node = &node;
+            s.spawn(move || node.del(&format!("ctr-{i}"), pod));
+        }
+    });
+    let after = node.snapshot();
+    assert_eq!((after.allocated, after.records.len()), (0, 0));
+    assert_eq!(after.links, ["lo"]);
+    assert!(after.routes.is_empty());
+}
+
+/// What the runtime believes about one pod namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// Nothing attached: free for the next ADD.
+    Free,
+    /// ADD succeeded and the pod runs.
+    Added(String),
+    /// ADD failed and the runtime died before calling DEL: only GC can clean this.
+    Abandoned(String),
+}
+
+/// One runtime under churn until `stop`: picks a slot at random, ADDs a free one and DELs a
+/// running one. A failed ADD is answered with DEL (retried until the agent is back), except when
+/// the agent died during the call: then the runtime "crashes" too and abandons the slot, which
+/// only GC can clean.
+fn runtime(
+    plugin: &std::path::Path,
+    conf: &str,
+    pods: &[TestNetns],
+    slots: &mut [Slot],
+    tag: &str,
+    stop: &AtomicBool,
+) {
+    let mut seed = tag
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let i = (seed >> 33) as usize % slots.len();
+        let del_until_done = |cid: &str| {
+            let env = Env::attachment("DEL", cid, &pods[i].path(), "eth0");
+            while !invoke(plugin, &env, conf).success {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        match &slots[i] {
+            Slot::Abandoned(_) => continue,
+            Slot::Added(cid) => {
+                del_until_done(cid);
+                slots[i] = Slot::Free;
+            }
+            Slot::Free => {
+                n += 1;
+                let cid = format!("{tag}-{n}");
+                let outcome = invoke(
+                    plugin,
+                    &Env::attachment("ADD", &cid, &pods[i].path(), "eth0"),
+                    conf,
+                );
+                slots[i] = if outcome.success {
+                    Slot::Added(cid)
+                } else if outcome.stdout.contains("not running") {
+                    del_until_done(&cid);
+                    std::thread::sleep(Duration::from_millis(10));
+                    Slot::Free
+                } else {
+                    Slot::Abandoned(cid)
+                };
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
+    let mut node = Node::start(NodeSpec::default());
+    node.warm_up();
+    let plugin = bin("strait");
+    let conf = node.conf("1.1.0");
+
+    // Pods that run through every crash: their traffic must never stop.
+    let steady: Vec<TestNetns> = (0..2).map(|_| TestNetns::new("st")).collect();
+    let steady_ips: Vec<String> = steady
+        .iter()
+        .enumerate()
+        .map(|(i, p)| address(&node.add(&format!("steady-{i}"), p)))
+        .collect();
+
+    const RUNTIMES: usize = 4;
+    const SLOTS: usize = 8;
+    let pods: Vec<TestNetns> = (0..RUNTIMES * SLOTS).map(|_| TestNetns::new("b")).collect();
+    let mut slots = vec![Slot::Free; pods.len()];
+    for round in 0..3u64 {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for (r, (pods, slots)) in pods.chunks(SLOTS).zip(slots.chunks_mut(SLOTS)).enumerate() {
+                let (plugin, conf, stop) = (&plugin, &conf, &stop);
+                s.spawn(move || {
+                    runtime(plugin, conf, pods, slots, &format!("r{round}-rt{r}"), stop)
+                });
+            }
+            // Kill at a different point of the burst each round.
+            std::thread::sleep(Duration::from_millis(40 + 70 * round));
+            node.kill_agent();
+            assert!(
+                ping(&steady[0], &steady_ips[1]),
+                "pods keep talking while the agent is dead"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            if let Err(log) = node.try_start_agent() {
+                panic!("restart failed:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(150));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let held: Vec<String> = node
+            .ctl(&["pods"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["addresses"][0].as_str().unwrap().to_string())
+            .collect();
+        let distinct: HashSet<&String> = held.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            held.len(),
+            "round {round}: an address is held twice: {held:?}"
+        );
+        assert!(ping(&steady[0], &steady_ips[1]));
+    }
+    let added: Vec<&String> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Added(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let abandoned = slots
+        .iter()
+        .filter(|s| matches!(s, Slot::Abandoned(_)))
+        .count();
+    assert!(!added.is_empty(), "the burst added pods: {slots:?}");
+    eprintln!(
+        "after 3 crashes: {} pods running, {abandoned} abandoned by their runtime",
+        added.len()
+    );
+
+    // GC with what the runtimes still hold; everything else must go.
+    let mut valid: Vec<Value> = added
+        .iter()
+        .map(|cid| serde_json::json!({"containerID": cid, "ifname": "eth0"}))
+        .collect();
+    for i in 0..2 {
+        valid.push(serde_json::json!({"containerID": format!("steady-{i}"), "ifname": "eth0"}));
+    }
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = Value::Array(valid.clone());
+    let gc = Env::default()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", "/opt/cni/bin");
+    invoke(&plugin, &gc, &gc_conf.to_string()).ok();
+    let snapshot = node.snapshot();
+    assert_eq!(
+        snapshot.records.len(),
+        valid.len(),
+        "GC leaves exactly the valid attachments"
+    );
+    assert_eq!(
+        snapshot.allocated as usize,
+        valid.len(),
+        "and no address leaks"
+    );
+    let veths = snapshot
+        .links
+        .iter()
+        .filter(|l| l.starts_with("st"))
+        .count();
+    assert_eq!(veths, valid.len(), "no host veth without an attachment");
+    for (pod, slot) in pods.iter().zip(&slots) {
+        let expected: &[&str] = if matches!(slot, Slot::Added(_)) {
+            &["eth0", "lo"]
+        } else {
+            &["lo"]
+        };
+        assert_eq!(link_names(pod), expected, "{slot:?}");
+    }
+
+    // Every attachment the runtimes hold is intact and reachable.
+    let pods_now = node.ctl(&["pods"]);
+    for p in pods_now.as_array().unwrap() {
+        let cid = p["container_id"].as_str().unwrap();
+        let env = Env::attachment("CHECK", cid, p["netns"].as_str().unwrap(), "eth0");
+        invoke(&plugin, &env, &conf).ok();
+        let ip = p["addresses"][0]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        assert!(
+            ping(&node.ns, ip),
+            "{cid} at {ip} reachable after the crashes"
+        );
+    }
+
+    // New pods never get an address that is still held.
+    let held: HashSet<String> = pods_now
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["addresses"][0]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let fresh: Vec<TestNetns> = (0..10).map(|_| TestNetns::new("f")).collect();
+    for (i, pod) in fresh.iter().enumerate() {
+        let ip = address(&node.add(&format!("fresh-{i}"), pod));
+        assert!(!held.contains(&ip), "{ip} handed out twice");
+    }
+}
