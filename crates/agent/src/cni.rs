@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,8 @@ use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodPlan, add_pod, check_pod, delete_pod, host_veth_name,
     pod_links,
 };
-use strait_netlink::{Netlink, Netns};
+use strait_netlink::Netlink;
+use strait_netns::Netns;
 use strait_store::Store;
 
 use crate::agent::{Agent, blocking};
@@ -78,15 +80,24 @@ async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentEr
 }
 
 impl<S: Store + 'static> Agent<S> {
-    /// Carries out one CNI command; the answer is in the request's version.
-    pub async fn handle_cni(&self, req: CniRequest) -> Result<Option<serde_json::Value>, CniError> {
+    /// Carries out one CNI command; the answer is in the request's version. `netns` is the
+    /// container's namespace as the plugin opened it.
+    pub async fn handle_cni(
+        &self,
+        req: CniRequest,
+        netns: Option<OwnedFd>,
+    ) -> Result<Option<serde_json::Value>, CniError> {
         let started = Instant::now();
         let version = req.config.cni_version;
         let command = req.invocation.command;
+        let netns = netns
+            .map(|fd| Netns::from_fd(fd, req.invocation.netns.clone().unwrap_or_default()))
+            .transpose()
+            .map_err(|e| CniError::from(AgentError::Dataplane(e.into())))?;
         let outcome = match command {
-            Command::Add => self.add(&req).await.map(Some),
+            Command::Add => self.add(&req, netns).await.map(Some),
             Command::Del => self.del(&req).await.map(|()| None),
-            Command::Check => self.check(&req).await.map(|()| None),
+            Command::Check => self.check(&req, netns).await.map(|()| None),
             Command::Status => self.network(req.config.network_name()).map(|_| None),
             Command::Gc => self.gc(&req).await.map(|()| None),
             Command::Version => {
@@ -109,14 +120,12 @@ impl<S: Store + 'static> Agent<S> {
             .map_err(CniError::from)
     }
 
-    async fn add(&self, req: &CniRequest) -> Result<CniResult, AgentError> {
+    async fn add(&self, req: &CniRequest, ns: Option<Netns>) -> Result<CniResult, AgentError> {
         let net = self.network(req.config.network_name())?;
+        let ns = ns.ok_or(AgentError::NoNetns)?;
         let key = key_of(req);
         let _one_at_a_time = self.locks.lock(&key).await;
         let netns = req.invocation.netns.clone();
-        // A namespace that is not there (or not a namespace) is refused before anything is
-        // allocated.
-        Netns::open(netns.as_deref().unwrap_or_default()).map_err(DataplaneError::from)?;
         let (attachment, fresh) = match self.registry.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
             Some(existing) => (Attachment { netns, ..existing }, false),
@@ -146,14 +155,14 @@ impl<S: Store + 'static> Agent<S> {
         let built = blocking(move || {
             let mut host = host_netlink()?;
             if !fresh {
-                if check_pod(&mut host, &plan)?.is_empty()
-                    && let Some(links) = pod_links(&mut host, &plan)?
+                if check_pod(&mut host, &plan, Some(&ns))?.is_empty()
+                    && let Some(links) = pod_links(&mut host, &plan, &ns)?
                 {
                     return Ok(links);
                 }
                 delete_pod(&mut host, &plan.host_veth)?;
             }
-            Ok(add_pod(&mut host, &plan)?)
+            Ok(add_pod(&mut host, &plan, &ns)?)
         })
         .await;
         match built {
@@ -202,7 +211,7 @@ impl<S: Store + 'static> Agent<S> {
         Ok(())
     }
 
-    async fn check(&self, req: &CniRequest) -> Result<(), AgentError> {
+    async fn check(&self, req: &CniRequest, ns: Option<Netns>) -> Result<(), AgentError> {
         self.network(req.config.network_name())?;
         let key = key_of(req);
         let _one_at_a_time = self.locks.lock(&key).await;
@@ -222,7 +231,8 @@ impl<S: Store + 'static> Agent<S> {
             problems.extend(prev_result_problems(prev, &a));
         }
         let plan = plan_of(&a);
-        let found = blocking(move || Ok(check_pod(&mut host_netlink()?, &plan)?)).await;
+        let found =
+            blocking(move || Ok(check_pod(&mut host_netlink()?, &plan, ns.as_ref())?)).await;
         match found {
             Ok(kernel) => problems.extend(kernel),
             Err(AgentError::Dataplane(DataplaneError::Netns(e))) => problems.push(e.to_string()),

@@ -4,7 +4,7 @@
 use strait_cni::{CniError, ErrorCode};
 use strait_dataplane::DataplaneError;
 use strait_ipam::IpamError;
-use strait_netlink::NetnsError;
+use strait_netns::NetnsError;
 use strait_store::StoreError;
 
 use crate::registry::{AttachmentKey, RegistryError};
@@ -21,6 +21,8 @@ pub enum AgentError {
     CheckFailed { problems: Vec<String> },
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
     GcWithoutList,
+    #[error("the request carried no network namespace")]
+    NoNetns,
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error(transparent)]
@@ -54,6 +56,10 @@ impl From<AgentError> for CniError {
             AgentError::GcWithoutList => (
                 ErrorCode::InvalidConfig,
                 "the runtime must pass cni.dev/valid-attachments (an empty list releases everything)",
+            ),
+            AgentError::NoNetns => (
+                ErrorCode::InvalidEnvironment,
+                "send CNI requests through the strait plugin, which opens CNI_NETNS and passes it on",
             ),
             AgentError::Ipam(IpamError::Store(StoreError::Unavailable(_))) => (
                 ErrorCode::TryAgainLater,

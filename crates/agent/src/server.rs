@@ -2,6 +2,7 @@
 //! requests served concurrently, in-flight ones finished on shutdown.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use strait_rpc::{MAX_MESSAGE_BYTES, Request, Response};
 use strait_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
@@ -81,19 +82,36 @@ pub async fn serve<S: Store + 'static>(
     }
 }
 
-async fn answer<S: Store + 'static>(agent: &Agent<S>, mut stream: UnixStream) {
+/// Reads the connection's header and the namespace descriptor it may carry.
+async fn read_header(stream: &UnixStream) -> io::Result<Option<OwnedFd>> {
+    loop {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || {
+            strait_rpc::recv_header(stream.as_raw_fd())
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedFd>), String> {
+    let netns = read_header(stream)
+        .await
+        .map_err(|e| format!("reading the request header: {e}"))?;
     let mut body = Vec::new();
-    let read = tokio::time::timeout(
-        READ_TIMEOUT,
-        (&mut stream).take(MAX_MESSAGE_BYTES).read_to_end(&mut body),
-    )
-    .await;
-    let response = match read {
-        Ok(Ok(_)) => match Request::decode(&body) {
-            Ok(request) => agent.handle(request).await,
-            Err(e) => Response::BadRequest(e),
-        },
-        Ok(Err(e)) => Response::BadRequest(format!("reading the request: {e}")),
+    stream
+        .take(MAX_MESSAGE_BYTES)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    Ok((Request::decode(&body)?, netns))
+}
+
+async fn answer<S: Store + 'static>(agent: &Agent<S>, mut stream: UnixStream) {
+    let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok((request, netns))) => agent.handle(request, netns).await,
+        Ok(Err(e)) => Response::BadRequest(e),
         Err(_) => Response::BadRequest("the request did not arrive in time".into()),
     };
     if let Err(e) = stream.write_all(&response.encode()).await {

@@ -1,5 +1,7 @@
 //! What the agent tells straitctl: the node's state and its attachments.
 
+use std::os::fd::OwnedFd;
+
 use strait_rpc::{NetworkStatus, NodeStatus, PodInfo, Request, Response};
 use strait_store::Store;
 
@@ -7,10 +9,10 @@ use crate::agent::Agent;
 use crate::config::StoreConfig;
 
 impl<S: Store + 'static> Agent<S> {
-    /// Answers one request from the socket.
-    pub async fn handle(&self, request: Request) -> Response {
+    /// Answers one request from the socket, with the namespace descriptor it carried.
+    pub async fn handle(&self, request: Request, netns: Option<OwnedFd>) -> Response {
         match request {
-            Request::Cni(req) => match self.handle_cni(*req).await {
+            Request::Cni(req) => match self.handle_cni(*req, netns).await {
                 Ok(json) => Response::CniOk(json),
                 Err(e) => Response::CniError(e),
             },

@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Status => Request::Status,
         Cmd::Pods => Request::Pods,
     };
-    let response = call(&args.socket, &request, Duration::from_secs(30))
+    let response = call(&args.socket, &request, None, Duration::from_secs(30))
         .context("is straitd running on this node? (--socket selects another agent)")?;
     let json = args.output == Output::Json;
     match response {

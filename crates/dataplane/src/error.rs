@@ -1,6 +1,7 @@
 //! The data plane's errors, kept apart so the agent can give each its CNI code.
 
-use strait_netlink::{NetlinkError, NetnsError};
+use strait_netlink::NetlinkError;
+use strait_netns::NetnsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {

@@ -4,15 +4,15 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use strait_netlink::{
-    Link, MacAddr, Netlink, NetlinkError, Netns, NetnsError, Route, Scope, TABLE_MAIN,
-};
+use strait_netlink::{Link, MacAddr, Netlink, NetlinkError, Route, Scope, TABLE_MAIN};
+use strait_netns::Netns;
 
 use crate::error::DataplaneError;
 use crate::naming::{GATEWAY_V4, ROUTE_PROTOCOL};
 use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
+/// The namespace itself is passed alongside as a handle; `netns` is its path, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodPlan {
     pub host_veth: String,
@@ -75,9 +75,8 @@ fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
 }
 
 /// Builds the pod's network. On failure, everything created so far is removed again.
-pub fn add_pod(host: &mut Netlink, plan: &PodPlan) -> Result<PodLinks, DataplaneError> {
-    let ns = Netns::open(&plan.netns)?;
-    let mut pod = Netlink::in_netns(&ns)?;
+pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLinks, DataplaneError> {
+    let mut pod = Netlink::in_netns(ns)?;
     let taken = || DataplaneError::IfnameTaken {
         ifname: plan.ifname.clone(),
         netns: plan.netns.display().to_string(),
@@ -87,7 +86,7 @@ pub fn add_pod(host: &mut Netlink, plan: &PodPlan) -> Result<PodLinks, Dataplane
     }
     // Left by an interrupted earlier attempt for this same attachment (the name is its hash).
     host.delete_link(&plan.host_veth)?;
-    host.add_veth(&plan.host_veth, &plan.ifname, &ns, plan.mtu)
+    host.add_veth(&plan.host_veth, &plan.ifname, ns, plan.mtu)
         .map_err(|e| match e {
             e if e.is_exists() => taken(),
             e if e.is_unsupported() => DataplaneError::KernelFeatureMissing {
@@ -139,11 +138,15 @@ fn no_mac(name: &str) -> DataplaneError {
 }
 
 /// Both ends of an attachment as they are now, if both exist.
-pub fn pod_links(host: &mut Netlink, plan: &PodPlan) -> Result<Option<PodLinks>, DataplaneError> {
+pub fn pod_links(
+    host: &mut Netlink,
+    plan: &PodPlan,
+    ns: &Netns,
+) -> Result<Option<PodLinks>, DataplaneError> {
     let Some(host_link) = host.link_by_name(&plan.host_veth)? else {
         return Ok(None);
     };
-    let mut pod = Netlink::in_netns(&Netns::open(&plan.netns)?)?;
+    let mut pod = Netlink::in_netns(ns)?;
     Ok(pod.link_by_name(&plan.ifname)?.map(|pod| PodLinks {
         host: host_link,
         pod,
@@ -156,24 +159,28 @@ pub fn delete_pod(host: &mut Netlink, host_veth: &str) -> Result<(), DataplaneEr
     Ok(host.delete_link(host_veth)?)
 }
 
-/// Every way the kernel differs from `plan`; empty when the pod's network is intact.
-pub fn check_pod(host: &mut Netlink, plan: &PodPlan) -> Result<Vec<String>, DataplaneError> {
+/// Every way the kernel differs from `plan`; empty when the pod's network is intact. Without
+/// the pod's namespace only the host side is checked, and its absence is reported.
+pub fn check_pod(
+    host: &mut Netlink,
+    plan: &PodPlan,
+    ns: Option<&Netns>,
+) -> Result<Vec<String>, DataplaneError> {
     let mut problems = Vec::new();
     let host_link = host.link_by_name(&plan.host_veth)?;
-    let pod_side = match Netns::open(&plan.netns) {
-        Ok(ns) => {
-            let mut pod = Netlink::in_netns(&ns)?;
+    let pod_side = match ns {
+        Some(ns) => {
+            let mut pod = Netlink::in_netns(ns)?;
             let link = pod.link_by_name(&plan.ifname)?;
             Some((pod, link))
         }
-        Err(NetnsError::NotFound { .. }) => {
+        None => {
             problems.push(format!(
                 "network namespace {} is gone",
                 plan.netns.display()
             ));
             None
         }
-        Err(e) => return Err(e.into()),
     };
     let pod_mac = pod_side
         .as_ref()

@@ -84,7 +84,12 @@ impl Env {
 
 /// Runs `plugin` with exactly `env` (plus PATH) and `stdin`.
 pub fn invoke(plugin: &Path, env: &Env, stdin: &str) -> Outcome {
-    let mut child = Command::new(plugin)
+    invoke_command(Command::new(plugin), env, stdin)
+}
+
+/// Runs `command` (which ends up executing a plugin) with exactly `env` (plus PATH) and `stdin`.
+pub fn invoke_command(mut command: Command, env: &Env, stdin: &str) -> Outcome {
+    let mut child = command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.vars.iter().map(|(k, v)| (k, v)))
@@ -92,7 +97,7 @@ pub fn invoke(plugin: &Path, env: &Env, stdin: &str) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", plugin.display()));
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     child
         .stdin
         .take()

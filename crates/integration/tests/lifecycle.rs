@@ -246,6 +246,36 @@ fn a_previous_result_is_kept_and_checked() {
 }
 
 #[test]
+fn the_namespace_path_only_has_to_exist_where_the_runtime_runs() {
+    let node = Node::start(NodeSpec::default());
+    let pod = TestNetns::new("priv");
+    // The runtime mounts the namespace at a path of its own private mount namespace, as podman
+    // and containerd do: the agent cannot open that path, the plugin passes the namespace itself.
+    let private = node.dir.join("runtime-private-netns");
+    std::fs::write(&private, b"").unwrap();
+    let script = format!(
+        "mount --bind {} {} && exec {}",
+        pod.path(),
+        private.display(),
+        strait_integration::bin("strait").display()
+    );
+    let mut in_runtime = std::process::Command::new("unshare");
+    in_runtime.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let env = Env::attachment("ADD", "ctr-priv", private.to_str().unwrap(), "eth0");
+    let result =
+        strait_integration::cni::invoke_command(in_runtime, &env, &node.conf("1.0.0")).ok();
+    assert_eq!(
+        result["interfaces"][1]["sandbox"],
+        private.to_str().unwrap()
+    );
+    assert_eq!(link_names(&pod), ["eth0", "lo"]);
+    assert!(ping(&node.ns, &address_of(&result)));
+    node.cni(&env.set("CNI_COMMAND", "DEL"), &node.conf("1.0.0"))
+        .ok();
+    assert_eq!(link_names(&pod), ["lo"]);
+}
+
+#[test]
 fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
     let node = Node::start(NodeSpec::default());
     node.warm_up();

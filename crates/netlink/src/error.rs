@@ -17,7 +17,7 @@ pub enum NetlinkError {
     #[error("netlink answer could not be decoded: {0}")]
     Decode(String),
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] strait_netns::NetnsError),
 }
 
 impl NetlinkError {

@@ -6,13 +6,11 @@ mod addr;
 mod error;
 mod link;
 mod neigh;
-mod netns;
 mod route;
 mod socket;
 
 pub use error::NetlinkError;
 pub use link::{Link, MacAddr};
 pub use neigh::Neighbour;
-pub use netns::{Netns, NetnsError};
 pub use route::{Route, Scope, TABLE_MAIN};
 pub use socket::Netlink;

@@ -10,8 +10,8 @@ use netlink_packet_route::link::{
 };
 
 use crate::error::NetlinkError;
-use crate::netns::Netns;
 use crate::socket::Netlink;
+use strait_netns::Netns;
 
 /// An Ethernet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,7 +11,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::error::NetlinkError;
-use crate::netns::Netns;
+use strait_netns::Netns;
 
 const RECV_BUFFER: usize = 1 << 16;
 const SOCKET_BUFFER: usize = 4 << 20;

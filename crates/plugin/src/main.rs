@@ -1,6 +1,7 @@
-//! `strait`, the CNI plugin the runtime executes. It validates the invocation, forwards it to the
-//! node agent over its Unix socket and prints the answer. It holds no network logic and no state:
-//! stdout carries only the result or error JSON.
+//! `strait`, the CNI plugin the runtime executes. It validates the invocation, opens the
+//! container's network namespace (in the runtime's mount namespace, where CNI_NETNS means
+//! something), forwards both to the node agent over its Unix socket and prints the answer. It
+//! holds no network logic and no state: stdout carries only the result or error JSON.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use strait_cni::{
     CniError, Command, ErrorCode, Invocation, answer_version, parse_request, version_reply,
 };
+use strait_netns::{Netns, NetnsError};
 use strait_rpc::{CallError, DEFAULT_SOCKET, Request, Response, call};
 
 /// How long to wait for the agent's answer before giving up with "try again later".
@@ -44,16 +46,15 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
     }
     let request = parse_request(invocation, stdin)?;
     let command = request.invocation.command;
+    let netns = open_netns(command, request.invocation.netns.as_deref())?;
     let socket = request
         .config
         .socket
         .clone()
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-    match call(
-        Path::new(&socket),
-        &Request::Cni(Box::new(request)),
-        AGENT_TIMEOUT,
-    ) {
+    let request = Request::Cni(Box::new(request));
+    let netns_fd = netns.as_ref().map(Netns::fd);
+    match call(Path::new(&socket), &request, netns_fd, AGENT_TIMEOUT) {
         Ok(Response::CniOk(json)) => Ok(json),
         Ok(Response::CniError(e)) => Err(e),
         Ok(other) => Err(CniError::new(
@@ -62,6 +63,32 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
             "the plugin and straitd are different versions: install matching binaries",
         )),
         Err(e) => Err(agent_unreachable(command, e)),
+    }
+}
+
+/// Opens the container's namespace. ADD and CHECK need it; DEL goes on without one that is gone.
+fn open_netns(command: Command, path: Option<&str>) -> Result<Option<Netns>, CniError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match Netns::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(_) if command == Command::Del => Ok(None),
+        Err(e @ NetnsError::NotFound { .. }) => Err(CniError::new(
+            ErrorCode::UnknownContainer,
+            e.to_string(),
+            "the container's network namespace is gone; nothing was changed",
+        )),
+        Err(e @ NetnsError::NotNetns { .. }) => Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            e.to_string(),
+            "set CNI_NETNS to the path of a network namespace (e.g. /var/run/netns/NAME or /proc/PID/ns/net)",
+        )),
+        Err(e) => Err(CniError::new(
+            ErrorCode::IoFailure,
+            e.to_string(),
+            "the plugin must run as root in the runtime's mount namespace",
+        )),
     }
 }
 

@@ -1,14 +1,19 @@
-//! The agent's socket protocol. One request per connection: the client writes one JSON request
-//! and half-closes; the agent writes one JSON response and closes. The plugin and straitctl use
-//! the blocking [`call`]; the agent decodes with [`Request::decode`].
+//! The agent's socket protocol. One request per connection: the client writes a one-byte header
+//! (carrying the container's network namespace as an SCM_RIGHTS descriptor when there is one),
+//! then one JSON request, and half-closes; the agent writes one JSON response and closes. Passing
+//! the namespace itself, not its path, means the agent never has to see the runtime's mount
+//! namespace. The plugin and straitctl use the blocking [`call`]; the agent reads the header with
+//! [`recv_header`] and decodes with [`Request::decode`].
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 use strait_cni::{CniError, CniRequest};
 
@@ -17,6 +22,11 @@ pub const DEFAULT_SOCKET: &str = "/run/strait/strait.sock";
 
 /// A request larger than this is refused unread: no CNI configuration comes near it.
 pub const MAX_MESSAGE_BYTES: u64 = 4 << 20;
+
+/// The header byte when a network-namespace descriptor rides along with it.
+const WITH_NETNS: u8 = b'F';
+/// The header byte when it does not.
+const WITHOUT_NETNS: u8 = b'N';
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
@@ -95,8 +105,59 @@ pub enum CallError {
     Protocol { socket: PathBuf, reason: String },
 }
 
-/// Sends one request and waits for its response, for at most `timeout` per read or write.
-pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, CallError> {
+fn send_header(stream: &UnixStream, netns: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let fds: Vec<RawFd> = netns.iter().map(|fd| fd.as_raw_fd()).collect();
+    let byte = [if fds.is_empty() {
+        WITHOUT_NETNS
+    } else {
+        WITH_NETNS
+    }];
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(&byte)],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Reads a connection's header from a socket `fd` (blocking or not: `WouldBlock` is passed on)
+/// and returns the namespace descriptor it carried, if any.
+pub fn recv_header(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: SCM_RIGHTS hands us new descriptors that nothing else owns.
+            received.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let bad = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
+    match (msg.bytes, byte[0], received.len()) {
+        (0, _, _) => bad("the connection closed before its header"),
+        (_, WITHOUT_NETNS, 0) => Ok(None),
+        (_, WITH_NETNS, 1) => Ok(received.pop()),
+        _ => bad("malformed header"),
+    }
+}
+
+/// Sends one request (with the container's network namespace, when given) and waits for its
+/// response, for at most `timeout` per read or write.
+pub fn call(
+    socket: &Path,
+    request: &Request,
+    netns: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> Result<Response, CallError> {
     let io_err = |source| CallError::Io {
         socket: socket.to_path_buf(),
         source,
@@ -116,6 +177,7 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    send_header(&stream, netns).map_err(io_err)?;
     let body = serde_json::to_vec(request).expect("requests always serialize");
     stream.write_all(&body).map_err(io_err)?;
     stream.shutdown(Shutdown::Write).map_err(io_err)?;
@@ -136,6 +198,7 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixListener;
 
     use super::*;
@@ -147,16 +210,39 @@ mod tests {
         let path = dir.join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut buf = Vec::new();
-            conn.read_to_end(&mut buf).unwrap();
-            assert_eq!(Request::decode(&buf).unwrap(), Request::Status);
-            conn.write_all(&Response::Pods(vec![]).encode()).unwrap();
+            for expect_fd in [false, true] {
+                let (mut conn, _) = listener.accept().unwrap();
+                let fd = recv_header(conn.as_raw_fd()).unwrap();
+                assert_eq!(fd.is_some(), expect_fd);
+                let mut buf = Vec::new();
+                conn.read_to_end(&mut buf).unwrap();
+                assert_eq!(Request::decode(&buf).unwrap(), Request::Status);
+                conn.write_all(&Response::Pods(vec![]).encode()).unwrap();
+            }
         });
-        let reply = call(&path, &Request::Status, Duration::from_secs(5)).unwrap();
+        let reply = call(&path, &Request::Status, None, Duration::from_secs(5)).unwrap();
         assert_eq!(reply, Response::Pods(vec![]));
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let reply = call(
+            &path,
+            &Request::Status,
+            Some(file.as_fd()),
+            Duration::from_secs(5),
+        );
+        assert_eq!(reply.unwrap(), Response::Pods(vec![]));
         server.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_header_without_its_descriptor_is_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&[WITH_NETNS]).unwrap();
+        assert!(recv_header(b.as_raw_fd()).is_err());
+        (&a).write_all(b"X").unwrap();
+        assert!(recv_header(b.as_raw_fd()).is_err());
+        drop(a);
+        assert!(recv_header(b.as_raw_fd()).is_err());
     }
 
     #[test]
@@ -164,6 +250,7 @@ mod tests {
         let err = call(
             Path::new("/nonexistent/strait.sock"),
             &Request::Status,
+            None,
             Duration::from_secs(1),
         )
         .unwrap_err();

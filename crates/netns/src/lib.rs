@@ -1,5 +1,7 @@
-//! Network namespaces: open one by path (checking it really is one), and run a closure inside it
-//! on a dedicated OS thread that switches back when the closure ends, even by panic.
+//! Network namespaces: open one by path or take one received as a descriptor (checking it really
+//! is one), and run a closure inside it on a dedicated OS thread that switches back when the
+//! closure ends, even by panic. The plugin opens the runtime's CNI_NETNS and hands the
+//! descriptor to the agent, which may live in another mount namespace.
 
 use std::fs::File;
 use std::io;
@@ -33,22 +35,22 @@ pub struct Netns {
 impl Netns {
     pub fn open(path: impl AsRef<Path>) -> Result<Netns, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(NetnsError::NotFound { path });
-            }
-            Err(source) => return Err(NetnsError::Io { path, source }),
-        };
+        match File::open(&path) {
+            Ok(f) => Netns::from_fd(f.into(), path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetnsError::NotFound { path }),
+            Err(source) => Err(NetnsError::Io { path, source }),
+        }
+    }
+
+    /// Takes a descriptor (received from the plugin) known by `path` to whoever sent it.
+    pub fn from_fd(fd: OwnedFd, path: impl Into<PathBuf>) -> Result<Netns, NetnsError> {
+        let path = path.into();
         // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor's namespace type.
-        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
         if kind != libc::CLONE_NEWNET {
             return Err(NetnsError::NotNetns { path });
         }
-        Ok(Netns {
-            fd: file.into(),
-            path,
-        })
+        Ok(Netns { fd, path })
     }
 
     /// The calling thread's own network namespace.
