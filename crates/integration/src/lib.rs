@@ -7,6 +7,7 @@ pub mod cni;
 pub mod inspect;
 pub mod netns;
 pub mod node;
+pub mod podman;
 pub mod runtime;
 pub mod traffic;
 
