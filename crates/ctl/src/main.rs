@@ -1,8 +1,10 @@
 //! `straitctl`: asks the local agent about the node and prints tables or JSON.
 
+mod demo;
 mod table;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -34,13 +36,48 @@ enum Cmd {
     Status,
     /// The pod attachments on this node.
     Pods,
+    /// A pod network on this one machine: nodes and pods as network namespaces.
+    Demo {
+        #[command(subcommand)]
+        action: DemoAction,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+#[derive(Subcommand)]
+enum DemoAction {
+    /// Builds the network and prints a measured connectivity matrix.
+    Up {
+        /// Nodes, each a namespace running its own straitd.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Pods on each node.
+        #[arg(long, default_value_t = 3)]
+        pods: usize,
+    },
+    /// Removes every trace of the demo.
+    Down,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("straitctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let request = match args.command {
         Cmd::Status => Request::Status,
         Cmd::Pods => Request::Pods,
+        Cmd::Demo {
+            action: DemoAction::Up { nodes, pods },
+        } => return demo::up(nodes, pods),
+        Cmd::Demo {
+            action: DemoAction::Down,
+        } => return demo::down(),
     };
     let response = call(&args.socket, &request, None, Duration::from_secs(30))
         .context("is straitd running on this node? (--socket selects another agent)")?;

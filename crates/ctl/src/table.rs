@@ -47,6 +47,15 @@ pub fn status(s: &NodeStatus) -> String {
     out
 }
 
+/// Runtime ids (64 hex digits) are shown by their first 12, as runtimes do; others whole.
+fn short_id(id: &str) -> String {
+    if id.len() > 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id[..12].to_string()
+    } else {
+        id.to_string()
+    }
+}
+
 pub fn pods(pods: &[PodInfo]) -> String {
     let mut rows = vec![
         [
@@ -65,7 +74,7 @@ pub fn pods(pods: &[PodInfo]) -> String {
         rows.push(vec![
             p.network.clone(),
             p.pod.clone().unwrap_or_else(|| "-".into()),
-            p.container_id.chars().take(12).collect(),
+            short_id(&p.container_id),
             p.ifname.clone(),
             join(&p.addresses),
             p.host_veth.clone(),
@@ -86,5 +95,11 @@ mod tests {
             vec!["long".into(), "x".into()],
         ]);
         assert_eq!(t, "A     BB\nlong  x\n");
+    }
+
+    #[test]
+    fn only_runtime_ids_are_shortened() {
+        assert_eq!(short_id(&"ab12".repeat(16)), "ab12ab12ab12");
+        assert_eq!(short_id("demo-node1-pod1"), "demo-node1-pod1");
     }
 }

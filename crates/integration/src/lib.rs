@@ -23,13 +23,16 @@ pub fn require_root() {
     }
 }
 
-/// A workspace binary built next to this test (target/<profile>/<name>).
+/// A workspace binary built next to the running test or benchmark
+/// (target/<profile>/<name>, tests running from target/<profile>/deps).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
