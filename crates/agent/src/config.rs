@@ -312,6 +312,13 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let c = parse(include_str!("../../../docs/straitd.toml")).unwrap();
+        assert_eq!(c.networks[0].name, "pods");
+        assert_eq!(c.cni.chain.len(), 1);
+    }
+
+    #[test]
     fn wrong_files_are_refused_with_the_reason() {
         let cases = [
             ("", "no [[network]]"),
