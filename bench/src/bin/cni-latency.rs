@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strait_bench::{ms, percentile};
+use strait_integration::bin;
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_netns::Netns;
@@ -105,17 +106,6 @@ fn measure(subject: &Subject, node: &Netns, pods: &[TestNetns], callers: usize, 
     Run { add, del }
 }
 
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let path = exe.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: cargo build --release --workspace",
-        path.display()
-    );
-    path
-}
-
 fn main() {
     strait_integration::require_root();
     let node = Node::start(NodeSpec::default());
@@ -123,12 +113,9 @@ fn main() {
     let ipam_dir = node.dir.join("host-local");
     let strait = Subject {
         name: "strait",
-        plugin: sibling("strait"),
+        plugin: bin("strait"),
         conf: node.conf("1.0.0"),
-        cni_path: format!(
-            "{}:/usr/lib/cni",
-            sibling("strait").parent().unwrap().display()
-        ),
+        cni_path: format!("{}:/usr/lib/cni", bin("strait").parent().unwrap().display()),
     };
     let reference = Subject {
         name: "bridge+host-local",

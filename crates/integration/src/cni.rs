@@ -53,6 +53,15 @@ impl Outcome {
     }
 }
 
+/// The first address of a CNI result (or of a straitctl pod's `addresses`), without its prefix.
+pub fn address(result: &Value) -> String {
+    let first = result["ips"][0]["address"]
+        .as_str()
+        .or_else(|| result["addresses"][0].as_str())
+        .unwrap_or_else(|| panic!("no address in {result}"));
+    first.split('/').next().unwrap_or(first).to_string()
+}
+
 /// The CNI_* environment of one call.
 #[derive(Debug, Clone, Default)]
 pub struct Env {

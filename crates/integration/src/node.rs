@@ -242,6 +242,34 @@ impl Node {
         self.del("warm-up", &pod);
     }
 
+    /// An "outside" namespace the node reaches over 192.0.2.0/24 (the node is 192.0.2.1 on
+    /// `up0`, its default route points there); the outside holds 198.51.100.1 and has no route
+    /// to pods, so pod traffic only comes back if it was masqueraded.
+    pub fn outside(&self) -> TestNetns {
+        let outside = TestNetns::new("out");
+        crate::netns::link(
+            &self.ns,
+            "up0",
+            "192.0.2.1/24",
+            &outside,
+            "eth0",
+            "192.0.2.2/24",
+        );
+        self.ns.ip(&["route", "add", "default", "via", "192.0.2.2"]);
+        outside.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+        outside
+    }
+
+    /// The addresses the agent holds for its attachments.
+    pub fn held_addresses(&self) -> Vec<String> {
+        self.ctl(&["pods"])
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(crate::cni::address)
+            .collect()
+    }
+
     /// `straitctl -o json ARGS` against this node's agent.
     pub fn ctl(&self, args: &[&str]) -> Value {
         let socket = self.socket();

@@ -376,3 +376,32 @@ fn conflicting_pools_keep_the_agent_from_starting() {
         assert!(log.contains(needle), "{cidr}: {log}");
     }
 }
+
+#[test]
+fn a_state_directory_that_cannot_be_written_is_an_io_error_and_changes_nothing() {
+    let node = Node::start(NodeSpec::default());
+    node.warm_up();
+    let before = node.snapshot();
+    // The records directory turns into a plain file: every write into it fails.
+    let records = node.state_dir().join("attachments");
+    let aside = node.state_dir().join("attachments.aside");
+    std::fs::rename(&records, &aside).unwrap();
+    std::fs::write(&records, b"").unwrap();
+    let pod = TestNetns::new("io");
+    let env = Env::attachment("ADD", "ctr-io", &pod.path(), "eth0");
+    let err = node.cni(&env, &node.conf("1.0.0")).err(5);
+    assert!(
+        err["msg"].as_str().unwrap().contains("attachments"),
+        "{err}"
+    );
+    let after = node.snapshot();
+    assert_eq!(
+        (&after.links, &after.routes, after.allocated),
+        (&before.links, &before.routes, before.allocated)
+    );
+    assert_eq!(link_names(&pod), ["lo"]);
+    // Once the disk is fine again, so is ADD.
+    std::fs::remove_file(&records).unwrap();
+    std::fs::rename(&aside, &records).unwrap();
+    node.cni(&env, &node.conf("1.0.0")).ok();
+}

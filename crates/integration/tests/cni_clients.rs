@@ -4,8 +4,9 @@
 use std::process::Command;
 
 use serde_json::Value;
+use strait_integration::cni::address;
 use strait_integration::inspect::{ip_json, link_names};
-use strait_integration::netns::{TestNetns, link};
+use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::runtime::{cni_path, in_node, ipv4_only_path, output, tool};
 use strait_integration::traffic::{PeerEcho, ping, tcp_peer};
@@ -36,16 +37,6 @@ fn run(c: Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn pod_ip(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn cnitool_adds_checks_and_deletes_with_the_conflist_the_agent_wrote() {
     let node = Node::start(NodeSpec::default());
@@ -54,7 +45,7 @@ fn cnitool_adds_checks_and_deletes_with_the_conflist_the_agent_wrote() {
     let (a, b) = (TestNetns::new("ta"), TestNetns::new("tb"));
     let ra: Value = serde_json::from_str(&run(cnitool(&node, "add", &a, &[]))).unwrap();
     let rb: Value = serde_json::from_str(&run(cnitool(&node, "add", &b, &[]))).unwrap();
-    assert!(ping(&a, &pod_ip(&rb)) && ping(&b, &pod_ip(&ra)));
+    assert!(ping(&a, &address(&rb)) && ping(&b, &address(&ra)));
     run(cnitool(&node, "check", &a, &[]));
     run(cnitool(&node, "del", &a, &[]));
     run(cnitool(&node, "del", &b, &[]));
@@ -79,15 +70,7 @@ chain = [
         ..NodeSpec::default()
     });
     node.warm_up();
-    let outside = TestNetns::new("out");
-    link(
-        &node.ns,
-        "up0",
-        "192.0.2.1/24",
-        &outside,
-        "eth0",
-        "192.0.2.2/24",
-    );
+    let outside = node.outside();
     let before = node.snapshot();
     let rules_before = node.ns.exec("iptables-save", &["-t", "nat"]);
     let pod = TestNetns::new("chain");

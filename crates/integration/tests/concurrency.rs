@@ -7,21 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use strait_integration::bin;
-use strait_integration::cni::{Env, invoke};
+use strait_integration::cni::{Env, address, invoke};
 use strait_integration::inspect::link_names;
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::traffic::ping;
-
-fn address(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 #[test]
 fn fifty_concurrent_adds_give_fifty_distinct_reachable_addresses() {
@@ -168,13 +158,7 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
             std::thread::sleep(Duration::from_millis(150));
             stop.store(true, Ordering::Relaxed);
         });
-        let held: Vec<String> = node
-            .ctl(&["pods"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["addresses"][0].as_str().unwrap().to_string())
-            .collect();
+        let held = node.held_addresses();
         let distinct: HashSet<&String> = held.iter().collect();
         assert_eq!(
             distinct.len(),
@@ -246,33 +230,15 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
         let cid = p["container_id"].as_str().unwrap();
         let env = Env::attachment("CHECK", cid, p["netns"].as_str().unwrap(), "eth0");
         invoke(&plugin, &env, &conf).ok();
-        let ip = p["addresses"][0]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap();
+        let ip = address(p);
         assert!(
-            ping(&node.ns, ip),
+            ping(&node.ns, &ip),
             "{cid} at {ip} reachable after the crashes"
         );
     }
 
     // New pods never get an address that is still held.
-    let held: HashSet<String> = pods_now
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["addresses"][0]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let held: HashSet<String> = node.held_addresses().into_iter().collect();
     let fresh: Vec<TestNetns> = (0..10).map(|_| TestNetns::new("f")).collect();
     for (i, pod) in fresh.iter().enumerate() {
         let ip = address(&node.add(&format!("fresh-{i}"), pod));

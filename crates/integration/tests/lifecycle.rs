@@ -3,43 +3,22 @@
 //! proof that nothing is left.
 
 use serde_json::Value;
-use strait_integration::cni::Env;
+use strait_integration::cni::{Env, address};
 use strait_integration::inspect::{ip_json, link_names, strait_routes};
-use strait_integration::netns::{TestNetns, link};
+use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::traffic::{PeerEcho, ping, ping_df, tcp_peer};
-
-fn address_of(result: &Value) -> String {
-    let cidr = result["ips"][0]["address"].as_str().expect("an address");
-    cidr.split('/').next().unwrap().to_string()
-}
-
-/// The node reaches an "outside" namespace over 192.0.2.0/24; the outside has no route to pods.
-fn outside_of(node: &Node) -> TestNetns {
-    let outside = TestNetns::new("out");
-    link(
-        &node.ns,
-        "up0",
-        "192.0.2.1/24",
-        &outside,
-        "eth0",
-        "192.0.2.2/24",
-    );
-    node.ns.ip(&["route", "add", "default", "via", "192.0.2.2"]);
-    outside.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    outside
-}
 
 #[test]
 fn pod_lifecycle_add_inspect_traffic_check_del() {
     let node = Node::start(NodeSpec::default());
-    let outside = outside_of(&node);
+    let outside = node.outside();
     let before = node.snapshot();
     let (a, b) = (TestNetns::new("pa"), TestNetns::new("pb"));
 
     let ra = node.add("ctr-a", &a);
     let rb = node.add("ctr-b", &b);
-    let (ip_a, ip_b) = (address_of(&ra), address_of(&rb));
+    let (ip_a, ip_b) = (address(&ra), address(&rb));
     assert_ne!(ip_a, ip_b);
     for r in [&ra, &rb] {
         assert!(
@@ -160,10 +139,28 @@ fn pod_lifecycle_add_inspect_traffic_check_del() {
     b.ip(&["link", "set", "eth0", "down"]);
     let err = check("ctr-b", &b).err(103);
     assert!(err["msg"].as_str().unwrap().contains("is down"), "{err}");
+    b.ip(&["addr", "del", &format!("{ip_b}/32"), "dev", "eth0"]);
+    let err = check("ctr-b", &b).err(103);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("address {ip_b}/32 is missing")),
+        "{err}"
+    );
+    let veth_b = rb["interfaces"][0]["name"].as_str().unwrap();
+    node.ns.ip(&["link", "del", veth_b]);
+    let err = check("ctr-b", &b).err(103);
+    let msg = err["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("host interface {veth_b} is missing"))
+            && msg.contains("interface eth0 is missing"),
+        "{err}"
+    );
 
     // A repeated ADD repairs the attachment with the same address.
     let again = node.add("ctr-a", &a);
-    assert_eq!(address_of(&again), ip_a);
+    assert_eq!(address(&again), ip_a);
     check("ctr-a", &a).ok();
 
     // DEL (twice: it is repeat-safe), then nothing is left.
@@ -269,7 +266,7 @@ fn the_namespace_path_only_has_to_exist_where_the_runtime_runs() {
         private.to_str().unwrap()
     );
     assert_eq!(link_names(&pod), ["eth0", "lo"]);
-    assert!(ping(&node.ns, &address_of(&result)));
+    assert!(ping(&node.ns, &address(&result)));
     node.cni(&env.set("CNI_COMMAND", "DEL"), &node.conf("1.0.0"))
         .ok();
     assert_eq!(link_names(&pod), ["lo"]);
@@ -301,6 +298,24 @@ fn del_succeeds_for_unknown_containers_and_vanished_namespaces() {
     )
     .ok();
     assert_eq!(node.snapshot(), before);
+}
+
+#[test]
+fn the_agent_records_the_kubernetes_pod_and_keeps_its_socket_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::start(NodeSpec::default());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node.socket()), 0o600);
+    assert_eq!(mode(node.socket().parent().unwrap()), 0o700);
+    let pod = TestNetns::new("k8s");
+    let env = Env::attachment("ADD", "ctr-k8s", &pod.path(), "eth0").set(
+        "CNI_ARGS",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=ctr-k8s",
+    );
+    node.cni(&env, &node.conf("1.0.0")).ok();
+    let pods = node.ctl(&["pods"]);
+    assert_eq!(pods[0]["pod"], "shop/web-0", "{pods}");
+    assert_eq!(pods[0]["netns"], pod.path());
 }
 
 #[test]
