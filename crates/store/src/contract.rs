@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::{Kind, Store, StoreError};
+use crate::{Kind, Store, StoreError, Watch, WatchEvent};
 
 /// Runs every check; panics with the failing one.
 pub async fn run_all(store: &impl Store) {
@@ -14,6 +14,103 @@ pub async fn run_all(store: &impl Store) {
     list_returns_one_kind(store).await;
     racing_creates_have_one_winner(store).await;
     names_are_validated(store).await;
+    live_records_are_plain_records_to_readers(store).await;
+    watch_reports_everything_then_each_change(store).await;
+}
+
+async fn live_records_are_plain_records_to_readers(store: &impl Store) {
+    let r1 = store
+        .put_live(Kind::Node, "contract-live", json!({"a": 1}))
+        .await
+        .unwrap();
+    let r2 = store
+        .put_live(Kind::Node, "contract-live", json!({"a": 2}))
+        .await
+        .unwrap();
+    assert!(r2 > r1);
+    let got = store
+        .get(Kind::Node, "contract-live")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.revision, got.value), (r2, json!({"a": 2})));
+}
+
+/// The next event naming `name`, skipping events about other objects.
+async fn next_about(watch: &mut Watch, name: &str) -> WatchEvent {
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout(deadline, watch.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event about {name} within {deadline:?}"))
+            .expect("the watch stays open");
+        let about = match &event {
+            WatchEvent::Put(v) => v.name == name,
+            WatchEvent::Delete(n) => n == name,
+            WatchEvent::Reset(_) => false,
+        };
+        if about {
+            return event;
+        }
+    }
+}
+
+async fn watch_reports_everything_then_each_change(store: &impl Store) {
+    store
+        .create(Kind::Node, "contract-watch-old", json!(0))
+        .await
+        .unwrap();
+    let mut watch = store.watch(Kind::Node).await.unwrap();
+    match watch.recv().await {
+        Some(WatchEvent::Reset(all)) => {
+            assert!(
+                all.iter().any(|v| v.name == "contract-watch-old"),
+                "{all:?}"
+            );
+        }
+        other => panic!("a watch starts with everything, got {other:?}"),
+    }
+    let r1 = store
+        .create(Kind::Node, "contract-watch", json!(1))
+        .await
+        .unwrap();
+    match next_about(&mut watch, "contract-watch").await {
+        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r1, json!(1))),
+        other => panic!("{other:?}"),
+    }
+    let r2 = store
+        .update(Kind::Node, "contract-watch", json!(2), r1)
+        .await
+        .unwrap();
+    match next_about(&mut watch, "contract-watch").await {
+        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r2, json!(2))),
+        other => panic!("{other:?}"),
+    }
+    // Another kind does not show up in this watch.
+    store
+        .create(Kind::IpPool, "contract-watch-other", json!(0))
+        .await
+        .unwrap();
+    store
+        .delete(Kind::Node, "contract-watch", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_about(&mut watch, "contract-watch").await,
+        WatchEvent::Delete("contract-watch".into())
+    );
+    let deleted_pool = store
+        .delete(Kind::IpPool, "contract-watch-other", None)
+        .await;
+    assert!(deleted_pool.is_ok());
+    store
+        .put_live(Kind::Node, "contract-watch-live", json!(3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_about(&mut watch, "contract-watch-live").await,
+        WatchEvent::Put(_)
+    ));
 }
 
 async fn create_is_create_if_absent(store: &impl Store) {

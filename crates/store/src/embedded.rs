@@ -6,17 +6,23 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::file::{remove_durable, remove_stale_temporaries, write_atomic};
 use crate::records::{Kind, validate_name};
-use crate::{Store, StoreError, Versioned};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::{Store, StoreError, Versioned, Watch, WatchEvent};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -77,6 +83,80 @@ fn lock(root: &Path, exclusive: bool) -> Result<Flock<File>, StoreError> {
     Flock::lock(file, arg).map_err(|(_, errno)| StoreError::Io(errno.into()))
 }
 
+fn list(root: &Path, kind: Kind) -> Result<Vec<Versioned<Value>>, StoreError> {
+    let _shared = lock(root, false)?;
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root.join(kind.plural()))? {
+        let file_name = entry?.file_name();
+        if let Some(name) = object_name(&file_name)
+            && let Some(v) = read(root, kind, name)?
+        {
+            out.push(v);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The object a directory entry holds, if it is one (not a temporary).
+fn object_name(file_name: &std::ffi::OsStr) -> Option<&str> {
+    let name = file_name.to_str()?.strip_suffix(".json")?;
+    (!name.starts_with('.')).then_some(name)
+}
+
+const WATCH_BUFFER: usize = 4096;
+
+struct InotifyFd(Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Waits for the next batch of changes in a kind's directory; `None` if watching broke.
+async fn next_events(
+    inotify: &AsyncFd<InotifyFd>,
+    root: &Arc<PathBuf>,
+    kind: Kind,
+) -> Option<Vec<WatchEvent>> {
+    let raw = loop {
+        let mut ready = inotify.readable().await.ok()?;
+        match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
+            Ok(Ok(events)) => break events,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(Err(_)) => return None,
+            Err(_would_block) => continue,
+        }
+    };
+    let root = Arc::clone(root);
+    tokio::task::spawn_blocking(move || {
+        if raw
+            .iter()
+            .any(|e| e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW))
+        {
+            return list(&root, kind)
+                .ok()
+                .map(|all| vec![WatchEvent::Reset(all)]);
+        }
+        let mut out = Vec::new();
+        for event in raw {
+            let Some(name) = event.name.as_deref().and_then(object_name) else {
+                continue;
+            };
+            if event.mask.contains(AddWatchFlags::IN_DELETE) {
+                out.push(WatchEvent::Delete(name.to_string()));
+            } else if let Ok(Some(v)) = read(&root, kind, name) {
+                out.push(WatchEvent::Put(v));
+            }
+        }
+        Some(out)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 fn object_path(root: &Path, kind: Kind, name: &str) -> PathBuf {
     root.join(kind.plural()).join(format!("{name}.json"))
 }
@@ -88,8 +168,7 @@ fn read(root: &Path, kind: Kind, name: &str) -> Result<Option<Versioned<Value>>,
         Err(e) => return Err(e.into()),
     };
     let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-        kind,
-        name: name.to_string(),
+        what: format!("{kind} {name}"),
         reason: e.to_string(),
     })?;
     Ok(Some(Versioned {
@@ -104,8 +183,7 @@ fn next_revision(root: &Path) -> Result<u64, StoreError> {
     let path = root.join(".revision");
     let current = match fs::read_to_string(&path) {
         Ok(s) => s.trim().parse::<u64>().map_err(|e| StoreError::Corrupt {
-            kind: Kind::IpPool,
-            name: ".revision".into(),
+            what: path.display().to_string(),
             reason: e.to_string(),
         })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
@@ -152,23 +230,45 @@ impl Store for EmbeddedStore {
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<Versioned<Value>>, StoreError> {
+        self.blocking(move |root| list(root, kind)).await
+    }
+
+    async fn put_live(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
+        validate_name(name)?;
+        let name = name.to_string();
         self.blocking(move |root| {
-            let _shared = lock(root, false)?;
-            let mut out = Vec::new();
-            for entry in fs::read_dir(root.join(kind.plural()))? {
-                let file_name = entry?.file_name();
-                let file_name = file_name.to_string_lossy();
-                if let Some(name) = file_name.strip_suffix(".json")
-                    && !name.starts_with('.')
-                    && let Some(v) = read(root, kind, name)?
-                {
-                    out.push(v);
-                }
-            }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
+            let _exclusive = lock(root, true)?;
+            write(root, kind, &name, value)
         })
         .await
+    }
+
+    async fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
+        let root = Arc::clone(&self.root);
+        let dir = root.join(kind.plural());
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(io::Error::from)?;
+        inotify
+            .add_watch(&dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE)
+            .map_err(io::Error::from)?;
+        // SAFETY: InotifyFd owns the inotify descriptor and always returns that same one.
+        let inotify =
+            unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), Interest::READABLE) }
+                .map_err(|e| StoreError::Io(e.into()))?;
+        // Armed before listing: a change racing the list shows up again as an event.
+        let items = self.list(kind).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let _ = tx.send(WatchEvent::Reset(items)).await;
+        tokio::spawn(async move {
+            while let Some(events) = next_events(&inotify, &root, kind).await {
+                for event in events {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn create(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {

@@ -19,12 +19,8 @@ pub enum StoreError {
     },
     #[error("{name:?} is not a valid object name: {reason}")]
     InvalidName { name: String, reason: String },
-    #[error("{kind} {name} holds something unreadable: {reason}")]
-    Corrupt {
-        kind: Kind,
-        name: String,
-        reason: String,
-    },
+    #[error("{what} holds something unreadable: {reason}")]
+    Corrupt { what: String, reason: String },
     #[error("the cluster store is unavailable: {0}")]
     Unavailable(String),
     #[error("the cluster store: {0}")]

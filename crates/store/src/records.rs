@@ -1,6 +1,8 @@
 //! The kinds of object kept in the cluster store and the typed records of each.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -10,16 +12,18 @@ use crate::StoreError;
 /// Every kind of object in the cluster store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    Node,
     IpPool,
     IpBlock,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::IpPool, Kind::IpBlock];
+    pub const ALL: [Kind; 3] = [Kind::Node, Kind::IpPool, Kind::IpBlock];
 
     /// The plural used for directories, key prefixes and resource names.
     pub fn plural(self) -> &'static str {
         match self {
+            Kind::Node => "nodes",
             Kind::IpPool => "ippools",
             Kind::IpBlock => "ipblocks",
         }
@@ -29,6 +33,7 @@ impl Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Kind::Node => "node",
             Kind::IpPool => "IP pool",
             Kind::IpBlock => "IP block",
         })
@@ -38,6 +43,27 @@ impl fmt::Display for Kind {
 /// A typed record and the kind it is stored as.
 pub trait Record: Serialize + DeserializeOwned + Send + Sync {
     const KIND: Kind;
+}
+
+/// A node as its peers need to know it: where to send encapsulated or routed traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's underlay address: VXLAN's outer destination, the next hop of routed blocks.
+    pub address: IpAddr,
+    /// Per network, the node's VXLAN tunnel endpoint.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vtep>,
+}
+
+/// A VXLAN tunnel endpoint: the inner address peers route through and the device's MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vtep {
+    pub ip: IpAddr,
+    pub mac: String,
+}
+
+impl Record for NodeRecord {
+    const KIND: Kind = Kind::Node;
 }
 
 /// An address pool as the cluster knows it.

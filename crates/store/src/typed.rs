@@ -2,10 +2,10 @@
 
 use crate::{Record, Store, StoreError, Versioned};
 
-fn decode<T: Record>(v: Versioned<serde_json::Value>) -> Result<Versioned<T>, StoreError> {
+/// Reads a stored value as a `T`.
+pub fn decode<T: Record>(v: Versioned<serde_json::Value>) -> Result<Versioned<T>, StoreError> {
     let value = serde_json::from_value(v.value).map_err(|e| StoreError::Corrupt {
-        kind: T::KIND,
-        name: v.name.clone(),
+        what: format!("{} {}", T::KIND, v.name),
         reason: e.to_string(),
     })?;
     Ok(Versioned {
