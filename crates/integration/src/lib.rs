@@ -4,6 +4,7 @@
 //! Every fixture removes what it created when dropped, also when the test panics.
 
 pub mod cni;
+pub mod etcd;
 pub mod inspect;
 pub mod netns;
 pub mod node;

@@ -7,6 +7,7 @@
 pub mod contract;
 mod embedded;
 mod error;
+mod etcd;
 pub mod file;
 mod records;
 pub mod typed;
@@ -15,6 +16,7 @@ use std::future::Future;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use etcd::EtcdStore;
 pub use records::{BlockRecord, Kind, NodeRecord, PoolRecord, Record, Vtep, validate_name};
 
 /// A value as stored, with the store-wide revision of its last change.

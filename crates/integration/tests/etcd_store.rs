@@ -1,0 +1,90 @@
+//! The etcd backend against a real etcd: the same contract every backend meets, and what only a
+//! distributed store does: live records expire with their owner, and come back after an outage.
+
+use std::time::Duration;
+
+use serde_json::json;
+use strait_integration::etcd::Etcd;
+use strait_store::{EtcdStore, Kind, Store, StoreError, WatchEvent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_store_meets_the_contract() {
+    let etcd = Etcd::start();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/strait-test", 10)
+        .await
+        .unwrap();
+    strait_store::contract::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_record_vanishes_when_its_owner_is_gone_and_watchers_hear_it() {
+    let etcd = Etcd::start();
+    let watcher = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 10)
+        .await
+        .unwrap();
+    let mut watch = watcher.watch(Kind::Node).await.unwrap();
+    assert_eq!(watch.recv().await, Some(WatchEvent::Reset(vec![])));
+    {
+        let owner = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 2)
+            .await
+            .unwrap();
+        owner
+            .put_live(Kind::Node, "leaving", json!({"a": 1}))
+            .await
+            .unwrap();
+        assert!(matches!(watch.recv().await, Some(WatchEvent::Put(v)) if v.name == "leaving"));
+        // Kept alive past its TTL while the owner lives.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(watcher.get(Kind::Node, "leaving").await.unwrap().is_some());
+    }
+    // The owner is gone: within the TTL (and etcd's expiry sweep) the record goes.
+    let gone = tokio::time::timeout(Duration::from_secs(15), watch.recv())
+        .await
+        .expect("expired");
+    assert_eq!(gone, Some(WatchEvent::Delete("leaving".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_is_unavailable_then_watches_and_live_records_recover() {
+    let mut etcd = Etcd::start();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 2)
+        .await
+        .unwrap();
+    store.put_live(Kind::Node, "me", json!(1)).await.unwrap();
+    let mut watch = store.watch(Kind::IpBlock).await.unwrap();
+    assert_eq!(watch.recv().await, Some(WatchEvent::Reset(vec![])));
+    etcd.stop();
+    let down = store.create(Kind::IpBlock, "b1", json!(1)).await;
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
+    // Down for longer than the lease: whether etcd expires "me" when it returns or not, the
+    // record must be there afterwards.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    etcd.resume();
+    let other = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 10)
+        .await
+        .unwrap();
+    other.create(Kind::IpBlock, "b2", json!(2)).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.recv().await {
+                Some(WatchEvent::Put(v)) if v.name == "b2" => return true,
+                Some(WatchEvent::Reset(all)) if all.iter().any(|v| v.name == "b2") => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "the watch picked up again after the outage");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if other.get(Kind::Node, "me").await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live record was not restored"
+        );
+    }
+}
