@@ -334,6 +334,7 @@ mod tests {
                 mtu: 1450,
                 up: true,
                 kind: Some("veth".into()),
+                vxlan: None,
             },
             pod: strait_netlink::Link {
                 index: 2,
@@ -342,6 +343,7 @@ mod tests {
                 mtu: 1450,
                 up: true,
                 kind: Some("veth".into()),
+                vxlan: None,
             },
         };
         let ours = result_of(&a, &links);

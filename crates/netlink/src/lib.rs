@@ -1,16 +1,19 @@
 //! Programming the kernel's network objects over rtnetlink, synchronously. A [`Netlink`] is one
 //! socket bound to one network namespace; [`Netlink::in_netns`] opens it inside another namespace
 //! on a dedicated thread and hands it back, so all work is then done from the caller's thread.
+//! [`Netlink::batch`] pipelines many changes; a [`Monitor`] receives the kernel's change events.
 
 mod addr;
 mod error;
+mod fdb;
 mod link;
 mod neigh;
 mod route;
 mod socket;
 
 pub use error::NetlinkError;
-pub use link::{Link, MacAddr};
+pub use fdb::FdbEntry;
+pub use link::{Link, MacAddr, Vxlan, VxlanSpec};
 pub use neigh::Neighbour;
 pub use route::{Route, Scope, TABLE_MAIN};
-pub use socket::Netlink;
+pub use socket::{BATCH, Monitor, Netlink, Request, groups};

@@ -1,12 +1,14 @@
-//! Links: look them up, create veth pairs across namespaces, bring them up, delete them.
+//! Links: look them up, create veth pairs across namespaces and VXLAN devices, bring them up,
+//! delete them.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 
 use crate::error::NetlinkError;
@@ -50,6 +52,51 @@ pub struct Link {
     pub up: bool,
     /// The link type (`veth`, `vxlan`, ...), when it has one.
     pub kind: Option<String>,
+    /// A VXLAN link's settings.
+    pub vxlan: Option<Vxlan>,
+}
+
+/// The VXLAN settings Strait cares about, as set or as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    pub vni: u32,
+    /// The outer source address.
+    pub local: Option<Ipv4Addr>,
+    /// The UDP destination port.
+    pub port: u16,
+    /// The underlay link's index.
+    pub underlay: Option<u32>,
+    pub learning: bool,
+}
+
+/// A VXLAN device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub vxlan: Vxlan,
+}
+
+fn vxlan_of(data: &[InfoVxlan]) -> Vxlan {
+    let mut v = Vxlan {
+        vni: 0,
+        local: None,
+        port: 0,
+        underlay: None,
+        learning: true,
+    };
+    for attr in data {
+        match attr {
+            InfoVxlan::Id(id) => v.vni = *id,
+            InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Port(p) => v.port = *p,
+            InfoVxlan::Link(l) => v.underlay = Some(*l),
+            InfoVxlan::Learning(l) => v.learning = *l,
+            _ => {}
+        }
+    }
+    v
 }
 
 impl Link {
@@ -61,6 +108,7 @@ impl Link {
             mtu: 0,
             up: m.header.flags.contains(LinkFlags::Up),
             kind: None,
+            vxlan: None,
         };
         for attr in &m.attributes {
             match attr {
@@ -69,8 +117,12 @@ impl Link {
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Kind(kind) = info {
-                            link.kind = Some(kind.to_string());
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+                            LinkInfo::Data(InfoData::Vxlan(data)) => {
+                                link.vxlan = Some(vxlan_of(data))
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -146,6 +198,46 @@ impl Netlink {
                 )
             },
         )
+    }
+
+    /// Creates a VXLAN device (down). Fails with EOPNOTSUPP on a kernel without VXLAN.
+    pub fn add_vxlan(&mut self, spec: &VxlanSpec) -> Result<(), NetlinkError> {
+        let v = &spec.vxlan;
+        let mut data = vec![
+            InfoVxlan::Id(v.vni),
+            InfoVxlan::Port(v.port),
+            InfoVxlan::Learning(v.learning),
+        ];
+        if let Some(local) = v.local {
+            data.push(InfoVxlan::Local(local));
+        }
+        if let Some(underlay) = v.underlay {
+            data.push(InfoVxlan::Link(underlay));
+        }
+        let mut m = LinkMessage::default();
+        m.attributes = vec![
+            LinkAttribute::IfName(spec.name.clone()),
+            LinkAttribute::Mtu(spec.mtu),
+            LinkAttribute::Address(spec.mac.0.to_vec()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(data)),
+            ]),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+            || format!("create vxlan {} (vni {})", spec.name, v.vni),
+        )
+    }
+
+    pub fn set_link_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, || {
+            format!("set link {index} mtu {mtu}")
+        })
     }
 
     pub fn set_link_up(&mut self, index: u32) -> Result<(), NetlinkError> {

@@ -12,7 +12,7 @@ use netlink_packet_route::neighbour::{
 use crate::addr::family_of;
 use crate::error::NetlinkError;
 use crate::link::MacAddr;
-use crate::socket::Netlink;
+use crate::socket::{Netlink, Request};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
@@ -20,6 +20,37 @@ pub struct Neighbour {
     pub ip: IpAddr,
     pub mac: Option<MacAddr>,
     pub permanent: bool,
+}
+
+impl Neighbour {
+    /// Installs (or replaces) the permanent entry `ip lladdr mac dev index`.
+    pub fn set_request(index: u32, ip: IpAddr, mac: MacAddr) -> Request {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family_of(ip);
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::from(ip)),
+            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+        ];
+        Request {
+            message: RouteNetlinkMessage::NewNeighbour(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            op: format!("set neighbour {ip} lladdr {mac} on link {index}"),
+        }
+    }
+
+    pub fn delete_request(index: u32, ip: IpAddr) -> Request {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family_of(ip);
+        m.header.ifindex = index;
+        m.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::from(ip))];
+        Request {
+            message: RouteNetlinkMessage::DelNeighbour(m),
+            flags: 0,
+            op: format!("delete neighbour {ip} on link {index}"),
+        }
+    }
 }
 
 impl Netlink {
@@ -30,19 +61,7 @@ impl Netlink {
         ip: IpAddr,
         mac: MacAddr,
     ) -> Result<(), NetlinkError> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = family_of(ip);
-        m.header.ifindex = index;
-        m.header.state = NeighbourState::Permanent;
-        m.attributes = vec![
-            NeighbourAttribute::Destination(NeighbourAddress::from(ip)),
-            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
-        ];
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("set neighbour {ip} lladdr {mac} on link {index}"),
-        )
+        self.send_request(Neighbour::set_request(index, ip, mac))
     }
 
     /// The neighbour entries on link `index`.

@@ -12,7 +12,7 @@ use netlink_packet_route::route::{
 
 use crate::addr::family_of;
 use crate::error::NetlinkError;
-use crate::socket::Netlink;
+use crate::socket::{Netlink, Request};
 
 pub const TABLE_MAIN: u32 = 254;
 
@@ -131,6 +131,27 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+impl Route {
+    /// Adds the route or replaces the one with the same destination.
+    pub fn replace_request(&self) -> Request {
+        Request {
+            message: RouteNetlinkMessage::NewRoute(self.to_message()),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            op: format!("replace route {self:?}"),
+        }
+    }
+
+    pub fn delete_request(&self) -> Request {
+        let mut m = self.to_message();
+        m.header.scope = RouteScope::NoWhere;
+        Request {
+            message: RouteNetlinkMessage::DelRoute(m),
+            flags: 0,
+            op: format!("delete route {self:?}"),
+        }
+    }
+}
+
 impl Netlink {
     /// Adds a route; fails with EEXIST if one with the same destination is there.
     pub fn add_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
@@ -139,27 +160,6 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             || format!("add route {route:?}"),
         )
-    }
-
-    /// Adds a route or replaces the one with the same destination.
-    pub fn replace_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
-        self.ack(
-            RouteNetlinkMessage::NewRoute(route.to_message()),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("replace route {route:?}"),
-        )
-    }
-
-    /// Deletes a route; one that is already gone is not an error.
-    pub fn delete_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
-        let mut m = route.to_message();
-        m.header.scope = RouteScope::NoWhere;
-        match self.ack(RouteNetlinkMessage::DelRoute(m), 0, || {
-            format!("delete route {route:?}")
-        }) {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
-        }
     }
 
     /// The unicast routes of one address family in `table`.

@@ -4,8 +4,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -67,6 +67,12 @@ impl Netlink {
         self.exchange(message, flags | NLM_F_ACK, op).map(drop)
     }
 
+    /// Sends one prepared change and waits for its ACK.
+    pub fn send_request(&mut self, request: Request) -> Result<(), NetlinkError> {
+        let Request { message, flags, op } = request;
+        self.ack(message, flags, || op)
+    }
+
     /// Sends a GET for one object and returns the kernel's answer.
     pub(crate) fn get(
         &mut self,
@@ -85,47 +91,24 @@ impl Netlink {
         self.exchange(message, NLM_F_DUMP, op)
     }
 
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
     fn exchange(
         &mut self,
         message: RouteNetlinkMessage,
         flags: u16,
         op: impl FnOnce() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
+        let seq = self.next_seq();
+        let mut out = Vec::new();
+        encode(message, flags, seq, &mut out);
         self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
-        self.collect(seq, op)
-    }
-
-    /// Reads until the answer to `seq` is complete: an ACK, an error, or the end of a dump.
-    fn collect(
-        &mut self,
-        seq: u32,
-        op: impl FnOnce() -> String,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
         let mut answers = Vec::new();
         loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUFFER);
-            self.socket
-                .recv(&mut self.buf, 0)
-                .map_err(NetlinkError::Socket)?;
-            let mut offset = 0;
-            while offset < self.buf.len() {
-                let bytes = &self.buf[offset..];
-                let len = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?
-                    .length() as usize;
-                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len])
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                offset += align4(len.max(NETLINK_HEADER_LEN));
+            for message in self.receive()? {
                 if message.header.sequence_number != seq {
                     continue;
                 }
@@ -134,10 +117,7 @@ impl Netlink {
                     NetlinkPayload::Error(e) => {
                         return match e.code {
                             None => Ok(answers),
-                            Some(_) => {
-                                let detail = ext_ack_message(&e.header);
-                                Err(kernel_error(op(), e.to_io(), detail))
-                            }
+                            Some(_) => Err(kernel_error(op(), &e)),
                         };
                     }
                     NetlinkPayload::InnerMessage(inner) => answers.push(inner),
@@ -146,14 +126,184 @@ impl Netlink {
             }
         }
     }
+
+    /// Sends many changes, pipelined: up to [`BATCH`] requests per write, then their ACKs.
+    /// Returns one result per request, in order; a failed request does not stop the others.
+    pub fn batch(&mut self, requests: Vec<Request>) -> Vec<Result<(), NetlinkError>> {
+        let mut results = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let chunk: Vec<Request> = requests.by_ref().take(BATCH).collect();
+            let first = self.seq.wrapping_add(1);
+            let mut out = Vec::new();
+            let mut ops = Vec::with_capacity(chunk.len());
+            for request in chunk {
+                let seq = self.next_seq();
+                encode(request.message, request.flags | NLM_F_ACK, seq, &mut out);
+                ops.push(request.op);
+            }
+            let mut outcome: Vec<Option<Result<(), NetlinkError>>> =
+                ops.iter().map(|_| None).collect();
+            if let Err(e) = self.socket.send(&out, 0) {
+                results.extend(ops.iter().map(|_| Err(NetlinkError::Socket(copy_io(&e)))));
+                continue;
+            }
+            let mut pending = ops.len();
+            while pending > 0 {
+                let messages = match self.receive() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // ENOBUFS and the like: whatever is unanswered counts as failed.
+                        let source = match &e {
+                            NetlinkError::Socket(s) => copy_io(s),
+                            other => io::Error::other(other.to_string()),
+                        };
+                        for slot in outcome.iter_mut().filter(|o| o.is_none()) {
+                            *slot = Some(Err(NetlinkError::Socket(copy_io(&source))));
+                        }
+                        break;
+                    }
+                };
+                for message in messages {
+                    let index = message.header.sequence_number.wrapping_sub(first) as usize;
+                    let NetlinkPayload::Error(e) = message.payload else {
+                        continue;
+                    };
+                    if let Some(slot) = outcome.get_mut(index).filter(|o| o.is_none()) {
+                        *slot = Some(match e.code {
+                            None => Ok(()),
+                            Some(_) => Err(kernel_error(ops[index].clone(), &e)),
+                        });
+                        pending -= 1;
+                    }
+                }
+            }
+            results.extend(
+                outcome
+                    .into_iter()
+                    .map(|o| o.expect("every request answered")),
+            );
+        }
+        results
+    }
+
+    /// Reads one datagram and decodes the messages in it.
+    fn receive(&mut self) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, NetlinkError> {
+        receive(&self.socket, &mut self.buf)
+    }
+}
+
+/// Requests per write in [`Netlink::batch`]; their ACKs fit easily in the socket buffer.
+pub const BATCH: usize = 256;
+
+/// One change for [`Netlink::batch`]: the message, its flags, and what it does (for errors).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub message: RouteNetlinkMessage,
+    pub flags: u16,
+    pub op: String,
+}
+
+/// The same error again, errno kept (io::Error is not Clone).
+fn copy_io(e: &io::Error) -> io::Error {
+    e.raw_os_error()
+        .map(io::Error::from_raw_os_error)
+        .unwrap_or_else(|| io::Error::new(e.kind(), e.to_string()))
+}
+
+fn encode(message: RouteNetlinkMessage, flags: u16, seq: u32, out: &mut Vec<u8>) {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = seq;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+    packet.finalize();
+    let start = out.len();
+    out.resize(start + packet.buffer_len(), 0);
+    packet.serialize(&mut out[start..]);
+}
+
+fn receive(
+    socket: &Socket,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, NetlinkError> {
+    buf.clear();
+    buf.reserve(RECV_BUFFER);
+    socket.recv(buf, 0).map_err(NetlinkError::Socket)?;
+    let mut messages = Vec::new();
+    let mut offset = 0;
+    while offset < buf.len() {
+        let bytes = &buf[offset..];
+        let len = NetlinkBuffer::new_checked(bytes)
+            .map_err(|e| NetlinkError::Decode(e.to_string()))?
+            .length() as usize;
+        offset += align4(len.max(NETLINK_HEADER_LEN));
+        // Kernel messages we do not model (e.g. other families) are skipped, not fatal.
+        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]) {
+            messages.push(m);
+        }
+    }
+    Ok(messages)
+}
+
+/// A socket subscribed to rtnetlink multicast groups: the kernel's change events.
+pub struct Monitor {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish()
+    }
+}
+
+/// rtnetlink multicast groups (linux/rtnetlink.h).
+pub mod groups {
+    pub const LINK: u32 = 1;
+    pub const NEIGH: u32 = 3;
+    pub const IPV4_IFADDR: u32 = 5;
+    pub const IPV4_ROUTE: u32 = 7;
+}
+
+impl Monitor {
+    /// Subscribes, in the calling thread's namespace, to `groups`.
+    pub fn new(groups: &[u32]) -> Result<Monitor, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        for group in groups {
+            socket
+                .add_membership(*group)
+                .map_err(NetlinkError::Socket)?;
+        }
+        let _ = socket.set_rx_buf_sz(SOCKET_BUFFER);
+        Ok(Monitor {
+            socket,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        })
+    }
+
+    /// Blocks for the next events. `ENOBUFS` means events were lost: resynchronise.
+    pub fn events(&mut self) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        Ok(receive(&self.socket, &mut self.buf)?
+            .into_iter()
+            .filter_map(|m| match m.payload {
+                NetlinkPayload::InnerMessage(inner) => Some(inner),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn kernel_error(op: String, source: io::Error, detail: Option<String>) -> NetlinkError {
-    NetlinkError::Kernel { op, source, detail }
+fn kernel_error(op: String, e: &ErrorMessage) -> NetlinkError {
+    NetlinkError::Kernel {
+        op,
+        source: e.to_io(),
+        detail: ext_ack_message(&e.header),
+    }
 }
 
 /// With NETLINK_CAP_ACK, an error carries the request's header followed by TLVs; the

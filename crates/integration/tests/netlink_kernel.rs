@@ -1,0 +1,143 @@
+//! The netlink client against the real kernel: VXLAN devices read back as created, thousands of
+//! FDB, neighbour and route entries in one pipelined batch with per-request results, and the
+//! change events a monitor sees.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use strait_integration::netns::TestNetns;
+use strait_netlink::{
+    FdbEntry, MacAddr, Monitor, Neighbour, Netlink, Route, Scope, TABLE_MAIN, Vxlan, VxlanSpec,
+    groups,
+};
+use strait_netns::Netns;
+
+fn in_ns(ns: &TestNetns) -> Netlink {
+    Netlink::in_netns(&Netns::open(ns.path()).unwrap()).unwrap()
+}
+
+fn vxlan(nl: &mut Netlink, ns: &TestNetns) -> u32 {
+    ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+    ns.ip(&["addr", "add", "192.168.50.1/24", "dev", "up0"]);
+    let underlay = nl.link_by_name("up0").unwrap().unwrap().index;
+    let spec = VxlanSpec {
+        name: "strait.4096".into(),
+        mac: MacAddr([0x02, 1, 2, 3, 4, 5]),
+        mtu: 1450,
+        vxlan: Vxlan {
+            vni: 4096,
+            local: Some(Ipv4Addr::new(192, 168, 50, 1)),
+            port: 4789,
+            underlay: Some(underlay),
+            learning: false,
+        },
+    };
+    nl.add_vxlan(&spec).unwrap();
+    let link = nl.link_by_name("strait.4096").unwrap().unwrap();
+    assert_eq!(link.kind.as_deref(), Some("vxlan"));
+    assert_eq!(link.mac, Some(spec.mac));
+    assert_eq!(link.mtu, 1450);
+    assert_eq!(link.vxlan.as_ref(), Some(&spec.vxlan));
+    nl.set_link_up(link.index).unwrap();
+    link.index
+}
+
+#[test]
+fn a_vxlan_device_reads_back_as_created_and_takes_a_batch_of_thousands() {
+    let ns = TestNetns::new("nl");
+    let mut nl = in_ns(&ns);
+    let dev = vxlan(&mut nl, &ns);
+    const PEERS: u32 = 2000;
+    let mut requests = Vec::new();
+    for i in 0..PEERS {
+        let [_, _, b, c] = (0x0a64_0000u32 + i).to_be_bytes();
+        let mac = MacAddr([0x02, 0, 0, 0, b, c]);
+        let underlay = IpAddr::V4(Ipv4Addr::new(192, 168, b, c));
+        let vtep = IpAddr::V4(Ipv4Addr::new(10, 200, b, c));
+        requests.push(
+            FdbEntry {
+                index: dev,
+                mac,
+                dst: underlay,
+            }
+            .replace_request(),
+        );
+        requests.push(Neighbour::set_request(dev, vtep, mac));
+        requests.push(
+            Route {
+                dst: format!("10.{}.{}.0/26", 100 + u32::from(b), c)
+                    .parse()
+                    .unwrap(),
+                gateway: Some(vtep),
+                oif: Some(dev),
+                table: TABLE_MAIN,
+                protocol: 83,
+                scope: Scope::Universe,
+                onlink: true,
+            }
+            .replace_request(),
+        );
+    }
+    // One request that must fail on its own without spoiling the rest.
+    requests.push(Neighbour::set_request(
+        9999,
+        "10.1.1.1".parse().unwrap(),
+        MacAddr([2; 6]),
+    ));
+    let results = nl.batch(requests);
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, [results.len() - 1], "only the bad request fails");
+    assert_eq!(nl.fdb(dev).unwrap().len(), PEERS as usize);
+    let neighbours = nl.neighbours(dev).unwrap();
+    assert_eq!(
+        neighbours.iter().filter(|n| n.permanent).count(),
+        PEERS as usize
+    );
+    let ours = nl
+        .routes(false, TABLE_MAIN)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.protocol == 83)
+        .count();
+    assert_eq!(ours, PEERS as usize);
+    // Deleting is batched the same way.
+    let fdb = nl.fdb(dev).unwrap();
+    let results = nl.batch(fdb.iter().map(FdbEntry::delete_request).collect());
+    assert!(results.iter().all(Result::is_ok));
+    assert!(nl.fdb(dev).unwrap().is_empty());
+}
+
+#[test]
+fn the_monitor_sees_routes_and_links_change() {
+    let ns = TestNetns::new("mon");
+    let netns = Netns::open(ns.path()).unwrap();
+    let mut monitor = netns
+        .run(|| Monitor::new(&[groups::LINK, groups::IPV4_ROUTE]))
+        .unwrap()
+        .unwrap();
+    let mut nl = in_ns(&ns);
+    let dev = vxlan(&mut nl, &ns);
+    let route = Route {
+        dst: "10.7.0.0/26".parse().unwrap(),
+        gateway: Some("10.200.0.1".parse().unwrap()),
+        oif: Some(dev),
+        table: TABLE_MAIN,
+        protocol: 83,
+        scope: Scope::Universe,
+        onlink: true,
+    };
+    nl.send_request(route.replace_request()).unwrap();
+    ns.ip(&["route", "del", "10.7.0.0/26"]);
+    let mut saw_deletion = false;
+    while !saw_deletion {
+        for event in monitor.events().unwrap() {
+            if let netlink_packet_route::RouteNetlinkMessage::DelRoute(_) = event {
+                saw_deletion = true;
+            }
+        }
+    }
+}
