@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use strait_netlink::MacAddr;
+
 /// The route protocol number on every route Strait installs (`ip route ... proto 83`).
 pub const ROUTE_PROTOCOL: u8 = 83;
 
@@ -16,16 +18,28 @@ const HASH_HEX_DIGITS: usize = 12;
 /// The host-side veth name of an attachment: `st` and 12 hex digits of a stable hash of
 /// (network, container id, interface) — 14 characters, within the kernel's 15.
 pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
-    // FNV-1a, 64 bit: stable across releases and platforms, unlike std's hasher.
+    let hex = format!("{:016x}", stable_hash(&[network, container_id, ifname]));
+    format!("{HOST_VETH_PREFIX}{}", &hex[..HASH_HEX_DIGITS])
+}
+
+/// FNV-1a (64 bit) of the parts, each ended by a zero byte: stable across releases and
+/// platforms, unlike std's hasher, so names derived from it never change under a running node.
+fn stable_hash(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [network, container_id, ifname] {
+    for part in parts {
         for byte in part.bytes().chain([0]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    let hex = format!("{hash:016x}");
-    format!("{HOST_VETH_PREFIX}{}", &hex[..HASH_HEX_DIGITS])
+    hash
+}
+
+/// The MAC of a node's VXLAN device for a network: locally administered, unicast, and the same
+/// every time the device is created, so peers never need to learn a new one.
+pub fn vtep_mac(node: &str, network: &str) -> MacAddr {
+    let h = stable_hash(&[node, network]).to_be_bytes();
+    MacAddr([0x02, h[0], h[1], h[2], h[3], h[4]])
 }
 
 /// Is `name` shaped like one of Strait's host veths?
@@ -58,6 +72,15 @@ mod tests {
             host_veth_name("strait", "c1", "eth0"),
             "st965df23b9966".to_string()
         );
+    }
+
+    #[test]
+    fn vtep_macs_are_stable_local_unicast_and_distinct() {
+        let a = vtep_mac("node-1", "pods");
+        assert_eq!(a, vtep_mac("node-1", "pods"));
+        assert_eq!(a.0[0], 0x02);
+        assert_ne!(a, vtep_mac("node-2", "pods"));
+        assert_ne!(a, vtep_mac("node-1", "other"));
     }
 
     #[test]

@@ -69,6 +69,13 @@ fn ip_from_bytes(raw: &[u8]) -> Option<IpAddr> {
 impl Netlink {
     /// The FDB entries of link `index` that have a destination.
     pub fn fdb(&mut self, index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
+        let mut all = self.all_fdb()?;
+        all.retain(|f| f.index == index);
+        Ok(all)
+    }
+
+    /// The FDB entries of every link that have a destination (VXLAN ones).
+    pub fn all_fdb(&mut self) -> Result<Vec<FdbEntry>, NetlinkError> {
         let mut query = NeighbourMessage::default();
         query.header.family = AddressFamily::Bridge;
         let answers = self.dump(RouteNetlinkMessage::GetNeighbour(query), || {
@@ -77,7 +84,7 @@ impl Netlink {
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                RouteNetlinkMessage::NewNeighbour(n) => {
                     let mut mac = None;
                     let mut dst = None;
                     for attr in &n.attributes {
@@ -93,7 +100,7 @@ impl Netlink {
                         }
                     }
                     Some(FdbEntry {
-                        index,
+                        index: n.header.ifindex,
                         mac: mac?,
                         dst: dst?,
                     })

@@ -66,6 +66,13 @@ impl Netlink {
 
     /// The neighbour entries on link `index`.
     pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+        let mut all = self.all_neighbours()?;
+        all.retain(|n| n.index == index);
+        Ok(all)
+    }
+
+    /// The IPv4 and IPv6 neighbour entries of every link.
+    pub fn all_neighbours(&mut self) -> Result<Vec<Neighbour>, NetlinkError> {
         let answers = self.dump(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             || "list neighbours".to_string(),
@@ -73,7 +80,7 @@ impl Netlink {
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                RouteNetlinkMessage::NewNeighbour(n) => {
                     let mut ip = None;
                     let mut mac = None;
                     for attr in &n.attributes {
@@ -91,7 +98,7 @@ impl Netlink {
                         }
                     }
                     Some(Neighbour {
-                        index,
+                        index: n.header.ifindex,
                         ip: ip?,
                         mac,
                         permanent: n.header.state == NeighbourState::Permanent,
