@@ -1,49 +1,82 @@
 //! The agent: everything the node owns, assembled at start. Start-up order matters: records are
-//! loaded and their addresses re-reserved before anything can allocate, and the node is prepared
-//! (forwarding, nftables, leftovers removed) before the socket opens.
+//! loaded and their addresses re-reserved before anything can allocate; the node is prepared
+//! (forwarding, nftables, leftovers removed) and announced to its peers; then the overlay is
+//! reconciled once before the socket opens ([`Agent::start_overlay`] hands back the signal).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use strait_ipam::IpamError;
-use strait_store::Store;
+use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
+use strait_netlink::Netlink;
+use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
+use tokio::sync::watch;
 
+use crate::cluster::{ClusterCache, spawn_watches};
 use crate::config::Config;
 use crate::error::AgentError;
 use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
 use crate::network::NetworkState;
-use crate::node;
+use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
 use crate::registry::{AttachmentKey, Registry, RegistryError};
+use crate::underlay::{Underlay, UnderlayError};
+use crate::wake::Wake;
+use crate::{drift, node};
 
 pub struct Agent<S> {
     pub(crate) config: Config,
     pub(crate) store: S,
+    pub(crate) underlay: Underlay,
     pub(crate) networks: BTreeMap<String, NetworkState>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) locks: KeyedLocks<AttachmentKey>,
+    pub(crate) cluster: Arc<ClusterCache>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) last_pass: Arc<Mutex<Option<LastPass>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("finding this node's underlay: {0}")]
+    Underlay(#[from] UnderlayError),
     #[error("network {network}: {source}")]
-    Network { network: String, source: IpamError },
+    Network { network: String, source: AgentError },
     #[error("preparing the node: {0}")]
     Node(#[from] node::NodeError),
+    #[error("announcing this node in the cluster store: {0}")]
+    Announce(StoreError),
+    #[error("watching for changes: {0}")]
+    Watch(std::io::Error),
     #[error("start-up task failed: {0}")]
     Task(String),
 }
 
-impl<S: Store + 'static> Agent<S> {
+async fn blocking_start<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StartError> + Send + 'static,
+) -> Result<T, StartError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))?
+}
+
+impl<S: Store> Agent<S> {
     pub async fn start(config: Config, store: S) -> Result<Agent<S>, StartError> {
+        let configured = config.node_address;
+        let underlay = blocking_start(move || {
+            let mut nl = Netlink::new().map_err(UnderlayError::from)?;
+            Ok(crate::underlay::resolve(&mut nl, configured)?)
+        })
+        .await?;
+        tracing::info!(address = %underlay.address, device = %underlay.device, mtu = underlay.mtu, "underlay");
         let (registry, warnings) = Registry::open(&config.state_dir.join("attachments"))?;
         for w in warnings {
             tracing::warn!("{w}");
         }
         let mut networks = BTreeMap::new();
         for spec in &config.networks {
-            let state = NetworkState::load(&store, spec.clone(), &config.node_name)
+            let state = NetworkState::load(&store, spec.clone(), &config.node_name, underlay.mtu)
                 .await
                 .map_err(|source| StartError::Network {
                     network: spec.name.clone(),
@@ -68,19 +101,94 @@ impl<S: Store + 'static> Agent<S> {
         tracing::info!(attachments = records.len(), "restored pod registry");
         let known: HashSet<String> = records.into_iter().map(|a| a.host_veth).collect();
         let ruleset = node::snat_ruleset(&config);
-        let removed = tokio::task::spawn_blocking(move || node::prepare(&ruleset, &known))
-            .await
-            .map_err(|e| StartError::Task(e.to_string()))??;
+        let removed = blocking_start(move || Ok(node::prepare(&ruleset, &known)?)).await?;
         for name in removed {
             tracing::info!(link = %name, "removed a leftover host veth with no attachment");
         }
-        Ok(Agent {
+        let agent = Agent {
             config,
             store,
+            underlay,
             networks,
             registry: Arc::new(registry),
             locks: KeyedLocks::default(),
-        })
+            cluster: Arc::default(),
+            metrics: Arc::default(),
+            last_pass: Arc::default(),
+        };
+        agent.announce().await?;
+        Ok(agent)
+    }
+
+    /// Writes this node's record (address and VTEPs) for its peers; it lives as long as the agent.
+    async fn announce(&self) -> Result<(), StartError> {
+        let record = NodeRecord {
+            address: self.underlay.address.into(),
+            networks: self
+                .networks
+                .iter()
+                .filter_map(|(name, n)| {
+                    n.vtep.map(|v| {
+                        (
+                            name.clone(),
+                            Vtep {
+                                ip: v.ip.into(),
+                                mac: v.mac.to_string(),
+                            },
+                        )
+                    })
+                })
+                .collect(),
+        };
+        let value = serde_json::to_value(&record).expect("records serialize");
+        self.store
+            .put_live(Kind::Node, &self.config.node_name, value)
+            .await
+            .map_err(StartError::Announce)?;
+        Ok(())
+    }
+
+    /// This node as the overlay sees it.
+    pub fn local_node(&self) -> LocalNode {
+        LocalNode {
+            name: self.config.node_name.clone(),
+            address: self.underlay.address,
+            underlay: self.underlay.device.clone(),
+            networks: self
+                .networks
+                .values()
+                .map(|n| LocalNetwork {
+                    name: n.spec.name.clone(),
+                    vni: n.spec.vni,
+                    mtu: self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
+                    vtep: n.vtep,
+                    pools: n.pool_modes(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts watching the store and the kernel, and the reconciler. The receiver turns true
+    /// after the first pass that succeeded.
+    pub fn start_overlay(&self) -> Result<watch::Receiver<bool>, StartError> {
+        let wake = Arc::new(Wake::default());
+        let owned = Arc::new(OwnedLinks::default());
+        spawn_watches(&self.store, &self.cluster, &wake);
+        drift::watch_kernel(Arc::clone(&owned), Arc::clone(&wake)).map_err(StartError::Watch)?;
+        drift::watch_nft(Arc::clone(&wake)).map_err(StartError::Watch)?;
+        let (ready, ready_rx) = watch::channel(false);
+        let reconciler = Reconciler {
+            local: self.local_node(),
+            cache: Arc::clone(&self.cluster),
+            wake,
+            metrics: Arc::clone(&self.metrics),
+            owned,
+            nft_script: strait_nft::render(&node::snat_ruleset(&self.config)),
+            last: Arc::clone(&self.last_pass),
+            ready,
+        };
+        tokio::spawn(reconciler.run());
+        Ok(ready_rx)
     }
 
     pub fn config(&self) -> &Config {

@@ -79,7 +79,7 @@ async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentEr
     blocking(move || Ok(registry.put(&a)?)).await
 }
 
-impl<S: Store + 'static> Agent<S> {
+impl<S: Store> Agent<S> {
     /// Carries out one CNI command; the answer is in the request's version. `netns` is the
     /// container's namespace as the plugin opened it.
     pub async fn handle_cni(
@@ -140,7 +140,7 @@ impl<S: Store + 'static> Agent<S> {
                         name: name.to_string(),
                     }),
                     addresses: vec![address],
-                    mtu: net.spec.mtu,
+                    mtu: net.mtu,
                 };
                 (a, true)
             }

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::Ipv4Addr;
+
 use ipnet::IpNet;
 use serde::Deserialize;
+use strait_dataplane::overlay::Mode;
 use strait_ipam::Pool;
 
 /// The file as written.
@@ -13,6 +16,12 @@ use strait_ipam::Pool;
 pub struct FileConfig {
     /// This node's name in the cluster store; the hostname when absent.
     pub node_name: Option<String>,
+    /// The node's underlay address: VXLAN's outer source, routed pools' next hop for peers.
+    /// The address of the default route's device when absent.
+    pub node_address: Option<Ipv4Addr>,
+    /// Where /metrics, /healthz and /readyz are served; `""` serves none.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: String,
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     #[serde(default = "default_socket")]
@@ -33,6 +42,15 @@ pub struct FileConfig {
 pub enum StoreConfig {
     /// Files in a directory: one machine only.
     Embedded { path: PathBuf },
+    /// etcd v3: a node's record lives on a lease, so a dead node leaves by itself.
+    Etcd {
+        endpoints: Vec<String>,
+        #[serde(default = "default_etcd_prefix")]
+        prefix: String,
+        /// Seconds a dead node's record outlives it.
+        #[serde(default = "default_lease_ttl")]
+        lease_ttl: u32,
+    },
 }
 
 impl Default for StoreConfig {
@@ -79,9 +97,14 @@ pub struct NetworkConfig {
     pub name: String,
     #[serde(rename = "pool")]
     pub pools: Vec<PoolConfig>,
-    /// The pods' MTU: the underlay's minus 50 for VXLAN.
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
+    /// The pods' MTU; the underlay's (minus 50 when a pool uses VXLAN) when absent.
+    pub mtu: Option<u32>,
+    /// The VXLAN network identifier; one per network.
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// How the pools reach other nodes unless a pool says otherwise: `vxlan` or `routed`.
+    #[serde(default)]
+    pub mode: Mode,
     /// Masquerade traffic from this network's pods that leaves the cluster.
     #[serde(default = "yes")]
     pub snat: bool,
@@ -95,6 +118,8 @@ pub struct PoolConfig {
     pub cidr: IpNet,
     #[serde(default = "default_block_prefix")]
     pub block_prefix: u8,
+    /// Overrides the network's mode for this pool.
+    pub mode: Option<Mode>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -112,8 +137,17 @@ fn default_conf_file() -> String {
 fn default_cni_version() -> String {
     "1.0.0".to_string()
 }
-fn default_mtu() -> u32 {
-    1450
+fn default_vni() -> u32 {
+    4096
+}
+fn default_metrics_address() -> String {
+    "127.0.0.1:9462".to_string()
+}
+fn default_etcd_prefix() -> String {
+    "/strait".to_string()
+}
+fn default_lease_ttl() -> u32 {
+    15
 }
 fn default_block_prefix() -> u8 {
     26
@@ -126,15 +160,42 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
-    pub pools: Vec<Pool>,
-    pub mtu: u32,
+    pub pools: Vec<NetworkPool>,
+    /// As configured; the effective MTU also depends on the underlay.
+    pub mtu: Option<u32>,
+    pub vni: u32,
     pub snat: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPool {
+    pub pool: Pool,
+    pub mode: Mode,
+}
+
+impl Network {
+    /// Does any pool of the network encapsulate?
+    pub fn uses_vxlan(&self) -> bool {
+        self.pools.iter().any(|p| p.mode == Mode::Vxlan)
+    }
+
+    /// The pods' MTU on an underlay of `underlay_mtu`.
+    pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
+        let overhead = if self.uses_vxlan() {
+            strait_dataplane::overlay::VXLAN_OVERHEAD
+        } else {
+            0
+        };
+        self.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead))
+    }
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_name: String,
+    pub node_address: Option<Ipv4Addr>,
+    pub metrics_address: String,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub store: StoreConfig,
@@ -152,6 +213,7 @@ pub struct ConfigError {
 
 const MIN_MTU: u32 = 576;
 const MAX_MTU: u32 = 65_535;
+const MAX_VNI: u32 = (1 << 24) - 1;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -185,7 +247,20 @@ impl Config {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("network {:?} is configured twice", w[0]));
         }
-        Pool::check_disjoint(networks.iter().flat_map(|n| &n.pools)).map_err(|e| e.to_string())?;
+        Pool::check_disjoint(
+            networks
+                .iter()
+                .flat_map(|n| n.pools.iter().map(|p| &p.pool)),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut vnis: Vec<u32> = networks.iter().map(|n| n.vni).collect();
+        vnis.sort();
+        if let Some(w) = vnis.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "two networks use VNI {}: give each network its own \"vni\"",
+                w[0]
+            ));
+        }
         if let Some(chosen) = &file.cni.network
             && !networks.iter().any(|n| &n.name == chosen)
         {
@@ -207,6 +282,8 @@ impl Config {
         }
         Ok(Config {
             node_name,
+            node_address: file.node_address,
+            metrics_address: file.metrics_address,
             state_dir: file.state_dir,
             socket: file.socket,
             store: file.store,
@@ -243,10 +320,17 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
             "{at}: a network name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
         ));
     }
-    if !(MIN_MTU..=MAX_MTU).contains(&n.mtu) {
+    if let Some(mtu) = n.mtu
+        && !(MIN_MTU..=MAX_MTU).contains(&mtu)
+    {
         return Err(format!(
-            "{at}: mtu {} must be between {MIN_MTU} and {MAX_MTU}",
-            n.mtu
+            "{at}: mtu {mtu} must be between {MIN_MTU} and {MAX_MTU}"
+        ));
+    }
+    if !(1..=MAX_VNI).contains(&n.vni) {
+        return Err(format!(
+            "{at}: vni {} must be between 1 and {MAX_VNI}",
+            n.vni
         ));
     }
     if n.pools.is_empty() {
@@ -267,12 +351,16 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
             .clone()
             .unwrap_or_else(|| format!("{}-v4", n.name.to_lowercase()));
         strait_store::validate_name(&name).map_err(|e| format!("{at}: pool name: {e}"))?;
-        pools.push(Pool::new(&name, p.cidr, p.block_prefix).map_err(|e| format!("{at}: {e}"))?);
+        pools.push(NetworkPool {
+            pool: Pool::new(&name, p.cidr, p.block_prefix).map_err(|e| format!("{at}: {e}"))?,
+            mode: p.mode.unwrap_or(n.mode),
+        });
     }
     Ok(Network {
         name: n.name.clone(),
         pools,
         mtu: n.mtu,
+        vni: n.vni,
         snat: n.snat,
     })
 }
@@ -304,11 +392,26 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.node_name, "node-a");
         assert_eq!(c.socket, PathBuf::from("/run/strait/strait.sock"));
-        assert_eq!(c.networks[0].pools[0].name, "strait-v4");
-        assert_eq!(c.networks[0].pools[0].block_prefix, 26);
-        assert_eq!(c.networks[0].mtu, 1450);
+        assert_eq!(c.networks[0].pools[0].pool.name, "strait-v4");
+        assert_eq!(c.networks[0].pools[0].pool.block_prefix, 26);
+        assert_eq!(c.networks[0].pools[0].mode, Mode::Vxlan);
+        assert_eq!(c.networks[0].effective_mtu(1500), 1450);
+        assert_eq!(c.networks[0].vni, 4096);
         assert!(c.networks[0].snat);
         assert_eq!(c.conflist_network().name, "strait");
+    }
+
+    #[test]
+    fn a_pool_may_route_while_its_network_encapsulates() {
+        let c = parse(
+            "[[network]]\nname = \"a\"\n[[network.pool]]\ncidr = \"10.0.0.0/16\"\nmode = \"routed\"\n\
+             [[network.pool]]\nname = \"b\"\ncidr = \"10.1.0.0/16\"",
+        )
+        .unwrap();
+        let modes: Vec<Mode> = c.networks[0].pools.iter().map(|p| p.mode).collect();
+        assert_eq!(modes, [Mode::Routed, Mode::Vxlan]);
+        let routed = parse("[[network]]\nname = \"a\"\nmode = \"routed\"\n[[network.pool]]\ncidr = \"10.0.0.0/16\"").unwrap();
+        assert_eq!(routed.networks[0].effective_mtu(1500), 1500);
     }
 
     #[test]

@@ -3,16 +3,23 @@
 //! plugin and straitctl talk to ([`server`]). `main.rs` only wires these together.
 
 pub mod agent;
+pub mod cluster;
 pub mod cni;
 pub mod config;
 pub mod conflist;
+pub mod drift;
 pub mod error;
+pub mod http;
 pub mod locks;
+pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod reconciler;
 pub mod registry;
 pub mod server;
 pub mod status;
+pub mod underlay;
+pub mod wake;
 
 pub use agent::{Agent, StartError};
 pub use config::Config;

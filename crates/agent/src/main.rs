@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use strait_agent::config::StoreConfig;
 use strait_agent::{Agent, Config, conflist, server};
-use strait_store::{EmbeddedStore, Store};
+use strait_store::{EmbeddedStore, EtcdStore, Store};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -70,12 +70,31 @@ async fn start(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
             run(config, store).await
         }
+        StoreConfig::Etcd {
+            endpoints,
+            prefix,
+            lease_ttl,
+        } => {
+            let store = EtcdStore::connect(&endpoints, &prefix, lease_ttl)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+            run(config, store).await
+        }
     }
 }
 
-async fn run<S: Store + 'static>(config: Config, store: S) -> anyhow::Result<()> {
+async fn run<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let node = config.node_name.clone();
     let agent = Arc::new(Agent::start(config, store).await?);
+    let mut ready = agent.start_overlay()?;
+    let metrics_address = agent.config().metrics_address.clone();
+    if !metrics_address.is_empty() {
+        strait_agent::http::serve(&metrics_address, Arc::clone(&agent), ready.clone())
+            .await
+            .with_context(|| format!("serving metrics on {metrics_address}"))?;
+    }
+    // Serve CNI only once the node's network is in place.
+    ready.wait_for(|r| *r).await?;
     let socket = agent.config().socket.clone();
     let listener = server::bind(&socket)
         .with_context(|| format!("opening the agent socket {}", socket.display()))?;

@@ -1,33 +1,97 @@
-//! One network's address state on this node: its pools, the blocks this node holds, and the
-//! allocator over them. A new block is claimed from the cluster store only when all are full.
+//! One network's state on this node: its pools, the blocks this node holds, the allocator over
+//! them, the pods' MTU, and the node's VXLAN tunnel endpoint. A new block is claimed from the
+//! cluster store only when all are full (or, for the VTEP, when the node holds none yet).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+use strait_dataplane::overlay::{Mode, Vtep};
+use strait_dataplane::vtep_mac;
 use strait_ipam::{Allocator, IpamError, Usage, claim_block, ensure_pool, node_blocks};
 use strait_store::Store;
 use tokio::sync::Mutex;
 
-use crate::config::Network;
+use crate::config::{Network, NetworkPool};
 use crate::error::AgentError;
 
 #[derive(Debug)]
 pub struct NetworkState {
     pub spec: Network,
+    /// The pods' MTU.
+    pub mtu: u32,
+    /// This node's VTEP, when a pool of the network uses VXLAN.
+    pub vtep: Option<Vtep>,
     allocator: Mutex<Allocator>,
 }
 
+/// Claims the first free block of the first of `pools` that has one.
+async fn claim_from(
+    store: &impl Store,
+    pools: impl Iterator<Item = &NetworkPool>,
+    node: &str,
+    network: &Network,
+) -> Result<IpNet, AgentError> {
+    for p in pools {
+        match claim_block(store, &p.pool, node).await {
+            Ok(block) => {
+                tracing::info!(network = %network.name, pool = %p.pool.name, %block, "claimed block");
+                return Ok(block);
+            }
+            Err(IpamError::PoolExhausted { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AgentError::Exhausted {
+        network: network.name.clone(),
+        pools: network
+            .pools
+            .iter()
+            .map(|p| p.pool.cidr.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
 impl NetworkState {
-    /// Registers the network's pools in the store and picks up the blocks this node already holds.
-    pub async fn load(store: &impl Store, spec: Network, node: &str) -> Result<Self, IpamError> {
+    /// Registers the network's pools in the store, picks up the blocks this node holds, and
+    /// settles the VTEP: the first address (never given to a pod) of the node's lowest block of a
+    /// VXLAN pool, claimed now if there is none.
+    pub async fn load(
+        store: &impl Store,
+        spec: Network,
+        node: &str,
+        underlay_mtu: u32,
+    ) -> Result<Self, AgentError> {
         let mut allocator = Allocator::new();
-        for pool in &spec.pools {
-            ensure_pool(store, pool).await?;
-            for block in node_blocks(store, pool, node).await? {
+        let mut vxlan_blocks = Vec::new();
+        for p in &spec.pools {
+            ensure_pool(store, &p.pool).await?;
+            for block in node_blocks(store, &p.pool, node).await? {
                 allocator.add_block(block);
+                if p.mode == Mode::Vxlan {
+                    vxlan_blocks.push(block);
+                }
             }
         }
+        if spec.uses_vxlan() && vxlan_blocks.is_empty() {
+            let vxlan_pools = spec.pools.iter().filter(|p| p.mode == Mode::Vxlan);
+            let block = claim_from(store, vxlan_pools, node, &spec).await?;
+            allocator.add_block(block);
+            vxlan_blocks.push(block);
+        }
+        let vtep = vxlan_blocks
+            .iter()
+            .min()
+            .and_then(|block| match block.network() {
+                IpAddr::V4(ip) => Some(Vtep {
+                    ip,
+                    mac: vtep_mac(node, &spec.name),
+                }),
+                IpAddr::V6(_) => None,
+            });
         Ok(NetworkState {
+            mtu: spec.effective_mtu(underlay_mtu),
+            vtep,
             spec,
             allocator: Mutex::new(allocator),
         })
@@ -39,28 +103,10 @@ impl NetworkState {
         if let Some(ip) = allocator.allocate(false) {
             return Ok(IpNet::from(ip));
         }
-        for pool in &self.spec.pools {
-            match claim_block(store, pool, node).await {
-                Ok(block) => {
-                    tracing::info!(network = %self.spec.name, pool = %pool.name, %block, "claimed block");
-                    allocator.add_block(block);
-                    let ip = allocator.allocate(false).expect("a fresh block has room");
-                    return Ok(IpNet::from(ip));
-                }
-                Err(IpamError::PoolExhausted { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(AgentError::Exhausted {
-            network: self.spec.name.clone(),
-            pools: self
-                .spec
-                .pools
-                .iter()
-                .map(|p| p.cidr.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        let block = claim_from(store, self.spec.pools.iter(), node, &self.spec).await?;
+        allocator.add_block(block);
+        let ip = allocator.allocate(false).expect("a fresh block has room");
+        Ok(IpNet::from(ip))
     }
 
     /// Marks addresses of a restored record taken.
@@ -78,5 +124,18 @@ impl NetworkState {
     pub async fn usage(&self) -> (Vec<IpNet>, Usage) {
         let allocator = self.allocator.lock().await;
         (allocator.blocks().collect(), allocator.usage())
+    }
+
+    /// The pools and their modes, as the overlay needs them.
+    pub fn pool_modes(&self) -> Vec<(IpNet, Mode)> {
+        self.spec
+            .pools
+            .iter()
+            .map(|p| (p.pool.cidr, p.mode))
+            .collect()
+    }
+
+    pub fn vtep_ip(&self) -> Option<Ipv4Addr> {
+        self.vtep.map(|v| v.ip)
     }
 }

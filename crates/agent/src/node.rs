@@ -26,7 +26,7 @@ pub fn snat_ruleset(config: &Config) -> Ruleset {
     let pools = config
         .networks
         .iter()
-        .flat_map(|n| n.pools.iter().map(move |p| (n, p)));
+        .flat_map(|n| n.pools.iter().map(move |p| (n, &p.pool)));
     Ruleset {
         snat_sources: pools
             .clone()

@@ -47,7 +47,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves until `shutdown` completes, then lets requests in flight finish.
-pub async fn serve<S: Store + 'static>(
+pub async fn serve<S: Store>(
     agent: Arc<Agent<S>>,
     listener: UnixListener,
     shutdown: impl std::future::Future<Output = ()>,
@@ -108,7 +108,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedF
     Ok((Request::decode(&body)?, netns))
 }
 
-async fn answer<S: Store + 'static>(agent: &Agent<S>, mut stream: UnixStream) {
+async fn answer<S: Store>(agent: &Agent<S>, mut stream: UnixStream) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Ok(Ok((request, netns))) => agent.handle(request, netns).await,
         Ok(Err(e)) => Response::BadRequest(e),

@@ -8,7 +8,7 @@ use strait_store::Store;
 use crate::agent::Agent;
 use crate::config::StoreConfig;
 
-impl<S: Store + 'static> Agent<S> {
+impl<S: Store> Agent<S> {
     /// Answers one request from the socket, with the namespace descriptor it carried.
     pub async fn handle(&self, request: Request, netns: Option<OwnedFd>) -> Response {
         match request {
@@ -27,7 +27,7 @@ impl<S: Store + 'static> Agent<S> {
             let (blocks, usage) = net.usage().await;
             networks.push(NetworkStatus {
                 name: name.clone(),
-                pools: net.spec.pools.iter().map(|p| p.cidr).collect(),
+                pools: net.spec.pools.iter().map(|p| p.pool.cidr).collect(),
                 blocks,
                 allocated: usage.allocated,
                 capacity: usage.capacity,
@@ -39,6 +39,7 @@ impl<S: Store + 'static> Agent<S> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: match &self.config.store {
                 StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
+                StoreConfig::Etcd { endpoints, .. } => format!("etcd ({})", endpoints.join(",")),
             },
             networks,
         }

@@ -1,8 +1,10 @@
-//! `straitctl demo up|down`: a Strait pod network on this one machine. Each node is a network
-//! namespace running its own straitd (the same binary and configuration a real machine would
-//! use), all sharing one embedded store; pods are namespaces attached through the real `strait`
-//! plugin. `up` prints where each pod lives and a connectivity matrix it measured with ping;
-//! `down` removes every trace. The state of a running demo is kept in `demo.json`.
+//! `straitctl demo up|down`: a multi-node Strait pod network on this one machine. A "fabric"
+//! network namespace holds a bridge that plays the switch; each node is a network namespace
+//! plugged into it, running its own straitd (the same binary and configuration a real machine
+//! would use), all sharing one embedded store; pods are namespaces attached through the real
+//! `strait` plugin. `up` prints where each pod lives and a connectivity matrix it measured with
+//! ping; `down` removes every trace. Everything is recorded in `demo.json` before it is created,
+//! so a failed `up` and a later `down` both remove exactly what exists.
 
 use std::fs;
 use std::io::Write;
@@ -17,9 +19,11 @@ use serde::{Deserialize, Serialize};
 const DIR: &str = "/var/lib/strait-demo";
 const PREFIX: &str = "strait-demo";
 const POOL: &str = "10.244.0.0/16";
+const UNDERLAY: &str = "192.168.100";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Demo {
+    fabric: Option<String>,
     nodes: Vec<DemoNode>,
 }
 
@@ -27,6 +31,7 @@ struct Demo {
 struct DemoNode {
     name: String,
     netns: String,
+    address: String,
     socket: PathBuf,
     agent_pid: Option<u32>,
     pods: Vec<DemoPod>,
@@ -94,85 +99,130 @@ fn require_root_and_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn up(nodes: usize, pods_per_node: usize) -> anyhow::Result<()> {
+pub fn up(nodes: usize, pods_per_node: usize, mode: &str) -> anyhow::Result<()> {
     require_root_and_tools()?;
+    if !(1..=200).contains(&nodes) {
+        bail!("--nodes must be between 1 and 200");
+    }
     if state_path().exists() {
         bail!("a demo is already up: run `straitctl demo down` first");
     }
     fs::create_dir_all(DIR)?;
     let mut demo = Demo::default();
     save(&demo)?;
-    let result = build(&mut demo, nodes, pods_per_node);
+    if let Err(e) = build(&mut demo, nodes, pods_per_node, mode) {
+        let _ = save(&demo);
+        eprintln!("the demo failed; removing what it built");
+        let _ = teardown(&demo);
+        return Err(e);
+    }
     save(&demo)?;
-    result?;
-    print_layout(&demo);
+    print_layout(&demo, mode);
     print_matrix(&demo);
     println!(
-        "\nInspect a node:  straitctl --socket {} pods",
+        "\nInspect a node:  straitctl --socket {} status   (also: peers, routes, pods)",
         demo.nodes[0].socket.display()
     );
     println!("Remove it all:   straitctl demo down");
     Ok(())
 }
 
-fn build(demo: &mut Demo, nodes: usize, pods_per_node: usize) -> anyhow::Result<()> {
+fn build(demo: &mut Demo, nodes: usize, pods_per_node: usize, mode: &str) -> anyhow::Result<()> {
     let straitd = sibling("straitd")?;
     let plugin = sibling("strait")?;
+    let fabric = format!("{PREFIX}-fabric");
+    demo.fabric = Some(fabric.clone());
+    save(demo)?;
+    ip(&["netns", "add", &fabric])?;
+    ip(&["-n", &fabric, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &fabric, "link", "set", "br0", "up"])?;
     for n in 1..=nodes {
-        let node = start_node(&straitd, n)?;
-        demo.nodes.push(node);
+        let name = format!("node{n}");
+        let dir = Path::new(DIR).join(&name);
+        demo.nodes.push(DemoNode {
+            netns: format!("{PREFIX}-{name}"),
+            address: format!("{UNDERLAY}.{n}"),
+            socket: dir.join("strait.sock"),
+            agent_pid: None,
+            pods: Vec::new(),
+            name,
+        });
+        save(demo)?;
+        let node = demo.nodes.last_mut().expect("just pushed");
+        plug_in(&fabric, node, n)?;
+        node.agent_pid = Some(start_agent(&straitd, node, &dir, mode)?);
         save(demo)?;
     }
-    for node in &mut demo.nodes {
+    for n in 0..demo.nodes.len() {
         for p in 1..=pods_per_node {
+            let node = &mut demo.nodes[n];
             let name = format!("{}-pod{p}", node.name);
-            let netns = format!("{PREFIX}-{name}");
-            ip(&["netns", "add", &netns])?;
-            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            let mut pod = DemoPod {
+            node.pods.push(DemoPod {
+                netns: format!("{PREFIX}-{name}"),
                 container_id: format!("demo-{name}"),
                 name,
-                netns,
                 address: None,
-            };
-            pod.address = Some(cni(&plugin, "ADD", node, &pod)?);
-            node.pods.push(pod);
+            });
+            save(demo)?;
+            let node = &mut demo.nodes[n];
+            let pod = node.pods.last().expect("just pushed");
+            ip(&["netns", "add", &pod.netns])?;
+            ip(&["-n", &pod.netns, "link", "set", "lo", "up"])?;
+            let address = cni(&plugin, "ADD", node, pod)?;
+            node.pods.last_mut().expect("just pushed").address = Some(address);
         }
     }
     Ok(())
 }
 
-fn start_node(straitd: &Path, n: usize) -> anyhow::Result<DemoNode> {
-    let name = format!("node{n}");
-    let netns = format!("{PREFIX}-{name}");
-    let dir = Path::new(DIR).join(&name);
-    fs::create_dir_all(&dir)?;
-    ip(&["netns", "add", &netns])?;
-    let mut node = DemoNode {
-        name: name.clone(),
-        netns: netns.clone(),
-        socket: dir.join("strait.sock"),
-        agent_pid: None,
-        pods: Vec::new(),
-    };
-    ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+/// Creates the node's namespace and plugs its `eth0` into the fabric's bridge.
+fn plug_in(fabric: &str, node: &DemoNode, n: usize) -> anyhow::Result<()> {
+    let port = format!("p{n}");
+    ip(&["netns", "add", &node.netns])?;
+    ip(&["-n", &node.netns, "link", "set", "lo", "up"])?;
     ip(&[
         "-n",
-        &netns,
+        fabric,
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &node.netns,
+    ])?;
+    ip(&["-n", fabric, "link", "set", &port, "master", "br0"])?;
+    ip(&["-n", fabric, "link", "set", &port, "up"])?;
+    ip(&[
+        "-n",
+        &node.netns,
         "addr",
         "add",
-        &format!("172.31.255.{n}/32"),
+        &format!("{}/24", node.address),
         "dev",
-        "lo",
+        "eth0",
     ])?;
+    ip(&["-n", &node.netns, "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Starts the node's straitd and waits until it serves; returns its PID.
+fn start_agent(straitd: &Path, node: &DemoNode, dir: &Path, mode: &str) -> anyhow::Result<u32> {
+    fs::create_dir_all(dir)?;
     let config = dir.join("straitd.toml");
     fs::write(
         &config,
         format!(
-            "node_name = \"{name}\"\nstate_dir = \"{state}\"\nsocket = \"{socket}\"\n\
+            "node_name = \"{name}\"\nnode_address = \"{address}\"\n\
+             state_dir = \"{state}\"\nsocket = \"{socket}\"\n\
              [store]\nbackend = \"embedded\"\npath = \"{DIR}/store\"\n\
              [cni]\nconf_dir = \"{netd}\"\n\
-             [[network]]\nname = \"strait\"\n[[network.pool]]\ncidr = \"{POOL}\"\n",
+             [[network]]\nname = \"strait\"\nmode = \"{mode}\"\n[[network.pool]]\ncidr = \"{POOL}\"\n",
+            name = node.name,
+            address = node.address,
             state = dir.join("state").display(),
             socket = node.socket.display(),
             netd = dir.join("net.d").display(),
@@ -181,7 +231,7 @@ fn start_node(straitd: &Path, n: usize) -> anyhow::Result<DemoNode> {
     let log = fs::File::create(dir.join("straitd.log"))?;
     let mut command = Command::new("ip");
     command
-        .args(["netns", "exec", &netns])
+        .args(["netns", "exec", &node.netns])
         .arg(straitd)
         .arg("--config")
         .arg(&config)
@@ -196,16 +246,16 @@ fn start_node(straitd: &Path, n: usize) -> anyhow::Result<DemoNode> {
         });
     }
     let child = command.spawn().context("starting straitd")?;
-    node.agent_pid = Some(child.id());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&node.socket).is_err() {
         if Instant::now() > deadline || !Path::new(&format!("/proc/{}", child.id())).exists() {
+            stop_agent(child.id());
             let log = fs::read_to_string(dir.join("straitd.log")).unwrap_or_default();
-            bail!("straitd on {name} did not become ready:\n{log}");
+            bail!("straitd on {} did not become ready:\n{log}", node.name);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(node)
+    Ok(child.id())
 }
 
 /// Runs the plugin as a runtime would; returns the pod's address for ADD.
@@ -240,11 +290,18 @@ fn cni(plugin: &Path, command: &str, node: &DemoNode, pod: &DemoPod) -> anyhow::
         .to_string())
 }
 
-fn print_layout(demo: &Demo) {
+fn print_layout(demo: &Demo, mode: &str) {
     println!(
-        "Strait demo: {} node(s), embedded store in {DIR}/store\n",
+        "Strait demo: {} node(s) on one fabric, {mode} between nodes, embedded store in {DIR}/store\n",
         demo.nodes.len()
     );
+    for node in &demo.nodes {
+        println!(
+            "{:<8} underlay {:<16} netns {}",
+            node.name, node.address, node.netns
+        );
+    }
+    println!();
     println!("{:<14}{:<8}{:<16}NETNS", "POD", "NODE", "ADDRESS");
     for node in &demo.nodes {
         for pod in &node.pods {
@@ -307,12 +364,20 @@ pub fn down() -> anyhow::Result<()> {
         Ok(bytes) => serde_json::from_slice(&bytes).context("reading the demo state")?,
         Err(_) => bail!("no demo is up (nothing in {DIR})"),
     };
+    teardown(&demo)?;
+    println!("The demo is down: its namespaces, agents and {DIR} are gone.");
+    Ok(())
+}
+
+/// Removes everything `demo` records: pods (DEL first), agents, namespaces, the directory.
+fn teardown(demo: &Demo) -> anyhow::Result<()> {
     let plugin = sibling("strait")?;
-    let mut problems = Vec::new();
     for node in &demo.nodes {
         for pod in &node.pods {
-            if let Err(e) = cni(&plugin, "DEL", node, pod) {
-                problems.push(e.to_string());
+            if pod.address.is_some()
+                && let Err(e) = cni(&plugin, "DEL", node, pod)
+            {
+                eprintln!("warning: {e}");
             }
             let _ = ip(&["netns", "del", &pod.netns]);
         }
@@ -321,12 +386,10 @@ pub fn down() -> anyhow::Result<()> {
         }
         let _ = ip(&["netns", "del", &node.netns]);
     }
-    fs::remove_dir_all(DIR).context("removing the demo directory")?;
-    for p in &problems {
-        eprintln!("warning: {p}");
+    if let Some(fabric) = &demo.fabric {
+        let _ = ip(&["netns", "del", fabric]);
     }
-    println!("The demo is down: its namespaces, agents and {DIR} are gone.");
-    Ok(())
+    fs::remove_dir_all(DIR).context("removing the demo directory")
 }
 
 /// Stops a demo agent by PID, only if that PID is still a straitd.

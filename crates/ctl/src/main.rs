@@ -43,16 +43,25 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoMode {
+    Vxlan,
+    Routed,
+}
+
 #[derive(Subcommand)]
 enum DemoAction {
     /// Builds the network and prints a measured connectivity matrix.
     Up {
         /// Nodes, each a namespace running its own straitd.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Pods on each node.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 2)]
         pods: usize,
+        /// How pods reach other nodes.
+        #[arg(long, value_enum, default_value_t = DemoMode::Vxlan)]
+        mode: DemoMode,
     },
     /// Removes every trace of the demo.
     Down,
@@ -73,8 +82,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Status => Request::Status,
         Cmd::Pods => Request::Pods,
         Cmd::Demo {
-            action: DemoAction::Up { nodes, pods },
-        } => return demo::up(nodes, pods),
+            action: DemoAction::Up { nodes, pods, mode },
+        } => {
+            let mode = match mode {
+                DemoMode::Vxlan => "vxlan",
+                DemoMode::Routed => "routed",
+            };
+            return demo::up(nodes, pods, mode);
+        }
         Cmd::Demo {
             action: DemoAction::Down,
         } => return demo::down(),

@@ -5,6 +5,7 @@
 
 pub mod cni;
 pub mod etcd;
+pub mod fabric;
 pub mod inspect;
 pub mod netns;
 pub mod node;

@@ -6,11 +6,13 @@ use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cni::{Env, Outcome, invoke};
+use crate::fabric::Fabric;
 use crate::inspect::Snapshot;
 use crate::netns::TestNetns;
 use crate::{bin, unique};
@@ -21,11 +23,25 @@ pub struct NodeSpec {
     pub network: String,
     /// (CIDR, block prefix) of each pool.
     pub pools: Vec<(String, u8)>,
-    pub mtu: u32,
+    /// `vxlan` or `routed`.
+    pub mode: String,
     /// Extra TOML placed before the network (e.g. a `[cni]` section).
     pub extra: String,
-    /// Another node's store directory to share, as agents on one machine would.
-    pub store: Option<PathBuf>,
+    pub store: StoreSpec,
+    /// The fabric to plug into; a private one when absent.
+    pub fabric: Option<Arc<Fabric>>,
+}
+
+/// Which cluster store a test node uses.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSpec {
+    /// Its own embedded store.
+    #[default]
+    Own,
+    /// The embedded store in this directory, shared with other nodes on the machine.
+    Shared(PathBuf),
+    /// etcd at this endpoint.
+    Etcd(String),
 }
 
 impl Default for NodeSpec {
@@ -33,9 +49,10 @@ impl Default for NodeSpec {
         NodeSpec {
             network: "strait".into(),
             pools: vec![("10.244.0.0/16".into(), 26)],
-            mtu: 1450,
+            mode: "vxlan".into(),
             extra: String::new(),
-            store: None,
+            store: StoreSpec::Own,
+            fabric: None,
         }
     }
 }
@@ -45,11 +62,12 @@ pub struct Node {
     pub ns: TestNetns,
     pub dir: PathBuf,
     pub spec: NodeSpec,
+    /// The node's underlay address on the fabric.
+    pub address: String,
     agent: Option<Child>,
+    /// Keeps the fabric alive as long as a node is plugged into it.
+    _fabric: Arc<Fabric>,
 }
-
-/// The address each test node holds (on its loopback, until nodes share a fabric).
-pub const NODE_ADDRESS: &str = "172.31.255.1/32";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -64,18 +82,20 @@ impl Node {
         node
     }
 
-    /// Creates the node without starting its agent.
+    /// Creates the node (plugged into its fabric) without starting its agent.
     pub fn create(spec: NodeSpec) -> Node {
         let ns = TestNetns::new("node");
-        // Every real node has an address of its own; the node reaches its pods from it.
-        ns.ip(&["addr", "add", NODE_ADDRESS, "dev", "lo"]);
+        let fabric = spec.fabric.clone().unwrap_or_default();
+        let address = fabric.attach(&ns);
         let dir = std::env::temp_dir().join(unique("dir"));
         fs::create_dir_all(&dir).expect("test dir");
         let node = Node {
             ns,
             dir,
             spec,
+            address,
             agent: None,
+            _fabric: fabric,
         };
         fs::write(node.config_path(), node.config_text()).expect("write config");
         node
@@ -93,15 +113,28 @@ impl Node {
         self.dir.join("state")
     }
 
+    /// The embedded store's directory (empty when the node uses etcd).
     pub fn store_dir(&self) -> PathBuf {
-        self.spec
-            .store
-            .clone()
-            .unwrap_or_else(|| self.dir.join("store"))
+        match &self.spec.store {
+            StoreSpec::Shared(dir) => dir.clone(),
+            _ => self.dir.join("store"),
+        }
     }
 
     pub fn conf_dir(&self) -> PathBuf {
         self.dir.join("net.d")
+    }
+
+    fn store_toml(&self) -> String {
+        match &self.spec.store {
+            StoreSpec::Etcd(endpoint) => format!(
+                "[store]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl = 3\n"
+            ),
+            _ => format!(
+                "[store]\nbackend = \"embedded\"\npath = \"{}\"\n",
+                self.store_dir().display()
+            ),
+        }
     }
 
     pub fn config_text(&self) -> String {
@@ -111,30 +144,27 @@ impl Node {
                 "[[network.pool]]\ncidr = \"{cidr}\"\nblock_prefix = {prefix}\n"
             ));
         }
+        let conf_dir = format!("conf_dir = \"{}\"", self.conf_dir().display());
+        let extra = if self.spec.extra.contains("[cni]") {
+            self.spec
+                .extra
+                .replace("[cni]", &format!("[cni]\n{conf_dir}"))
+        } else {
+            format!("{}\n[cni]\n{conf_dir}", self.spec.extra)
+        };
         format!(
-            "node_name = \"{node}\"\nstate_dir = \"{state}\"\nsocket = \"{socket}\"\n\
+            "node_name = \"{node}\"\nnode_address = \"{address}\"\n\
+             state_dir = \"{state}\"\nsocket = \"{socket}\"\n\
              service_cidrs = [\"10.96.0.0/12\"]\n\
-             [store]\nbackend = \"embedded\"\npath = \"{store}\"\n\
-             {extra}\n\
-             [[network]]\nname = \"{network}\"\nmtu = {mtu}\n{pools}",
+             {store}{extra}\n\
+             [[network]]\nname = \"{network}\"\nmode = \"{mode}\"\n{pools}",
             node = self.ns.name,
+            address = self.address,
             state = self.state_dir().display(),
             socket = self.socket().display(),
-            store = self.store_dir().display(),
-            extra = if self.spec.extra.contains("[cni]") {
-                self.spec.extra.replace(
-                    "[cni]",
-                    &format!("[cni]\nconf_dir = \"{}\"", self.conf_dir().display()),
-                )
-            } else {
-                format!(
-                    "{}\n[cni]\nconf_dir = \"{}\"",
-                    self.spec.extra,
-                    self.conf_dir().display()
-                )
-            },
+            store = self.store_toml(),
             network = self.spec.network,
-            mtu = self.spec.mtu,
+            mode = self.spec.mode,
         )
     }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use strait_integration::cni::Env;
 use strait_integration::inspect::link_names;
 use strait_integration::netns::TestNetns;
-use strait_integration::node::{Node, NodeSpec};
+use strait_integration::node::{Node, NodeSpec, StoreSpec};
 
 fn with(conf: &str, edit: impl FnOnce(&mut Value)) -> String {
     let mut v: Value = serde_json::from_str(conf).unwrap();
@@ -363,7 +363,7 @@ fn conflicting_pools_keep_the_agent_from_starting() {
     ] {
         let mut second = Node::create(NodeSpec {
             pools: vec![(cidr.into(), 26)],
-            store: Some(first.store_dir()),
+            store: StoreSpec::Shared(first.store_dir()),
             ..NodeSpec::default()
         });
         if needle == "overlap" {

@@ -43,7 +43,7 @@ pub type Watch = tokio::sync::mpsc::Receiver<WatchEvent>;
 /// The operations every cluster-store backend provides. Writes are atomic per object:
 /// [`Store::create`] fails if the name exists, [`Store::update`] and [`Store::delete`] fail if the
 /// object changed since `revision`. That is all IPAM needs to never hand out a block twice.
-pub trait Store: Send + Sync {
+pub trait Store: Clone + Send + Sync + 'static {
     fn get(
         &self,
         kind: Kind,

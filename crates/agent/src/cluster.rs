@@ -1,0 +1,115 @@
+//! The cluster as this node knows it: nodes and blocks, kept current by store watches and read
+//! by the reconciler. When the store is unreachable the last view stays, so the data plane keeps
+//! working; the watches catch up (with a full relist) when it returns.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use strait_dataplane::overlay::{ClusterView, Peer, Vtep};
+use strait_store::{BlockRecord, Kind, NodeRecord, Store, Versioned, WatchEvent, typed};
+
+use crate::wake::{Reason, Wake};
+
+#[derive(Debug, Default)]
+pub struct ClusterCache {
+    view: RwLock<ClusterView>,
+}
+
+fn peer(record: &NodeRecord) -> Peer {
+    Peer {
+        address: record.address,
+        vteps: record
+            .networks
+            .iter()
+            .filter_map(|(network, v)| match (v.ip, v.mac.parse()) {
+                (IpAddr::V4(ip), Ok(mac)) => Some((network.clone(), Vtep { ip, mac })),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+impl ClusterCache {
+    pub fn snapshot(&self) -> ClusterView {
+        self.view.read().expect("not poisoned").clone()
+    }
+
+    fn apply(&self, kind: Kind, event: WatchEvent) {
+        let mut view = self.view.write().expect("not poisoned");
+        match (kind, event) {
+            (Kind::Node, WatchEvent::Reset(all)) => {
+                view.nodes = all.into_iter().filter_map(node).collect();
+            }
+            (Kind::Node, WatchEvent::Put(v)) => view.nodes.extend(node(v)),
+            (Kind::Node, WatchEvent::Delete(name)) => {
+                view.nodes.remove(&name);
+            }
+            (Kind::IpBlock, WatchEvent::Reset(all)) => {
+                view.blocks = all.into_iter().filter_map(block).collect();
+            }
+            (Kind::IpBlock, WatchEvent::Put(v)) => view.blocks.extend(block(v)),
+            (Kind::IpBlock, WatchEvent::Delete(name)) => {
+                view.blocks
+                    .retain(|cidr, _| strait_ipam::block_name(*cidr) != name);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn node(v: Versioned<serde_json::Value>) -> Option<(String, Peer)> {
+    match typed::decode::<NodeRecord>(v) {
+        Ok(r) => Some((r.name, peer(&r.value))),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable node record");
+            None
+        }
+    }
+}
+
+fn block(v: Versioned<serde_json::Value>) -> Option<(ipnet::IpNet, String)> {
+    match typed::decode::<BlockRecord>(v) {
+        Ok(r) => Some((r.value.cidr, r.value.node)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable block record");
+            None
+        }
+    }
+}
+
+/// Keeps `cache` current for nodes and blocks, waking the reconciler on every change.
+pub fn spawn_watches(store: &impl Store, cache: &Arc<ClusterCache>, wake: &Arc<Wake>) {
+    for kind in [Kind::Node, Kind::IpBlock] {
+        let (store, cache, wake) = (store.clone(), Arc::clone(cache), Arc::clone(wake));
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match store.watch(kind).await {
+                    Ok(mut events) => {
+                        backoff = Duration::from_millis(200);
+                        while let Some(event) = events.recv().await {
+                            cache.apply(kind, event);
+                            wake.signal(Reason::Store);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "cannot watch the cluster store; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Blocks of `view` per node, for straitctl.
+pub fn blocks_by_node(view: &ClusterView) -> BTreeMap<String, Vec<ipnet::IpNet>> {
+    let mut out: BTreeMap<String, Vec<ipnet::IpNet>> = BTreeMap::new();
+    for (cidr, node) in &view.blocks {
+        out.entry(node.clone()).or_default().push(*cidr);
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
+//! devices, the underlay) and on what hangs off them, and any change to the nftables ruleset.
+//! Each wakes the reconciler, which repairs within its next pass rather than on a timer.
+
+use std::sync::Arc;
+
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::RouteAttribute;
+use strait_dataplane::ROUTE_PROTOCOL;
+use strait_dataplane::overlay::is_device;
+use strait_netlink::{Monitor, groups};
+
+use crate::reconciler::OwnedLinks;
+use crate::wake::{Reason, Wake};
+
+/// Does this kernel event touch something the reconciler owns?
+fn concerns_us(event: &RouteNetlinkMessage, owned: &OwnedLinks) -> bool {
+    match event {
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+            owned.contains(l.header.index)
+                || l.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::IfName(n) if is_device(n)))
+        }
+        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+            owned.contains(n.header.ifindex)
+        }
+        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+            owned.contains(a.header.index)
+        }
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+            u8::from(r.header.protocol) == ROUTE_PROTOCOL
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if owned.contains(*i)))
+        }
+        _ => false,
+    }
+}
+
+/// Starts the thread that turns kernel events into wake-ups.
+pub fn watch_kernel(owned: Arc<OwnedLinks>, wake: Arc<Wake>) -> std::io::Result<()> {
+    let mut monitor = Monitor::new(&[
+        groups::LINK,
+        groups::NEIGH,
+        groups::IPV4_IFADDR,
+        groups::IPV4_ROUTE,
+    ])
+    .map_err(std::io::Error::other)?;
+    std::thread::Builder::new()
+        .name("strait-kernel-events".into())
+        .spawn(move || {
+            loop {
+                match monitor.events() {
+                    Ok(events) => {
+                        if events.iter().any(|e| concerns_us(e, &owned)) {
+                            wake.signal(Reason::Kernel);
+                        }
+                    }
+                    // Events were lost (ENOBUFS) or the socket hiccupped: look at everything.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "kernel events lost; resynchronising");
+                        wake.signal(Reason::Kernel);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Starts the thread that turns nftables ruleset changes into wake-ups.
+pub fn watch_nft(wake: Arc<Wake>) -> std::io::Result<()> {
+    let mut monitor = strait_nft::Monitor::new()?;
+    std::thread::Builder::new()
+        .name("strait-nft-events".into())
+        .spawn(move || {
+            loop {
+                if monitor.wait().is_err() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                wake.signal(Reason::Nft);
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The agent's Prometheus metrics (`strait_` prefix, `_total` counters, `_seconds` histograms,
+//! never a pod name or address as a label) and their text encoding for /metrics.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    cni_requests: Family<Labels, Counter>,
+    cni_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    reconcile_passes: Family<Labels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_operations: Counter,
+    drift_repairs: Counter,
+    peers: Gauge,
+    ipam_allocated: Family<Labels, Gauge>,
+    ipam_capacity: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("strait");
+        let m = Metrics {
+            cni_requests: Family::default(),
+            cni_duration: Family::new_with_constructor(latency_histogram),
+            reconcile_passes: Family::default(),
+            reconcile_duration: latency_histogram(),
+            reconcile_operations: Counter::default(),
+            drift_repairs: Counter::default(),
+            peers: Gauge::default(),
+            ipam_allocated: Family::default(),
+            ipam_capacity: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "cni_requests",
+            "CNI requests by command and result",
+            m.cni_requests.clone(),
+        );
+        registry.register(
+            "cni_request_duration_seconds",
+            "Time to answer a CNI request",
+            m.cni_duration.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Reconcile passes by result",
+            m.reconcile_passes.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile pass",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_operations",
+            "Kernel changes made by the reconciler",
+            m.reconcile_operations.clone(),
+        );
+        registry.register(
+            "drift_repairs",
+            "Passes that repaired a change made outside Strait",
+            m.drift_repairs.clone(),
+        );
+        registry.register("peers", "Other nodes this node knows", m.peers.clone());
+        registry.register(
+            "ipam_addresses_allocated",
+            "Addresses given to pods, per network",
+            m.ipam_allocated.clone(),
+        );
+        registry.register(
+            "ipam_addresses_capacity",
+            "Addresses this node's blocks hold, per network",
+            m.ipam_capacity.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn cni(&self, command: &str, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.cni_requests
+            .get_or_create(&vec![
+                ("command".into(), command.into()),
+                ("result".into(), result.into()),
+            ])
+            .inc();
+        self.cni_duration
+            .get_or_create(&vec![("command".into(), command.into())])
+            .observe(seconds);
+    }
+
+    pub fn pass(&self, ok: bool, seconds: f64, operations: usize, repaired_drift: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconcile_passes
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc();
+        self.reconcile_duration.observe(seconds);
+        self.reconcile_operations.inc_by(operations as u64);
+        if repaired_drift {
+            self.drift_repairs.inc();
+        }
+    }
+
+    pub fn set_peers(&self, peers: usize) {
+        self.peers.set(peers as i64);
+    }
+
+    pub fn set_ipam(&self, network: &str, allocated: u64, capacity: u64) {
+        let labels = vec![("network".to_string(), network.to_string())];
+        self.ipam_allocated
+            .get_or_create(&labels)
+            .set(allocated as i64);
+        self.ipam_capacity
+            .get_or_create(&labels)
+            .set(capacity as i64);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_conventions() {
+        let m = Metrics::new();
+        m.cni("ADD", true, 0.002);
+        m.pass(true, 0.01, 3, true);
+        m.set_ipam("pods", 2, 63);
+        let text = m.encode();
+        for needle in [
+            "strait_cni_requests_total{command=\"ADD\",result=\"ok\"} 1",
+            "strait_cni_request_duration_seconds_bucket{",
+            "strait_reconcile_operations_total 3",
+            "strait_drift_repairs_total 1",
+            "strait_ipam_addresses_allocated{network=\"pods\"} 2",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The reconciler: one loop that makes the kernel hold what the cluster says this node needs.
+//! Store changes, kernel changes to what we own, nftables changes and a slow timer all wake the
+//! same loop; each pass computes the desired state (pure), reads only what we own, plans the
+//! difference (pure) and applies it in one batch. A pass that fails is retried with backoff,
+//! never dropped.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use strait_dataplane::overlay::{self, LocalNode};
+use strait_dataplane::overlay_kernel::{apply, read_actual};
+use strait_netlink::Netlink;
+use tokio::sync::watch;
+
+use crate::cluster::ClusterCache;
+use crate::metrics::Metrics;
+use crate::wake::{Reason, Reasons, Wake};
+
+/// The slow periodic pass.
+const TICK: Duration = Duration::from_secs(30);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The links whose changes concern the reconciler: our devices and the underlay.
+#[derive(Debug, Default)]
+pub struct OwnedLinks(RwLock<HashSet<u32>>);
+
+impl OwnedLinks {
+    pub fn contains(&self, index: u32) -> bool {
+        self.0.read().expect("not poisoned").contains(&index)
+    }
+
+    fn set(&self, indices: HashSet<u32>) {
+        *self.0.write().expect("not poisoned") = indices;
+    }
+}
+
+/// The last pass, for straitctl.
+#[derive(Debug, Clone, Default)]
+pub struct LastPass {
+    pub duration: Duration,
+    pub operations: usize,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Reconciler {
+    pub local: LocalNode,
+    pub cache: Arc<ClusterCache>,
+    pub wake: Arc<Wake>,
+    pub metrics: Arc<Metrics>,
+    pub owned: Arc<OwnedLinks>,
+    /// The nftables script the table must match.
+    pub nft_script: String,
+    pub last: Arc<Mutex<Option<LastPass>>>,
+    /// Becomes true after the first pass that succeeded.
+    pub ready: watch::Sender<bool>,
+}
+
+struct Outcome {
+    operations: usize,
+    errors: Vec<String>,
+    owned: HashSet<u32>,
+    nft_listing: Option<String>,
+    nft_repaired: bool,
+}
+
+/// One pass, blocking: overlay, then (when asked) the nftables table.
+fn pass(
+    local: &LocalNode,
+    view: &overlay::ClusterView,
+    nft: Option<(&str, Option<String>)>,
+) -> Outcome {
+    let mut out = Outcome {
+        operations: 0,
+        errors: Vec::new(),
+        owned: HashSet::new(),
+        nft_listing: None,
+        nft_repaired: false,
+    };
+    let mut nl = match Netlink::new() {
+        Ok(nl) => nl,
+        Err(e) => {
+            out.errors.push(e.to_string());
+            return out;
+        }
+    };
+    let desired = overlay::desired(local, view);
+    match read_actual(&mut nl, &local.underlay) {
+        Ok(actual) => {
+            let ops = overlay::plan(&desired, &actual);
+            let applied = apply(&mut nl, ops);
+            out.operations = applied.done;
+            out.errors = applied.failed;
+        }
+        Err(e) => out.errors.push(e.to_string()),
+    }
+    for name in desired.devices.keys().chain([&local.underlay]) {
+        if let Ok(Some(link)) = nl.link_by_name(name) {
+            out.owned.insert(link.index);
+        }
+    }
+    if let Some((script, expected)) = nft {
+        match strait_nft::list() {
+            Ok(current) if current.is_some() && current == expected => out.nft_listing = current,
+            _ => match strait_nft::apply(script).and_then(|()| strait_nft::list()) {
+                Ok(listing) => {
+                    out.nft_repaired = expected.is_some();
+                    out.nft_listing = listing;
+                }
+                Err(e) => out.errors.push(e.to_string()),
+            },
+        }
+    }
+    out
+}
+
+impl Reconciler {
+    pub async fn run(self) {
+        let mut retry: Option<Duration> = None;
+        let mut nft_listing: Option<String> = None;
+        let mut started_up = false;
+        loop {
+            // The first pass runs at once; later ones wait for a reason, a retry or the tick.
+            let woke = if started_up {
+                self.wake.wait(retry.unwrap_or(TICK)).await
+            } else {
+                started_up = true;
+                Reasons::default()
+            };
+            let first = !*self.ready.borrow();
+            let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
+            let view = self.cache.snapshot();
+            let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
+            let local = self.local.clone();
+            let script = self.nft_script.clone();
+            let expected = nft_listing.clone();
+            let started = Instant::now();
+            let outcome = tokio::task::spawn_blocking(move || {
+                pass(
+                    &local,
+                    &view,
+                    check_nft.then_some((script.as_str(), expected)),
+                )
+            })
+            .await;
+            let elapsed = started.elapsed();
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => Outcome {
+                    operations: 0,
+                    errors: vec![format!("the pass panicked: {e}")],
+                    owned: HashSet::new(),
+                    nft_listing: None,
+                    nft_repaired: false,
+                },
+            };
+            if check_nft && outcome.nft_listing.is_some() {
+                nft_listing = outcome.nft_listing.clone();
+            }
+            if !outcome.owned.is_empty() {
+                self.owned.set(outcome.owned.clone());
+            }
+            let ok = outcome.errors.is_empty();
+            let repaired = !first
+                && (outcome.nft_repaired || (woke.has(Reason::Kernel) && outcome.operations > 0));
+            self.metrics
+                .pass(ok, elapsed.as_secs_f64(), outcome.operations, repaired);
+            self.metrics.set_peers(peers);
+            if outcome.operations > 0 || !ok {
+                tracing::info!(
+                    operations = outcome.operations,
+                    errors = outcome.errors.len(),
+                    peers,
+                    elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                    repaired_drift = repaired,
+                    "reconciled"
+                );
+            }
+            for e in &outcome.errors {
+                tracing::warn!(error = %e, "reconcile operation failed; retrying");
+            }
+            *self.last.lock().expect("not poisoned") = Some(LastPass {
+                duration: elapsed,
+                operations: outcome.operations,
+                errors: outcome.errors,
+            });
+            if ok {
+                retry = None;
+                self.ready.send_replace(true);
+            } else {
+                retry = Some(retry.map_or(RETRY_MIN, |r| (r * 2).min(RETRY_MAX)));
+            }
+        }
+    }
+}

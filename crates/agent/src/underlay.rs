@@ -1,0 +1,74 @@
+//! This node's place on the underlay: its address (VXLAN's outer source, peers' next hop for
+//! routed pools), the device holding it, and that device's MTU.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use strait_netlink::{Netlink, NetlinkError, TABLE_MAIN};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub address: Ipv4Addr,
+    pub device: String,
+    pub mtu: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnderlayError {
+    #[error("node_address {0} is not on any interface of this node")]
+    NotLocal(Ipv4Addr),
+    #[error(
+        "cannot tell this node's address: there is no default route with an IPv4 address; set node_address in straitd's configuration"
+    )]
+    Unknown,
+    #[error("reading interfaces: {0}")]
+    Netlink(#[from] NetlinkError),
+}
+
+/// Finds the configured address's device, or the address of the default route's device.
+pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underlay, UnderlayError> {
+    let links = nl.links()?;
+    let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<Ipv4Addr>, NetlinkError> {
+        Ok(nl
+            .addresses(index)?
+            .into_iter()
+            .filter_map(|a| match a.addr() {
+                IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => Some(v4),
+                _ => None,
+            })
+            .collect())
+    };
+    let (address, index) = match configured {
+        Some(address) => {
+            let mut found = None;
+            for link in &links {
+                if v4(nl, link.index)?.contains(&address) {
+                    found = Some((address, link.index));
+                    break;
+                }
+            }
+            found.ok_or(UnderlayError::NotLocal(address))?
+        }
+        None => {
+            let default = nl
+                .routes(false, TABLE_MAIN)?
+                .into_iter()
+                .find(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
+                .ok_or(UnderlayError::Unknown)?;
+            let index = default.oif.expect("checked");
+            let address = v4(nl, index)?
+                .into_iter()
+                .next()
+                .ok_or(UnderlayError::Unknown)?;
+            (address, index)
+        }
+    };
+    let link = links
+        .into_iter()
+        .find(|l| l.index == index)
+        .ok_or(UnderlayError::Unknown)?;
+    Ok(Underlay {
+        address,
+        device: link.name,
+        mtu: link.mtu,
+    })
+}

@@ -1,0 +1,63 @@
+//! The simulated underlay: a "fabric" namespace holding a bridge, and each node's `eth0` plugged
+//! into it, so nodes share one L2 segment (192.168.100.0/24), like machines on a switch.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::netns::TestNetns;
+use crate::run_ok;
+
+#[derive(Debug)]
+pub struct Fabric {
+    pub ns: TestNetns,
+    next: AtomicU8,
+}
+
+/// The underlay prefix every fabric uses.
+pub const PREFIX: &str = "192.168.100";
+
+impl Fabric {
+    pub fn new() -> Fabric {
+        let ns = TestNetns::new("fab");
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        Fabric {
+            ns,
+            next: AtomicU8::new(1),
+        }
+    }
+
+    /// Plugs `node` in: its `eth0` gets the next address; returns that address.
+    pub fn attach(&self, node: &TestNetns) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let port = format!("p{n}");
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                &self.ns.name,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &node.name,
+            ],
+        );
+        self.ns.ip(&["link", "set", &port, "master", "br0"]);
+        self.ns.ip(&["link", "set", &port, "up"]);
+        let address = format!("{PREFIX}.{n}");
+        node.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+        node.ip(&["link", "set", "eth0", "up"]);
+        address
+    }
+}
+
+impl Default for Fabric {
+    fn default() -> Self {
+        Fabric::new()
+    }
+}
