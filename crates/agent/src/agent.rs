@@ -4,6 +4,7 @@
 //! reconciled once before the socket opens ([`Agent::start_overlay`] hands back the signal).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
@@ -33,6 +34,11 @@ pub struct Agent<S> {
     pub(crate) cluster: Arc<ClusterCache>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_pass: Arc<Mutex<Option<LastPass>>>,
+    /// Held by whoever changes the node's overlay: a reconcile pass, or leaving.
+    pub(crate) kernel: Arc<tokio::sync::Mutex<()>>,
+    /// Set once the node has left the cluster: the reconciler stops, the agent exits.
+    pub(crate) left: Arc<AtomicBool>,
+    pub(crate) left_signal: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +121,9 @@ impl<S: Store> Agent<S> {
             cluster: Arc::default(),
             metrics: Arc::default(),
             last_pass: Arc::default(),
+            kernel: Arc::default(),
+            left: Arc::default(),
+            left_signal: Arc::default(),
         };
         agent.announce().await?;
         Ok(agent)
@@ -186,6 +195,8 @@ impl<S: Store> Agent<S> {
             nft_script: strait_nft::render(&node::snat_ruleset(&self.config)),
             last: Arc::clone(&self.last_pass),
             ready,
+            kernel: Arc::clone(&self.kernel),
+            left: Arc::clone(&self.left),
         };
         tokio::spawn(reconciler.run());
         Ok(ready_rx)
@@ -193,6 +204,11 @@ impl<S: Store> Agent<S> {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Completes once the node has left the cluster.
+    pub async fn has_left(&self) {
+        self.left_signal.notified().await
     }
 
     pub(crate) fn network(&self, name: &str) -> Result<&NetworkState, AgentError> {

@@ -104,7 +104,9 @@ impl<S: Store> Agent<S> {
                 return Ok(Some(strait_cni::version_reply(b"")));
             }
         };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics.cni(command.as_str(), outcome.is_ok(), elapsed);
+        let elapsed_ms = elapsed * 1e3;
         match &outcome {
             Ok(_) => {
                 tracing::info!(command = command.as_str(), container_id = %req.invocation.container_id,

@@ -56,10 +56,22 @@ fn main() -> ExitCode {
     match runtime.block_on(start(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and each cause that adds something (our errors already quote their sources).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+    }
+    out
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
@@ -106,10 +118,12 @@ async fn run<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let leaving = Arc::clone(&agent);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
+            () = leaving.has_left() => {}
         }
     };
     server::serve(agent, listener, shutdown).await;

@@ -5,6 +5,7 @@
 //! never dropped.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,10 @@ pub struct Reconciler {
     pub last: Arc<Mutex<Option<LastPass>>>,
     /// Becomes true after the first pass that succeeded.
     pub ready: watch::Sender<bool>,
+    /// Held during a pass, so that leaving never races one.
+    pub kernel: Arc<tokio::sync::Mutex<()>>,
+    /// Once set, the loop ends.
+    pub left: Arc<AtomicBool>,
 }
 
 struct Outcome {
@@ -129,6 +134,10 @@ impl Reconciler {
                 started_up = true;
                 Reasons::default()
             };
+            let _exclusive = self.kernel.lock().await;
+            if self.left.load(Ordering::SeqCst) {
+                return;
+            }
             let first = !*self.ready.borrow();
             let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
             let view = self.cache.snapshot();

@@ -1,11 +1,19 @@
-//! What the agent tells straitctl: the node's state and its attachments.
+//! What the agent answers straitctl: the node's state, its attachments, its peers and routes,
+//! and leaving the cluster.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
 
-use strait_rpc::{NetworkStatus, NodeStatus, PodInfo, Request, Response};
-use strait_store::Store;
+use strait_dataplane::overlay::{self, Desired};
+use strait_dataplane::overlay_kernel::{apply, read_actual};
+use strait_netlink::Netlink;
+use strait_rpc::{
+    NetworkStatus, NodeStatus, PeerInfo, PodInfo, ReconcileStatus, Request, Response, RouteInfo,
+};
+use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
 
 use crate::agent::Agent;
+use crate::cluster::blocks_by_node;
 use crate::config::StoreConfig;
 
 impl<S: Store> Agent<S> {
@@ -18,6 +26,15 @@ impl<S: Store> Agent<S> {
             },
             Request::Status => Response::Status(self.status().await),
             Request::Pods => Response::Pods(self.pods()),
+            Request::Peers => Response::Peers(self.peers()),
+            Request::Routes => match self.routes().await {
+                Ok(routes) => Response::Routes(routes),
+                Err(e) => Response::Refused(e),
+            },
+            Request::Leave => match self.leave().await {
+                Ok(()) => Response::Left,
+                Err(e) => Response::Refused(e),
+            },
         }
     }
 
@@ -27,21 +44,37 @@ impl<S: Store> Agent<S> {
             let (blocks, usage) = net.usage().await;
             networks.push(NetworkStatus {
                 name: name.clone(),
+                vni: net.spec.vni,
+                vtep: net.vtep_ip().map(|ip| ip.to_string()),
                 pools: net.spec.pools.iter().map(|p| p.pool.cidr).collect(),
                 blocks,
                 allocated: usage.allocated,
                 capacity: usage.capacity,
             });
         }
+        let view = self.cluster.snapshot();
+        let last = self.last_pass.lock().expect("not poisoned").clone();
         NodeStatus {
             node: self.config.node_name.clone(),
-            ready: true,
+            ready: last.as_ref().is_some_and(|p| p.errors.is_empty()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: match &self.config.store {
                 StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
                 StoreConfig::Etcd { endpoints, .. } => format!("etcd ({})", endpoints.join(",")),
             },
+            address: self.underlay.address.to_string(),
+            underlay: self.underlay.device.clone(),
+            peers: view
+                .nodes
+                .keys()
+                .filter(|n| **n != self.config.node_name)
+                .count(),
             networks,
+            reconcile: last.map(|p| ReconcileStatus {
+                last_duration_ms: p.duration.as_secs_f64() * 1e3,
+                last_operations: p.operations,
+                last_errors: p.errors,
+            }),
         }
     }
 
@@ -59,5 +92,98 @@ impl<S: Store> Agent<S> {
                 host_veth: a.host_veth,
             })
             .collect()
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let view = self.cluster.snapshot();
+        let mut blocks = blocks_by_node(&view);
+        view.nodes
+            .iter()
+            .filter(|(name, _)| **name != self.config.node_name)
+            .map(|(name, peer)| PeerInfo {
+                name: name.clone(),
+                address: peer.address.to_string(),
+                vteps: peer
+                    .vteps
+                    .iter()
+                    .map(|(network, v)| format!("{network}: {} {}", v.ip, v.mac))
+                    .collect(),
+                blocks: blocks.remove(name).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The routes this node must hold to reach other nodes' blocks, each checked in the kernel.
+    async fn routes(&self) -> Result<Vec<RouteInfo>, String> {
+        let view = self.cluster.snapshot();
+        let local = self.local_node();
+        let desired = overlay::desired(&local, &view);
+        let underlay = local.underlay.clone();
+        let actual = tokio::task::spawn_blocking(move || {
+            let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+            read_actual(&mut nl, &underlay).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(desired
+            .routes
+            .iter()
+            .map(|r| RouteInfo {
+                dst: r.dst,
+                via: r.gateway.to_string(),
+                device: r.device.clone(),
+                node: view.blocks.get(&r.dst).cloned().unwrap_or_default(),
+                programmed: actual.routes.contains(r),
+            })
+            .collect())
+    }
+
+    /// Leaves the cluster: gives up this node's blocks and record, removes its overlay and its
+    /// nftables table, and stops. Refused while pods are attached.
+    async fn leave(&self) -> Result<(), String> {
+        let attached = self.registry.all().len();
+        if attached > 0 {
+            return Err(format!(
+                "{attached} pod attachment(s) remain on this node: delete them (or let the runtime run CNI GC) first"
+            ));
+        }
+        let _exclusive = self.kernel.lock().await;
+        self.left.store(true, Ordering::SeqCst);
+        let me = &self.config.node_name;
+        let blocks = typed::list::<BlockRecord>(&self.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        for block in blocks.into_iter().filter(|b| b.value.node == *me) {
+            match self
+                .store
+                .delete(Kind::IpBlock, &block.name, Some(block.revision))
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        match self.store.delete(Kind::Node, me, None).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let underlay = self.underlay.device.clone();
+        let failed = tokio::task::spawn_blocking(move || {
+            let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+            let actual = read_actual(&mut nl, &underlay).map_err(|e| e.to_string())?;
+            let mut failed = apply(&mut nl, overlay::plan(&Desired::default(), &actual)).failed;
+            if let Err(e) = strait_nft::delete() {
+                failed.push(e.to_string());
+            }
+            Ok::<_, String>(failed)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        for e in failed {
+            tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
+        }
+        tracing::info!(node = %me, "left the cluster");
+        self.left_signal.notify_one();
+        Ok(())
     }
 }

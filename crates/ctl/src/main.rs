@@ -36,6 +36,12 @@ enum Cmd {
     Status,
     /// The pod attachments on this node.
     Pods,
+    /// The other nodes: address, VTEPs, blocks.
+    Peers,
+    /// The routes to other nodes' blocks, and whether each is in the kernel.
+    Routes,
+    /// Takes this node out of the cluster (its blocks, record and overlay) and stops its agent.
+    Leave,
     /// A pod network on this one machine: nodes and pods as network namespaces.
     Demo {
         #[command(subcommand)]
@@ -81,6 +87,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let request = match args.command {
         Cmd::Status => Request::Status,
         Cmd::Pods => Request::Pods,
+        Cmd::Peers => Request::Peers,
+        Cmd::Routes => Request::Routes,
+        Cmd::Leave => Request::Leave,
         Cmd::Demo {
             action: DemoAction::Up { nodes, pods, mode },
         } => {
@@ -102,6 +111,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         Response::Status(s) => print!("{}", table::status(&s)),
         Response::Pods(p) if json => print_json(&p),
         Response::Pods(p) => print!("{}", table::pods(&p)),
+        Response::Peers(p) if json => print_json(&p),
+        Response::Peers(p) => print!("{}", table::peers(&p)),
+        Response::Routes(r) if json => print_json(&r),
+        Response::Routes(r) => print!("{}", table::routes(&r)),
+        Response::Left => println!("this node has left the cluster; its agent stops"),
+        Response::Refused(why) => bail!("{why}"),
         Response::BadRequest(e) => bail!("the agent refused the request: {e}"),
         other => bail!("unexpected answer from the agent: {other:?}"),
     }

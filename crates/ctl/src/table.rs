@@ -1,6 +1,6 @@
 //! Plain-text tables for humans: columns padded to their widest cell.
 
-use strait_rpc::{NodeStatus, PodInfo};
+use strait_rpc::{NodeStatus, PeerInfo, PodInfo, RouteInfo};
 
 /// Renders rows (the first is the header) with two spaces between columns.
 fn render(rows: &[Vec<String>]) -> String {
@@ -27,17 +27,32 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 pub fn status(s: &NodeStatus) -> String {
     let mut out = format!(
-        "node {}  ready {}  version {}  store {}\n\n",
-        s.node, s.ready, s.version, s.store
+        "node {}  ready {}  version {}\nunderlay {} on {}  peers {}  store {}\n",
+        s.node, s.ready, s.version, s.address, s.underlay, s.peers, s.store
     );
+    if let Some(r) = &s.reconcile {
+        out.push_str(&format!(
+            "last reconcile: {:.1} ms, {} change(s){}\n",
+            r.last_duration_ms,
+            r.last_operations,
+            if r.last_errors.is_empty() {
+                String::new()
+            } else {
+                format!(", errors: {}", r.last_errors.join("; "))
+            }
+        ));
+    }
+    out.push('\n');
     let mut rows = vec![
-        ["NETWORK", "POOLS", "BLOCKS", "ADDRESSES"]
+        ["NETWORK", "VNI", "VTEP", "POOLS", "BLOCKS", "ADDRESSES"]
             .map(String::from)
             .to_vec(),
     ];
     for n in &s.networks {
         rows.push(vec![
             n.name.clone(),
+            n.vni.to_string(),
+            n.vtep.clone().unwrap_or_else(|| "-".into()),
             join(&n.pools),
             join(&n.blocks),
             format!("{}/{}", n.allocated, n.capacity),
@@ -45,6 +60,41 @@ pub fn status(s: &NodeStatus) -> String {
     }
     out.push_str(&render(&rows));
     out
+}
+
+pub fn peers(peers: &[PeerInfo]) -> String {
+    let mut rows = vec![
+        ["NODE", "ADDRESS", "VTEPS", "BLOCKS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for p in peers {
+        rows.push(vec![
+            p.name.clone(),
+            p.address.clone(),
+            p.vteps.join(", "),
+            join(&p.blocks),
+        ]);
+    }
+    render(&rows)
+}
+
+pub fn routes(routes: &[RouteInfo]) -> String {
+    let mut rows = vec![
+        ["DESTINATION", "VIA", "DEVICE", "NODE", "IN KERNEL"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in routes {
+        rows.push(vec![
+            r.dst.to_string(),
+            r.via.clone(),
+            r.device.clone(),
+            r.node.clone(),
+            if r.programmed { "yes" } else { "MISSING" }.to_string(),
+        ]);
+    }
+    render(&rows)
 }
 
 /// Runtime ids (64 hex digits) are shown by their first 12, as runtimes do; others whole.

@@ -1,11 +1,13 @@
-//! A real etcd (Debian's etcd-server) for tests: one member on loopback ports of its own, data in
-//! a test directory; it can be stopped and started again on the same data, as an outage would.
+//! A real etcd (Debian's etcd-server) for tests: one member on ports of its own, on loopback or on
+//! an address inside a test namespace (where nodes reach it over the fabric), data in a test
+//! directory; it can be stopped and started again on the same data, as an outage would.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::TestNetns;
 use crate::unique;
 
 #[derive(Debug)]
@@ -13,9 +15,12 @@ pub struct Etcd {
     pub endpoint: String,
     peer: String,
     dir: PathBuf,
+    /// The namespace it runs in; the test's own when absent.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
+/// A port nothing listens on now (on loopback; any namespace's ports are free in a new one).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -24,23 +29,46 @@ fn free_port() -> u16 {
 }
 
 impl Etcd {
+    /// An etcd on this namespace's loopback.
     pub fn start() -> Etcd {
-        let dir = std::env::temp_dir().join(unique("etcd"));
+        Etcd::launch(None, "127.0.0.1")
+    }
+
+    /// An etcd inside `ns`, listening on `address` (which `ns` must hold).
+    pub fn start_in(ns: &TestNetns, address: &str) -> Etcd {
+        Etcd::launch(Some(ns.name.clone()), address)
+    }
+
+    fn launch(netns: Option<String>, address: &str) -> Etcd {
         let mut etcd = Etcd {
-            endpoint: format!("http://127.0.0.1:{}", free_port()),
-            peer: format!("http://127.0.0.1:{}", free_port()),
-            dir,
+            endpoint: format!("http://{address}:{}", free_port()),
+            peer: format!("http://{address}:{}", free_port()),
+            dir: std::env::temp_dir().join(unique("etcd")),
+            netns,
             child: None,
         };
         etcd.resume();
         etcd
     }
 
+    /// A command run where etcd runs.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
     /// Starts the member (again) and waits until it answers.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd already running");
         let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
-        let child = Command::new("etcd")
+        let child = self
+            .command("etcd")
             .args(["--name", "default", "--data-dir"])
             .arg(&self.dir)
             .args([
@@ -65,7 +93,8 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         let health = format!("{}/health", self.endpoint);
         loop {
-            let out = Command::new("curl")
+            let out = self
+                .command("curl")
                 .args(["-sf", "-m", "1", &health])
                 .output();
             if out.is_ok_and(|o| {

@@ -3,6 +3,7 @@
 //! runtime does, and observation from outside with `ip -j`, `nft`, `ping` and `socat`.
 //! Every fixture removes what it created when dropped, also when the test panics.
 
+pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod fabric;

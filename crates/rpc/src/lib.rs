@@ -37,6 +37,13 @@ pub enum Request {
     Status,
     /// The attachments on this node, for `straitctl pods`.
     Pods,
+    /// The other nodes, for `straitctl peers`.
+    Peers,
+    /// The routes to other nodes' blocks, for `straitctl routes`.
+    Routes,
+    /// The node leaves the cluster: it gives up its blocks and record, removes its overlay and
+    /// stops. Refused while pods are attached.
+    Leave,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +54,12 @@ pub enum Response {
     CniError(CniError),
     Status(NodeStatus),
     Pods(Vec<PodInfo>),
+    Peers(Vec<PeerInfo>),
+    Routes(Vec<RouteInfo>),
+    /// The node has left the cluster; the agent stops.
+    Left,
+    /// The request was understood and refused, with the reason.
+    Refused(String),
     /// The request could not be read.
     BadRequest(String),
 }
@@ -57,12 +70,47 @@ pub struct NodeStatus {
     pub ready: bool,
     pub version: String,
     pub store: String,
+    /// The node's underlay address and device.
+    pub address: String,
+    pub underlay: String,
+    pub peers: usize,
     pub networks: Vec<NetworkStatus>,
+    pub reconcile: Option<ReconcileStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileStatus {
+    pub last_duration_ms: f64,
+    pub last_operations: usize,
+    pub last_errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub address: String,
+    /// `network: VTEP_IP MAC` per network.
+    pub vteps: Vec<String>,
+    pub blocks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub dst: IpNet,
+    pub via: String,
+    pub device: String,
+    /// The node holding the block.
+    pub node: String,
+    /// Present in the kernel right now.
+    pub programmed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkStatus {
     pub name: String,
+    pub vni: u32,
+    /// This node's VTEP address, when the network uses VXLAN.
+    pub vtep: Option<String>,
     pub pools: Vec<IpNet>,
     /// Blocks this node holds.
     pub blocks: Vec<IpNet>,

@@ -1,0 +1,145 @@
+//! Several nodes on one fabric sharing one cluster store (the embedded store in a shared
+//! directory, or a real etcd), with helpers to place pods and check who reaches whom.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cni::address;
+use crate::etcd::Etcd;
+use crate::fabric::Fabric;
+use crate::netns::TestNetns;
+use crate::node::{Node, NodeSpec, StoreSpec};
+use crate::traffic::ping;
+use crate::unique;
+
+/// Which store the cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// A pod: its namespace, the node it is on, and its address.
+#[derive(Debug)]
+pub struct Pod {
+    pub ns: TestNetns,
+    pub node: usize,
+    pub ip: String,
+    pub container_id: String,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub fabric: Arc<Fabric>,
+    /// Declared after the nodes so they stop before their store does.
+    pub etcd: Option<Etcd>,
+    store_dir: PathBuf,
+    mode: String,
+}
+
+impl Cluster {
+    pub fn start(nodes: usize, mode: &str, backend: Backend) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            fabric: Arc::new(Fabric::new()),
+            etcd: None,
+            store_dir: std::env::temp_dir().join(unique("store")),
+            mode: mode.to_string(),
+        };
+        if backend == Backend::Etcd {
+            // Where nodes reach it: on the fabric, like a store on the network.
+            let address = format!("{}.254", crate::fabric::PREFIX);
+            cluster
+                .fabric
+                .ns
+                .ip(&["addr", "add", &format!("{address}/24"), "dev", "br0"]);
+            cluster.etcd = Some(Etcd::start_in(&cluster.fabric.ns, &address));
+        }
+        for _ in 0..nodes {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            mode: self.mode.clone(),
+            fabric: Some(Arc::clone(&self.fabric)),
+            store: match &self.etcd {
+                Some(etcd) => StoreSpec::Etcd(etcd.endpoint.clone()),
+                None => StoreSpec::Shared(self.store_dir.clone()),
+            },
+            ..NodeSpec::default()
+        }
+    }
+
+    /// Starts one more node; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        self.nodes.push(Node::start(self.spec()));
+        self.nodes.len() - 1
+    }
+
+    /// ADDs a pod on node `n`.
+    pub fn pod(&self, n: usize) -> Pod {
+        let ns = TestNetns::new("p");
+        let container_id = unique("ctr");
+        let result: Value = self.nodes[n].add(&container_id, &ns);
+        Pod {
+            ip: address(&result),
+            ns,
+            node: n,
+            container_id,
+        }
+    }
+
+    /// Every ordered pair of pods that cannot reach each other.
+    pub fn unreachable(pods: &[Pod]) -> Vec<(String, String)> {
+        let mut bad = Vec::new();
+        for a in pods {
+            for b in pods {
+                if a.ns.name != b.ns.name && !ping(&a.ns, &b.ip) {
+                    bad.push((
+                        format!("node{} {}", a.node, a.ip),
+                        format!("node{} {}", b.node, b.ip),
+                    ));
+                }
+            }
+        }
+        bad
+    }
+
+    /// Waits (up to `limit`) until every node knows every other as a peer.
+    pub fn wait_converged(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let want = self.nodes.len() - 1;
+        for node in &self.nodes {
+            loop {
+                let routes = node.ctl(&["routes"]);
+                let peers = node.ctl(&["peers"]).as_array().map_or(0, Vec::len);
+                let programmed = routes
+                    .as_array()
+                    .is_some_and(|r| r.iter().all(|r| r["programmed"] == true));
+                if peers == want && programmed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not converge: {routes}",
+                    node.ns.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.store_dir);
+    }
+}
