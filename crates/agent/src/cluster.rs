@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use crate::wake::{Reason, Wake};
 #[derive(Debug, Default)]
 pub struct ClusterCache {
     view: RwLock<ClusterView>,
+    /// Set once each watch delivered its first full listing: before that the view is not the
+    /// cluster, and acting on it would tear down routes to peers it has not heard of yet.
+    nodes_synced: AtomicBool,
+    blocks_synced: AtomicBool,
 }
 
 fn peer(record: &NodeRecord) -> Peer {
@@ -32,6 +37,10 @@ fn peer(record: &NodeRecord) -> Peer {
 }
 
 impl ClusterCache {
+    pub fn is_synced(&self) -> bool {
+        self.nodes_synced.load(Ordering::SeqCst) && self.blocks_synced.load(Ordering::SeqCst)
+    }
+
     pub fn snapshot(&self) -> ClusterView {
         self.view.read().expect("not poisoned").clone()
     }
@@ -41,6 +50,7 @@ impl ClusterCache {
         match (kind, event) {
             (Kind::Node, WatchEvent::Reset(all)) => {
                 view.nodes = all.into_iter().filter_map(node).collect();
+                self.nodes_synced.store(true, Ordering::SeqCst);
             }
             (Kind::Node, WatchEvent::Put(v)) => view.nodes.extend(node(v)),
             (Kind::Node, WatchEvent::Delete(name)) => {
@@ -48,6 +58,7 @@ impl ClusterCache {
             }
             (Kind::IpBlock, WatchEvent::Reset(all)) => {
                 view.blocks = all.into_iter().filter_map(block).collect();
+                self.blocks_synced.store(true, Ordering::SeqCst);
             }
             (Kind::IpBlock, WatchEvent::Put(v)) => view.blocks.extend(block(v)),
             (Kind::IpBlock, WatchEvent::Delete(name)) => {

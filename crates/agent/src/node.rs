@@ -70,6 +70,7 @@ mod tests {
             cidr = "10.244.0.0/16"
             [[network]]
             name = "b"
+            vni = 4097
             snat = false
             [[network.pool]]
             cidr = "10.245.0.0/16"

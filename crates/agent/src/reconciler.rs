@@ -134,6 +134,10 @@ impl Reconciler {
                 started_up = true;
                 Reasons::default()
             };
+            if !self.cache.is_synced() {
+                // The store's first listing wakes us when it lands.
+                continue;
+            }
             let _exclusive = self.kernel.lock().await;
             if self.left.load(Ordering::SeqCst) {
                 return;

@@ -211,6 +211,22 @@ impl Node {
         }
     }
 
+    /// Waits until the agent exits by itself; false if it still runs after `limit`.
+    pub fn wait_agent_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while let Some(child) = self.agent.as_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.agent = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// Kills the agent with SIGKILL, as a crash would.
     pub fn kill_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
@@ -315,6 +331,23 @@ impl Node {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("straitctl prints JSON")
+    }
+
+    /// `straitctl ARGS` against this node's agent, which must succeed; returns what it printed.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let socket = self.socket();
+        let out = Command::new(bin("straitctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("straitctl");
+        assert!(
+            out.status.success(),
+            "straitctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Everything Strait could leave behind on this node.

@@ -88,3 +88,36 @@ async fn an_outage_is_unavailable_then_watches_and_live_records_recover() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_racing_for_the_last_free_block_get_it_once() {
+    use strait_ipam::{IpamError, Pool, claim_block, ensure_pool};
+    let etcd = Etcd::start();
+    let pool = Pool::new("race", "10.50.0.0/25".parse().unwrap(), 26).unwrap();
+    let first = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 10)
+        .await
+        .unwrap();
+    ensure_pool(&first, &pool).await.unwrap();
+    claim_block(&first, &pool, "node-0").await.unwrap();
+    // One block left; eight agents (each with its own connection) want it at once.
+    let mut racers = Vec::new();
+    for i in 1..=8 {
+        let endpoint = etcd.endpoint.clone();
+        let pool = pool.clone();
+        racers.push(tokio::spawn(async move {
+            let store = EtcdStore::connect(&[endpoint], "/s", 10).await.unwrap();
+            claim_block(&store, &pool, &format!("node-{i}")).await
+        }));
+    }
+    let mut won = Vec::new();
+    let mut refused = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(block) => won.push(block),
+            Err(IpamError::PoolExhausted { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, vec!["10.50.0.64/26".parse::<ipnet::IpNet>().unwrap()]);
+    assert_eq!(refused, 7, "the others are told the pool is exhausted");
+}

@@ -1,0 +1,220 @@
+//! What keeps a multi-node network up: drift repaired on the event, well within a second; nodes
+//! that leave (or die, with etcd) disappear from their peers; an agent killed and restarted loses
+//! no packet; an etcd outage stops nothing that runs, and everything converges when it returns.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use strait_integration::cluster::{Backend, Cluster};
+use strait_integration::inspect::ip_json;
+use strait_integration::netns::TestNetns;
+use strait_integration::traffic::ping;
+
+/// Polls `check` until it holds; returns how long that took. Panics after `limit`.
+fn time_until(what: &str, limit: Duration, check: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    started.elapsed()
+}
+
+fn lines(ns: &TestNetns, program: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&ns.exec(program, args).stdout).into_owned()
+}
+
+#[test]
+fn drift_is_repaired_on_the_event_well_within_a_second() {
+    let cluster = Cluster::start(2, "vxlan", Backend::Embedded);
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(10));
+    let node = &cluster.nodes[0].ns;
+    let routes = cluster.nodes[0].ctl(&["routes"]);
+    let block = routes[0]["dst"].as_str().unwrap().to_string();
+    let vtep = routes[0]["via"].as_str().unwrap().to_string();
+    let peers = cluster.nodes[0].ctl(&["peers"]);
+    let vtep_mac = peers[0]["vteps"][0]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let limit = Duration::from_secs(1);
+
+    type Restored<'a> = Box<dyn Fn() -> bool + 'a>;
+    let cases: Vec<(&str, Vec<&str>, Restored)> = vec![
+        (
+            "route",
+            vec!["ip", "route", "del", &block],
+            Box::new(|| lines(node, "ip", &["route", "show", &block]).contains("strait.4096")),
+        ),
+        (
+            "fdb entry",
+            vec![
+                "bridge",
+                "fdb",
+                "del",
+                &vtep_mac,
+                "dev",
+                "strait.4096",
+                "self",
+            ],
+            Box::new(|| {
+                lines(node, "bridge", &["fdb", "show", "dev", "strait.4096"]).contains(&vtep_mac)
+            }),
+        ),
+        (
+            "neighbour",
+            vec!["ip", "neigh", "del", &vtep, "dev", "strait.4096"],
+            Box::new(|| {
+                lines(node, "ip", &["neigh", "show", "dev", "strait.4096"]).contains("PERMANENT")
+            }),
+        ),
+        (
+            "vxlan device",
+            vec!["ip", "link", "del", "strait.4096"],
+            Box::new(|| {
+                lines(node, "ip", &["route", "show", &block]).contains("strait.4096")
+                    && lines(node, "bridge", &["fdb", "show", "dev", "strait.4096"])
+                        .contains(&vtep_mac)
+            }),
+        ),
+        (
+            "nftables table",
+            vec!["nft", "delete", "table", "inet", "strait"],
+            Box::new(|| {
+                node.exec("nft", &["list", "table", "inet", "strait"])
+                    .status
+                    .success()
+            }),
+        ),
+    ];
+    for (what, damage, restored) in cases {
+        let out = node.exec(damage[0], &damage[1..]);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let took = time_until(what, limit, &*restored);
+        eprintln!("{what} deleted by hand: restored after {took:?}");
+        assert!(ping(&a.ns, &b.ip), "{what}: traffic flows again");
+    }
+    let metrics = node.exec("curl", &["-s", "http://127.0.0.1:9462/metrics"]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let repairs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("strait_drift_repairs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(repairs >= 5, "every repair is counted: {repairs}");
+}
+
+#[test]
+fn a_node_that_leaves_disappears_from_its_peers() {
+    let mut cluster = Cluster::start(3, "vxlan", Backend::Embedded);
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(10));
+    let leaving_address = cluster.nodes[2].address.clone();
+    // Refused while it has pods; accepted once it has none.
+    let busy = cluster.pod(2);
+    let refused = std::process::Command::new(strait_integration::bin("straitctl"))
+        .args([
+            "--socket",
+            cluster.nodes[2].socket().to_str().unwrap(),
+            "leave",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    cluster.nodes[2].del(&busy.container_id, &busy.ns);
+    cluster.nodes[2].ctl_ok(&["leave"]);
+    for n in 0..2 {
+        let ns = &cluster.nodes[n].ns;
+        time_until("peers forget the node", Duration::from_secs(5), || {
+            !lines(ns, "bridge", &["fdb", "show", "dev", "strait.4096"]).contains(&leaving_address)
+                && cluster.nodes[n].ctl(&["peers"]).as_array().unwrap().len() == 1
+                && cluster.nodes[n].ctl(&["routes"]).as_array().unwrap().len() == 1
+        });
+        let neighbours = ip_json(ns, &["neigh", "show", "dev", "strait.4096"]);
+        assert_eq!(neighbours.len(), 1, "{neighbours:?}");
+    }
+    assert!(ping(&a.ns, &b.ip), "the others still reach each other");
+    // The node that left stopped and removed its overlay.
+    assert!(cluster.nodes[2].wait_agent_exit(Duration::from_secs(5)));
+    assert!(!lines(&cluster.nodes[2].ns, "ip", &["link"]).contains("strait.4096"));
+    let _ = cluster.nodes.pop();
+}
+
+#[test]
+fn with_etcd_a_dead_node_expires_from_its_peers() {
+    let mut cluster = Cluster::start(3, "vxlan", Backend::Etcd);
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    let _c = cluster.pod(2);
+    cluster.wait_converged(Duration::from_secs(10));
+    cluster.nodes[2].kill_agent();
+    // The test nodes' lease lives 3 s; etcd sweeps expired leases within about a second more.
+    let took = time_until("the dead node's routes go", Duration::from_secs(15), || {
+        cluster.nodes[0].ctl(&["routes"]).as_array().unwrap().len() == 1
+            && cluster.nodes[1].ctl(&["peers"]).as_array().unwrap().len() == 1
+    });
+    eprintln!("a dead node left its peers after {took:?}");
+    assert!(ping(&a.ns, &b.ip));
+    // It comes back when its agent does.
+    cluster.nodes[2].try_start_agent().unwrap();
+    cluster.wait_converged(Duration::from_secs(10));
+    let _ = cluster.nodes.pop();
+}
+
+#[test]
+fn killing_an_agent_loses_no_packet_of_a_cross_node_ping() {
+    let mut cluster = Cluster::start(2, "vxlan", Backend::Embedded);
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(10));
+    // 600 echo requests, 10 ms apart: six seconds of continuous traffic across the crash.
+    let pinger =
+        a.ns.command(
+            "ping",
+            &["-n", "-q", "-i", "0.01", "-c", "600", "-W", "1", &b.ip],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    for node in [0, 1] {
+        cluster.nodes[node].kill_agent();
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.nodes[node].try_start_agent().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("600 packets transmitted, 600 received, 0% packet loss"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn an_etcd_outage_stops_nothing_that_runs_and_everything_converges_after() {
+    let mut cluster = Cluster::start(2, "vxlan", Backend::Etcd);
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(10));
+    cluster.etcd.as_mut().unwrap().stop();
+    assert!(ping(&a.ns, &b.ip), "running pods keep working");
+    // New pods start while the node's blocks have room, and reach the others.
+    let c = cluster.pod(0);
+    assert!(ping(&c.ns, &b.ip) && ping(&b.ns, &c.ip));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(ping(&a.ns, &b.ip), "still working after the lease time");
+    cluster.etcd.as_mut().unwrap().resume();
+    // Afterwards the cluster grows again: a new node joins and everyone reaches everyone.
+    let n = cluster.add_node();
+    let d = cluster.pod(n);
+    cluster.wait_converged(Duration::from_secs(20));
+    let pods = [a, b, c, d];
+    let bad = Cluster::unreachable(&pods);
+    assert!(bad.is_empty(), "{bad:?}");
+}
