@@ -15,7 +15,8 @@ use crate::wake::{Reason, Wake};
 
 #[derive(Debug, Default)]
 pub struct ClusterCache {
-    view: RwLock<ClusterView>,
+    /// Shared with passes in flight; changed copy-on-write.
+    view: RwLock<Arc<ClusterView>>,
     /// Set once each watch delivered its first full listing: before that the view is not the
     /// cluster, and acting on it would tear down routes to peers it has not heard of yet.
     nodes_synced: AtomicBool,
@@ -41,12 +42,13 @@ impl ClusterCache {
         self.nodes_synced.load(Ordering::SeqCst) && self.blocks_synced.load(Ordering::SeqCst)
     }
 
-    pub fn snapshot(&self) -> ClusterView {
-        self.view.read().expect("not poisoned").clone()
+    pub fn snapshot(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.read().expect("not poisoned"))
     }
 
     fn apply(&self, kind: Kind, event: WatchEvent) {
-        let mut view = self.view.write().expect("not poisoned");
+        let mut guard = self.view.write().expect("not poisoned");
+        let view = Arc::make_mut(&mut guard);
         match (kind, event) {
             (Kind::Node, WatchEvent::Reset(all)) => {
                 view.nodes = all.into_iter().filter_map(node).collect();
@@ -102,6 +104,10 @@ pub fn spawn_watches(store: &impl Store, cache: &Arc<ClusterCache>, wake: &Arc<W
                         backoff = Duration::from_millis(200);
                         while let Some(event) = events.recv().await {
                             cache.apply(kind, event);
+                            // One wake-up for everything that arrived together.
+                            while let Ok(more) = events.try_recv() {
+                                cache.apply(kind, more);
+                            }
                             wake.signal(Reason::Store);
                         }
                     }

@@ -9,13 +9,17 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteAttribute;
 use strait_dataplane::ROUTE_PROTOCOL;
 use strait_dataplane::overlay::is_device;
-use strait_netlink::{Monitor, groups};
+use strait_netlink::{Event, Monitor, groups};
 
 use crate::reconciler::OwnedLinks;
 use crate::wake::{Reason, Wake};
 
 /// Does this kernel event touch something the reconciler owns?
-fn concerns_us(event: &RouteNetlinkMessage, owned: &OwnedLinks) -> bool {
+fn concerns_us(event: &Event, owned: &OwnedLinks) -> bool {
+    let event = match event {
+        Event::Nexthop(nh) => return nh.protocol == ROUTE_PROTOCOL,
+        Event::Route(message) => message,
+    };
     match event {
         RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
             owned.contains(l.header.index)
@@ -46,6 +50,7 @@ pub fn watch_kernel(owned: Arc<OwnedLinks>, wake: Arc<Wake>) -> std::io::Result<
         groups::NEIGH,
         groups::IPV4_IFADDR,
         groups::IPV4_ROUTE,
+        groups::NEXTHOP,
     ])
     .map_err(std::io::Error::other)?;
     std::thread::Builder::new()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strait_dataplane::overlay::{self, LocalNode};
+use strait_dataplane::overlay::{self, Actual, LocalNode};
 use strait_dataplane::overlay_kernel::{apply, read_actual};
 use strait_netlink::Netlink;
 use tokio::sync::watch;
@@ -63,27 +63,30 @@ pub struct Reconciler {
     pub left: Arc<AtomicBool>,
 }
 
+#[derive(Default)]
 struct Outcome {
     operations: usize,
     errors: Vec<String>,
     owned: HashSet<u32>,
     nft_listing: Option<String>,
     nft_repaired: bool,
+    /// What the kernel holds after a pass that fully succeeded.
+    applied: Option<Actual>,
 }
 
-/// One pass, blocking: overlay, then (when asked) the nftables table.
+/// Store events that arrive within this of each other are answered by one pass (a node's record
+/// and its block's come on two watches).
+const SETTLE: Duration = Duration::from_millis(2);
+
+/// One pass, blocking: overlay, then (when asked) the nftables table. `known` is what the kernel
+/// holds when nothing but the store changed since the last pass; otherwise the kernel is read.
 fn pass(
     local: &LocalNode,
     view: &overlay::ClusterView,
+    known: Option<Actual>,
     nft: Option<(&str, Option<String>)>,
 ) -> Outcome {
-    let mut out = Outcome {
-        operations: 0,
-        errors: Vec::new(),
-        owned: HashSet::new(),
-        nft_listing: None,
-        nft_repaired: false,
-    };
+    let mut out = Outcome::default();
     let mut nl = match Netlink::new() {
         Ok(nl) => nl,
         Err(e) => {
@@ -91,13 +94,33 @@ fn pass(
             return out;
         }
     };
+    let t0 = Instant::now();
     let desired = overlay::desired(local, view);
-    match read_actual(&mut nl, &local.underlay) {
+    let t1 = Instant::now();
+    let actual = match known {
+        Some(actual) => Ok(actual),
+        None => read_actual(&mut nl, &local.underlay),
+    };
+    match actual {
         Ok(actual) => {
+            let t2 = Instant::now();
             let ops = overlay::plan(&desired, &actual);
-            let applied = apply(&mut nl, ops);
+            let t3 = Instant::now();
+            let planned = ops.len();
+            let applied = apply(&mut nl, ops, &actual);
+            tracing::debug!(
+                desired_ms = (t1 - t0).as_secs_f64() * 1e3,
+                read_ms = (t2 - t1).as_secs_f64() * 1e3,
+                plan_ms = (t3 - t2).as_secs_f64() * 1e3,
+                apply_ms = t3.elapsed().as_secs_f64() * 1e3,
+                planned,
+                "pass phases"
+            );
             out.operations = applied.done;
             out.errors = applied.failed;
+            if out.errors.is_empty() {
+                out.applied = Some(desired.as_applied(&applied.hops, applied.highest_nexthop_id));
+            }
         }
         Err(e) => out.errors.push(e.to_string()),
     }
@@ -125,15 +148,20 @@ impl Reconciler {
     pub async fn run(self) {
         let mut retry: Option<Duration> = None;
         let mut nft_listing: Option<String> = None;
+        let mut applied: Option<Actual> = None;
         let mut started_up = false;
         loop {
             // The first pass runs at once; later ones wait for a reason, a retry or the tick.
-            let woke = if started_up {
+            let mut woke = if started_up {
                 self.wake.wait(retry.unwrap_or(TICK)).await
             } else {
                 started_up = true;
                 Reasons::default()
             };
+            if woke.has(Reason::Store) {
+                tokio::time::sleep(SETTLE).await;
+                woke = woke.with(self.wake.take());
+            }
             if !self.cache.is_synced() {
                 // The store's first listing wakes us when it lands.
                 continue;
@@ -143,6 +171,12 @@ impl Reconciler {
                 return;
             }
             let first = !*self.ready.borrow();
+            // Only the store changed: the kernel holds what the last pass left there.
+            let known = if woke.store_only() {
+                applied.take()
+            } else {
+                None
+            };
             let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
             let view = self.cache.snapshot();
             let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
@@ -154,6 +188,7 @@ impl Reconciler {
                 pass(
                     &local,
                     &view,
+                    known,
                     check_nft.then_some((script.as_str(), expected)),
                 )
             })
@@ -162,13 +197,11 @@ impl Reconciler {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => Outcome {
-                    operations: 0,
                     errors: vec![format!("the pass panicked: {e}")],
-                    owned: HashSet::new(),
-                    nft_listing: None,
-                    nft_repaired: false,
+                    ..Outcome::default()
                 },
             };
+            applied = outcome.applied.clone();
             if check_nft && outcome.nft_listing.is_some() {
                 nft_listing = outcome.nft_listing.clone();
             }

@@ -130,8 +130,8 @@ impl<S: Store> Agent<S> {
             .iter()
             .map(|r| RouteInfo {
                 dst: r.dst,
-                via: r.gateway.to_string(),
-                device: r.device.clone(),
+                via: r.hop.gateway.to_string(),
+                device: r.hop.device.to_string(),
                 node: view.blocks.get(&r.dst).cloned().unwrap_or_default(),
                 programmed: actual.routes.contains(r),
             })
@@ -171,7 +171,8 @@ impl<S: Store> Agent<S> {
         let failed = tokio::task::spawn_blocking(move || {
             let mut nl = Netlink::new().map_err(|e| e.to_string())?;
             let actual = read_actual(&mut nl, &underlay).map_err(|e| e.to_string())?;
-            let mut failed = apply(&mut nl, overlay::plan(&Desired::default(), &actual)).failed;
+            let ops = overlay::plan(&Desired::default(), &actual);
+            let mut failed = apply(&mut nl, ops, &actual).failed;
             if let Err(e) = strait_nft::delete() {
                 failed.push(e.to_string());
             }

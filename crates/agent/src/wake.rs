@@ -27,6 +27,15 @@ impl Reasons {
     pub fn has(self, r: Reason) -> bool {
         self.0 & r as u8 != 0
     }
+
+    /// Only the store changed: the kernel still holds what the last pass left.
+    pub fn store_only(self) -> bool {
+        self.0 == Reason::Store as u8
+    }
+
+    pub fn with(self, other: Reasons) -> Reasons {
+        Reasons(self.0 | other.0)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +48,11 @@ impl Wake {
     pub fn signal(&self, reason: Reason) {
         self.reasons.fetch_or(reason as u8, Ordering::SeqCst);
         self.notify.notify_one();
+    }
+
+    /// Takes the reasons signalled so far without waiting.
+    pub fn take(&self) -> Reasons {
+        Reasons(self.reasons.swap(0, Ordering::SeqCst))
     }
 
     /// Waits for a signal, or `timeout` (which counts as [`Reason::Timer`]).

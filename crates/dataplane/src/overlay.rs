@@ -6,11 +6,16 @@
 //!   this node's address, MTU = underlay − 50) holding this node's VTEP address as a /32;
 //! - per remote node and such network: an FDB entry `VTEP_MAC dst NODE_ADDRESS` and a neighbour
 //!   `VTEP_IP lladdr VTEP_MAC`, both permanent;
-//! - per remote block: `BLOCK via VTEP_IP dev strait.<vni> onlink` (VXLAN pools) or
-//!   `BLOCK via NODE_ADDRESS dev UNDERLAY` (routed pools), tagged with Strait's protocol.
+//! - per remote node, a nexthop object (a [`Hop`]): `via VTEP_IP dev strait.<vni> onlink` for
+//!   VXLAN pools, `via NODE_ADDRESS dev UNDERLAY` for routed pools;
+//! - per remote block, a route through its node's hop, tagged with Strait's protocol.
+//!
+//! Routes through a shared nexthop object are several times cheaper for the kernel to build than
+//! routes that each carry their own gateway, and a peer's routes go with its nexthop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -98,7 +103,7 @@ pub struct DeviceSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fdb {
-    pub device: String,
+    pub device: Arc<str>,
     pub mac: MacAddr,
     pub dst: IpAddr,
 }
@@ -106,18 +111,25 @@ pub struct Fdb {
 /// A permanent neighbour on one of our devices.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Neigh {
-    pub device: String,
+    pub device: Arc<str>,
     pub ip: IpAddr,
     pub mac: MacAddr,
 }
 
 /// A route to another node's block.
+/// Another node as a next hop: the gateway that leads to it through one of our links.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hop {
+    pub device: Arc<str>,
+    pub gateway: IpAddr,
+    pub onlink: bool,
+}
+
+/// A route to another node's block, through that node's hop.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerRoute {
     pub dst: IpNet,
-    pub gateway: IpAddr,
-    pub device: String,
-    pub onlink: bool,
+    pub hop: Hop,
 }
 
 /// The node-to-node state this node must hold.
@@ -126,6 +138,7 @@ pub struct Desired {
     pub devices: BTreeMap<String, DeviceSpec>,
     pub fdb: BTreeSet<Fdb>,
     pub neighbours: BTreeSet<Neigh>,
+    pub hops: BTreeSet<Hop>,
     pub routes: BTreeSet<PeerRoute>,
 }
 
@@ -150,7 +163,55 @@ pub struct Actual {
     pub devices: BTreeMap<String, ActualDevice>,
     pub fdb: BTreeSet<Fdb>,
     pub neighbours: BTreeSet<Neigh>,
+    /// Our nexthop objects by what they lead to, with their ids.
+    pub hops: BTreeMap<Hop, u32>,
     pub routes: BTreeSet<PeerRoute>,
+    /// Our nexthop objects that duplicate another (left by an interrupted pass).
+    pub stray_hops: Vec<u32>,
+    /// Our routes that do not go through one of our nexthop objects.
+    pub stray_routes: Vec<IpNet>,
+    /// The highest nexthop id (of anyone's) in the kernel: new ones are numbered above it.
+    pub highest_nexthop_id: u32,
+}
+
+impl Desired {
+    /// What the kernel holds once a plan towards this state has been applied in full, the
+    /// nexthop objects having the ids in `hop_ids`, none above `highest_nexthop_id`.
+    pub fn as_applied(&self, hop_ids: &BTreeMap<Hop, u32>, highest_nexthop_id: u32) -> Actual {
+        Actual {
+            devices: self
+                .devices
+                .iter()
+                .map(|(name, s)| {
+                    (
+                        name.clone(),
+                        ActualDevice {
+                            vni: s.vni,
+                            mac: Some(s.mac),
+                            mtu: s.mtu,
+                            local: Some(s.local),
+                            port: VXLAN_PORT,
+                            underlay: Some(s.underlay.clone()),
+                            learning: false,
+                            up: true,
+                            addresses: vec![s.address],
+                        },
+                    )
+                })
+                .collect(),
+            fdb: self.fdb.clone(),
+            neighbours: self.neighbours.clone(),
+            hops: self
+                .hops
+                .iter()
+                .filter_map(|h| Some((h.clone(), *hop_ids.get(h)?)))
+                .collect(),
+            routes: self.routes.clone(),
+            stray_hops: Vec::new(),
+            stray_routes: Vec::new(),
+            highest_nexthop_id,
+        }
+    }
 }
 
 /// One change to the kernel.
@@ -161,12 +222,16 @@ pub enum Op {
     SetMtu(String, u32),
     SetUp(String),
     AddAddress(String, IpNet),
-    AddFdb(String, MacAddr, IpAddr),
-    DelFdb(String, MacAddr, IpAddr),
-    SetNeighbour(String, IpAddr, MacAddr),
-    DelNeighbour(String, IpAddr),
-    AddRoute(IpNet, IpAddr, String, bool),
-    DelRoute(IpNet, IpAddr, String, bool),
+    AddFdb(Arc<str>, MacAddr, IpAddr),
+    DelFdb(Arc<str>, MacAddr, IpAddr),
+    SetNeighbour(Arc<str>, IpAddr, MacAddr),
+    DelNeighbour(Arc<str>, IpAddr),
+    AddHop(Hop),
+    /// Deleting a nexthop object also deletes the routes through it.
+    DelHop(u32),
+    /// Adds the route or points the one to its destination through its hop.
+    SetRoute(PeerRoute),
+    DelRoute(IpNet),
 }
 
 /// The pool mode of `block` in `network`, if the block belongs to one of its pools.
@@ -181,11 +246,13 @@ fn mode_of(network: &LocalNetwork, block: IpNet) -> Option<Mode> {
 /// Everything this node must hold, from its own settings and the cluster view.
 pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
     let mut out = Desired::default();
+    let underlay: Arc<str> = local.underlay.as_str().into();
     for network in &local.networks {
-        let device = device_name(network.vni);
+        let name = device_name(network.vni);
+        let device: Arc<str> = name.as_str().into();
         if let Some(vtep) = network.vtep {
             out.devices.insert(
-                device.clone(),
+                name.clone(),
                 DeviceSpec {
                     vni: network.vni,
                     mac: vtep.mac,
@@ -201,12 +268,12 @@ pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
                 }
                 if let Some(theirs) = peer.vteps.get(&network.name) {
                     out.fdb.insert(Fdb {
-                        device: device.clone(),
+                        device: Arc::clone(&device),
                         mac: theirs.mac,
                         dst: peer.address,
                     });
                     out.neighbours.insert(Neigh {
-                        device: device.clone(),
+                        device: Arc::clone(&device),
                         ip: IpAddr::V4(theirs.ip),
                         mac: theirs.mac,
                     });
@@ -217,25 +284,51 @@ pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
             let Some(peer) = cluster.nodes.get(owner).filter(|_| *owner != local.name) else {
                 continue;
             };
-            let route = match mode_of(network, *block) {
-                Some(Mode::Vxlan) => peer.vteps.get(&network.name).map(|v| PeerRoute {
-                    dst: *block,
+            let hop = match mode_of(network, *block) {
+                Some(Mode::Vxlan) => peer.vteps.get(&network.name).map(|v| Hop {
+                    device: Arc::clone(&device),
                     gateway: IpAddr::V4(v.ip),
-                    device: device.clone(),
                     onlink: true,
                 }),
-                Some(Mode::Routed) => Some(PeerRoute {
-                    dst: *block,
+                Some(Mode::Routed) => Some(Hop {
+                    device: Arc::clone(&underlay),
                     gateway: peer.address,
-                    device: local.underlay.clone(),
                     onlink: false,
                 }),
                 None => None,
             };
-            out.routes.extend(route);
+            if let Some(hop) = hop {
+                out.hops.insert(hop.clone());
+                out.routes.insert(PeerRoute { dst: *block, hop });
+            }
         }
     }
     out
+}
+
+/// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
+fn neighbour_for<'a>(set: &'a BTreeSet<Neigh>, device: &Arc<str>, ip: IpAddr) -> Option<&'a Neigh> {
+    let from = Neigh {
+        device: Arc::clone(device),
+        ip,
+        mac: MacAddr([0; 6]),
+    };
+    set.range(from..)
+        .next()
+        .filter(|n| n.device == *device && n.ip == ip)
+}
+
+/// Does a set of routes ordered by destination hold one to `dst`?
+fn routes_to(set: &BTreeSet<PeerRoute>, dst: IpNet) -> bool {
+    let from = PeerRoute {
+        dst,
+        hop: Hop {
+            device: "".into(),
+            gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            onlink: false,
+        },
+    };
+    set.range(from..).next().is_some_and(|r| r.dst == dst)
 }
 
 fn device_matches(want: &DeviceSpec, have: &ActualDevice) -> bool {
@@ -285,47 +378,73 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
     }
     let live = |device: &str| !fresh.contains(device);
 
-    for f in actual.fdb.iter().filter(|f| live(&f.device)) {
-        if !desired.fdb.contains(f) {
-            ops.push(Op::DelFdb(f.device.clone(), f.mac, f.dst));
-        }
+    // Both sides are sorted sets, so the differences below are linear merges, not lookups.
+    for f in actual
+        .fdb
+        .difference(&desired.fdb)
+        .filter(|f| live(&f.device))
+    {
+        ops.push(Op::DelFdb(Arc::clone(&f.device), f.mac, f.dst));
     }
-    let have_neighbour: BTreeMap<(&str, IpAddr), MacAddr> = actual
+    for n in actual
         .neighbours
-        .iter()
+        .difference(&desired.neighbours)
         .filter(|n| live(&n.device))
-        .map(|n| ((n.device.as_str(), n.ip), n.mac))
-        .collect();
-    let want_neighbour: BTreeSet<(&str, IpAddr)> = desired
-        .neighbours
-        .iter()
-        .map(|n| (n.device.as_str(), n.ip))
-        .collect();
-    for key @ (device, ip) in have_neighbour.keys() {
-        if !want_neighbour.contains(key) {
-            ops.push(Op::DelNeighbour(device.to_string(), *ip));
+    {
+        // A neighbour whose MAC changed is replaced by SetNeighbour below.
+        if neighbour_for(&desired.neighbours, &n.device, n.ip).is_none() {
+            ops.push(Op::DelNeighbour(Arc::clone(&n.device), n.ip));
         }
     }
-    for r in actual.routes.iter().filter(|r| live(&r.device)) {
-        if !desired.routes.contains(r) {
-            ops.push(Op::DelRoute(r.dst, r.gateway, r.device.clone(), r.onlink));
+    for r in actual
+        .routes
+        .difference(&desired.routes)
+        .filter(|r| live(&r.hop.device))
+    {
+        // A route whose destination is still wanted is re-pointed by SetRoute below.
+        if !routes_to(&desired.routes, r.dst) {
+            ops.push(Op::DelRoute(r.dst));
         }
     }
+    ops.extend(actual.stray_routes.iter().map(|dst| Op::DelRoute(*dst)));
+    for (hop, id) in actual.hops.iter().filter(|(h, _)| live(&h.device)) {
+        if !desired.hops.contains(hop) {
+            ops.push(Op::DelHop(*id));
+        }
+    }
+    ops.extend(actual.stray_hops.iter().map(|id| Op::DelHop(*id)));
 
-    for f in &desired.fdb {
-        if !live(&f.device) || !actual.fdb.contains(f) {
-            ops.push(Op::AddFdb(f.device.clone(), f.mac, f.dst));
+    let recreated = |device: &str| !live(device);
+    for hop in &desired.hops {
+        if recreated(&hop.device) || !actual.hops.contains_key(hop) {
+            ops.push(Op::AddHop(hop.clone()));
         }
     }
-    for n in &desired.neighbours {
-        if have_neighbour.get(&(n.device.as_str(), n.ip)) != Some(&n.mac) {
-            ops.push(Op::SetNeighbour(n.device.clone(), n.ip, n.mac));
-        }
+    let missing_fdb = desired.fdb.iter().filter(|f| recreated(&f.device));
+    let changed_fdb = desired
+        .fdb
+        .difference(&actual.fdb)
+        .filter(|f| live(&f.device));
+    for f in missing_fdb.chain(changed_fdb) {
+        ops.push(Op::AddFdb(Arc::clone(&f.device), f.mac, f.dst));
     }
-    for r in &desired.routes {
-        if !live(&r.device) || !actual.routes.contains(r) {
-            ops.push(Op::AddRoute(r.dst, r.gateway, r.device.clone(), r.onlink));
-        }
+    let missing_neighbours = desired.neighbours.iter().filter(|n| recreated(&n.device));
+    let changed_neighbours = desired
+        .neighbours
+        .difference(&actual.neighbours)
+        .filter(|n| live(&n.device));
+    for n in missing_neighbours.chain(changed_neighbours) {
+        ops.push(Op::SetNeighbour(Arc::clone(&n.device), n.ip, n.mac));
+    }
+    // A route is in `actual` only through one of its hops, so a route through a new hop is in
+    // the difference too.
+    let missing_routes = desired.routes.iter().filter(|r| recreated(&r.hop.device));
+    let changed_routes = desired
+        .routes
+        .difference(&actual.routes)
+        .filter(|r| live(&r.hop.device));
+    for r in missing_routes.chain(changed_routes) {
+        ops.push(Op::SetRoute(r.clone()));
     }
     ops
 }
@@ -380,8 +499,20 @@ mod tests {
         }
     }
 
+    fn vxlan_hop() -> Hop {
+        Hop {
+            device: "strait.4096".into(),
+            gateway: "10.244.0.64".parse().unwrap(),
+            onlink: true,
+        }
+    }
+
+    fn ids(d: &Desired) -> BTreeMap<Hop, u32> {
+        d.hops.iter().cloned().zip(100..).collect()
+    }
+
     #[test]
-    fn vxlan_desires_a_device_and_per_peer_entries_and_routes() {
+    fn vxlan_desires_a_device_and_per_peer_entries_hops_and_routes() {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let d = desired(&l, &c);
         let dev = &d.devices["strait.4096"];
@@ -403,13 +534,12 @@ mod tests {
                 mac: mac(2)
             }])
         );
+        assert_eq!(d.hops, BTreeSet::from([vxlan_hop()]));
         assert_eq!(
             d.routes,
             BTreeSet::from([PeerRoute {
                 dst: "10.244.0.64/26".parse().unwrap(),
-                gateway: "10.244.0.64".parse().unwrap(),
-                device: "strait.4096".into(),
-                onlink: true
+                hop: vxlan_hop()
             }])
         );
     }
@@ -419,43 +549,23 @@ mod tests {
         let (l, c) = (local(Mode::Routed), cluster());
         let d = desired(&l, &c);
         assert!(d.devices.is_empty() && d.fdb.is_empty() && d.neighbours.is_empty());
+        let hop = Hop {
+            device: "eth0".into(),
+            gateway: "192.168.0.2".parse().unwrap(),
+            onlink: false,
+        };
+        assert_eq!(d.hops, BTreeSet::from([hop.clone()]));
         assert_eq!(
             d.routes,
             BTreeSet::from([PeerRoute {
                 dst: "10.244.0.64/26".parse().unwrap(),
-                gateway: "192.168.0.2".parse().unwrap(),
-                device: "eth0".into(),
-                onlink: false
+                hop
             }])
         );
     }
 
     fn as_actual(d: &Desired) -> Actual {
-        Actual {
-            devices: d
-                .devices
-                .iter()
-                .map(|(name, s)| {
-                    (
-                        name.clone(),
-                        ActualDevice {
-                            vni: s.vni,
-                            mac: Some(s.mac),
-                            mtu: s.mtu,
-                            local: Some(s.local),
-                            port: VXLAN_PORT,
-                            underlay: Some(s.underlay.clone()),
-                            learning: false,
-                            up: true,
-                            addresses: vec![s.address],
-                        },
-                    )
-                })
-                .collect(),
-            fdb: d.fdb.clone(),
-            neighbours: d.neighbours.clone(),
-            routes: d.routes.clone(),
-        }
+        d.as_applied(&ids(d), 200)
     }
 
     #[test]
@@ -466,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_kernel_gets_everything_device_first() {
+    fn an_empty_kernel_gets_everything_device_first_hop_before_route() {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let ops = plan(&desired(&l, &c), &Actual::default());
         assert!(matches!(&ops[0], Op::CreateDevice(n, _) if n == "strait.4096"));
@@ -475,7 +585,9 @@ mod tests {
             Op::AddAddress("strait.4096".into(), "10.244.0.0/32".parse().unwrap())
         );
         assert_eq!(ops[2], Op::SetUp("strait.4096".into()));
-        assert_eq!(ops.len(), 6, "{ops:?}");
+        assert_eq!(ops[3], Op::AddHop(vxlan_hop()));
+        assert!(matches!(ops.last(), Some(Op::SetRoute(_))));
+        assert_eq!(ops.len(), 7, "{ops:?}");
     }
 
     #[test]
@@ -489,12 +601,15 @@ mod tests {
             (
                 "route deleted",
                 Box::new(|a: &mut Actual| a.routes.clear()),
-                vec![Op::AddRoute(
-                    route.dst,
-                    route.gateway,
-                    "strait.4096".into(),
-                    true,
-                )],
+                vec![Op::SetRoute(route.clone())],
+            ),
+            (
+                "nexthop deleted (its routes with it)",
+                Box::new(|a: &mut Actual| {
+                    a.hops.clear();
+                    a.routes.clear();
+                }),
+                vec![Op::AddHop(vxlan_hop()), Op::SetRoute(route.clone())],
             ),
             (
                 "fdb deleted",
@@ -538,12 +653,17 @@ mod tests {
                         });
                     }
                 }),
-                vec![Op::DelRoute(
-                    "10.1.0.0/26".parse().unwrap(),
-                    route.gateway,
-                    "strait.4096".into(),
-                    true,
-                )],
+                vec![Op::DelRoute("10.1.0.0/26".parse().unwrap())],
+            ),
+            (
+                "a route without our nexthop",
+                Box::new(|a: &mut Actual| a.stray_routes.push("10.2.0.0/26".parse().unwrap())),
+                vec![Op::DelRoute("10.2.0.0/26".parse().unwrap())],
+            ),
+            (
+                "a duplicate nexthop",
+                Box::new(|a: &mut Actual| a.stray_hops.push(999)),
+                vec![Op::DelHop(999)],
             ),
         ];
         for (what, damage, repair) in cases {
@@ -551,6 +671,31 @@ mod tests {
             damage(&mut actual);
             assert_eq!(plan(&d, &actual), repair, "{what}");
         }
+    }
+
+    #[test]
+    fn a_peer_whose_vtep_moved_gets_a_new_hop_and_its_routes_repointed() {
+        let (l, c) = (local(Mode::Vxlan), cluster());
+        let before = as_actual(&desired(&l, &c));
+        let mut moved = c.clone();
+        moved
+            .nodes
+            .get_mut("b")
+            .unwrap()
+            .vteps
+            .get_mut("pods")
+            .unwrap()
+            .ip = Ipv4Addr::new(10, 244, 0, 65);
+        let ops = plan(&desired(&l, &moved), &before);
+        assert!(ops.contains(&Op::DelHop(100)), "{ops:?}");
+        assert!(ops.iter().any(
+            |o| matches!(o, Op::AddHop(h) if h.gateway == IpAddr::V4(Ipv4Addr::new(10, 244, 0, 65)))
+        ));
+        assert!(ops.iter().any(|o| matches!(o, Op::SetRoute(_))));
+        assert!(
+            !ops.iter().any(|o| matches!(o, Op::DelRoute(_))),
+            "re-pointed, not deleted: {ops:?}"
+        );
     }
 
     #[test]
@@ -563,10 +708,11 @@ mod tests {
         assert_eq!(ops[0], Op::DeleteDevice("strait.4096".into()));
         assert!(matches!(ops[1], Op::CreateDevice(..)));
         assert!(ops.iter().any(|o| matches!(o, Op::AddFdb(..))));
-        assert!(ops.iter().any(|o| matches!(o, Op::AddRoute(..))));
+        assert!(ops.iter().any(|o| matches!(o, Op::AddHop(..))));
+        assert!(ops.iter().any(|o| matches!(o, Op::SetRoute(..))));
         assert!(
             !ops.iter()
-                .any(|o| matches!(o, Op::DelFdb(..) | Op::DelRoute(..)))
+                .any(|o| matches!(o, Op::DelFdb(..) | Op::DelRoute(..) | Op::DelHop(..)))
         );
     }
 
@@ -577,11 +723,11 @@ mod tests {
         let mut after = c.clone();
         after.nodes.remove("b");
         let ops = plan(&desired(&l, &after), &before);
-        assert_eq!(ops.len(), 3, "{ops:?}");
-        assert!(
-            ops.iter()
-                .all(|o| matches!(o, Op::DelFdb(..) | Op::DelNeighbour(..) | Op::DelRoute(..)))
-        );
+        assert_eq!(ops.len(), 4, "{ops:?}");
+        assert!(ops.iter().all(|o| matches!(
+            o,
+            Op::DelFdb(..) | Op::DelNeighbour(..) | Op::DelRoute(..) | Op::DelHop(..)
+        )));
     }
 
     #[test]

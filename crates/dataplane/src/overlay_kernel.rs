@@ -1,31 +1,36 @@
 //! The overlay against the kernel: read what Strait owns into an [`Actual`], and carry out a
 //! [`plan`](crate::overlay::plan). Device changes go one by one (later entries need the device's
-//! index); FDB entries, neighbours and routes go as one pipelined batch, removals first.
+//! index); nexthop objects, FDB entries, neighbours and routes go as one pipelined batch:
+//! removals first, then nexthops, then the entries and routes that use them.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use strait_netlink::{
-    FdbEntry, Neighbour, Netlink, NetlinkError, Request, Route, Scope, TABLE_MAIN, Vxlan, VxlanSpec,
+    FdbEntry, Neighbour, Netlink, NetlinkError, Nexthop, Request, Route, Scope, TABLE_MAIN, Vxlan,
+    VxlanSpec,
 };
 
 use crate::error::DataplaneError;
 use crate::naming::ROUTE_PROTOCOL;
-use crate::overlay::{Actual, ActualDevice, Fdb, Neigh, Op, PeerRoute, VXLAN_PORT, is_device};
+use crate::overlay::{Actual, ActualDevice, Fdb, Hop, Neigh, Op, PeerRoute, VXLAN_PORT, is_device};
+
+/// Strait's nexthop ids start here, well clear of ids other software picks by hand.
+const NEXTHOP_ID_BASE: u32 = 0x5354_0000;
 
 /// What the kernel holds of ours. `underlay` names the underlay device, through which routed
-/// pools' routes leave.
+/// pools' nexthops lead.
 pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, DataplaneError> {
     let links = nl.links()?;
     let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let mut actual = Actual::default();
-    let mut ours: BTreeMap<u32, String> = BTreeMap::new();
+    let mut ours: BTreeMap<u32, Arc<str>> = BTreeMap::new();
     for link in &links {
         let (true, Some(v)) = (is_device(&link.name), &link.vxlan) else {
             continue;
         };
-        ours.insert(link.index, link.name.clone());
+        ours.insert(link.index, link.name.as_str().into());
         actual.devices.insert(
             link.name.clone(),
             ActualDevice {
@@ -45,7 +50,7 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
         for f in nl.all_fdb()? {
             if let Some(device) = ours.get(&f.index) {
                 actual.fdb.insert(Fdb {
-                    device: device.clone(),
+                    device: Arc::clone(device),
                     mac: f.mac,
                     dst: f.dst,
                 });
@@ -54,28 +59,51 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
         for n in nl.all_neighbours()? {
             if let (Some(device), Some(mac), true) = (ours.get(&n.index), n.mac, n.permanent) {
                 actual.neighbours.insert(Neigh {
-                    device: device.clone(),
+                    device: Arc::clone(device),
                     ip: n.ip,
                     mac,
                 });
             }
         }
     }
-    let leaves_ours = |oif: Option<u32>| {
+    let leads_through_ours = |oif: Option<u32>| {
         oif.and_then(|i| names.get(&i))
             .filter(|name| is_device(name) || name.as_str() == underlay)
     };
-    for r in nl.routes(false, TABLE_MAIN)? {
-        if r.protocol != ROUTE_PROTOCOL {
+    let mut by_id: BTreeMap<u32, Hop> = BTreeMap::new();
+    for nh in nl.nexthops()? {
+        actual.highest_nexthop_id = actual.highest_nexthop_id.max(nh.id);
+        if nh.protocol != ROUTE_PROTOCOL {
             continue;
         }
-        if let (Some(device), Some(gateway)) = (leaves_ours(r.oif), r.gateway) {
-            actual.routes.insert(PeerRoute {
-                dst: r.dst,
-                gateway,
-                device: device.clone(),
-                onlink: r.onlink,
-            });
+        let (Some(device), Some(gateway)) = (leads_through_ours(nh.oif), nh.gateway) else {
+            actual.stray_hops.push(nh.id);
+            continue;
+        };
+        let hop = Hop {
+            device: device.as_str().into(),
+            gateway,
+            onlink: nh.onlink,
+        };
+        if actual.hops.contains_key(&hop) {
+            actual.stray_hops.push(nh.id);
+        } else {
+            actual.hops.insert(hop.clone(), nh.id);
+            by_id.insert(nh.id, hop);
+        }
+    }
+    for r in nl.routes(false, TABLE_MAIN)? {
+        if r.protocol != ROUTE_PROTOCOL || leads_through_ours(r.oif).is_none() {
+            continue;
+        }
+        match r.nexthop.and_then(|id| by_id.get(&id)) {
+            Some(hop) => {
+                actual.routes.insert(PeerRoute {
+                    dst: r.dst,
+                    hop: hop.clone(),
+                });
+            }
+            None => actual.stray_routes.push(r.dst),
         }
     }
     Ok(actual)
@@ -87,6 +115,10 @@ pub struct Applied {
     pub done: usize,
     /// One line per operation that failed.
     pub failed: Vec<String>,
+    /// Our nexthop objects and their ids afterwards.
+    pub hops: BTreeMap<Hop, u32>,
+    /// The highest nexthop id (of anyone's) now in the kernel, as far as we know.
+    pub highest_nexthop_id: u32,
 }
 
 fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, DataplaneError> {
@@ -95,49 +127,68 @@ fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, DataplaneError> {
     })
 }
 
-fn peer_route(dst: IpNet, gateway: IpAddr, oif: u32, onlink: bool) -> Route {
+/// A route to `dst` as Strait installs it: through nexthop `nexthop`, or, to delete, any.
+fn peer_route(dst: IpNet, nexthop: Option<u32>) -> Route {
     Route {
         dst,
-        gateway: Some(gateway),
-        oif: Some(oif),
+        gateway: None,
+        oif: None,
         table: TABLE_MAIN,
         protocol: ROUTE_PROTOCOL,
         scope: Scope::Universe,
-        onlink,
+        onlink: false,
+        nexthop,
     }
 }
 
-/// Carries out `ops`. A failed device operation stops the entries on that device; everything
-/// else is attempted regardless, and every failure is reported.
-pub fn apply(nl: &mut Netlink, ops: Vec<Op>) -> Applied {
+fn create_device(
+    nl: &mut Netlink,
+    name: &str,
+    spec: &crate::overlay::DeviceSpec,
+) -> Result<(), DataplaneError> {
+    let underlay = index_of(nl, &spec.underlay)?;
+    let vxlan = VxlanSpec {
+        name: name.to_string(),
+        mac: spec.mac,
+        mtu: spec.mtu,
+        vxlan: Vxlan {
+            vni: spec.vni,
+            local: Some(spec.local),
+            port: VXLAN_PORT,
+            underlay: Some(underlay),
+            learning: false,
+        },
+    };
+    nl.add_vxlan(&vxlan).map_err(|e| {
+        if e.is_unsupported() {
+            DataplaneError::KernelFeatureMissing {
+                what: "VXLAN devices",
+                source: e,
+            }
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Where a request goes in the batch: removals, then nexthops, then entries, then routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Removal,
+    Nexthop,
+    Entry,
+    Route,
+}
+
+/// Carries out `ops` against the kernel `actual` describes (read by [`read_actual`], or left by
+/// the last pass). Everything is attempted; every failure is reported.
+pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
+    let mut hops = actual.hops.clone();
     let mut applied = Applied::default();
     let mut entries = Vec::new();
     for op in ops {
         let outcome = match &op {
-            Op::CreateDevice(name, spec) => index_of(nl, &spec.underlay).and_then(|underlay| {
-                let vxlan = VxlanSpec {
-                    name: name.clone(),
-                    mac: spec.mac,
-                    mtu: spec.mtu,
-                    vxlan: Vxlan {
-                        vni: spec.vni,
-                        local: Some(spec.local),
-                        port: VXLAN_PORT,
-                        underlay: Some(underlay),
-                        learning: false,
-                    },
-                };
-                nl.add_vxlan(&vxlan).map_err(|e| {
-                    if e.is_unsupported() {
-                        DataplaneError::KernelFeatureMissing {
-                            what: "VXLAN devices",
-                            source: e,
-                        }
-                    } else {
-                        e.into()
-                    }
-                })
-            }),
+            Op::CreateDevice(name, spec) => create_device(nl, name, spec),
             Op::DeleteDevice(name) => nl.delete_link(name).map_err(Into::into),
             Op::SetMtu(name, mtu) => index_of(nl, name).and_then(|i| Ok(nl.set_link_mtu(i, *mtu)?)),
             Op::SetUp(name) => index_of(nl, name).and_then(|i| Ok(nl.set_link_up(i)?)),
@@ -160,64 +211,88 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>) -> Applied {
             .entry(name.to_string())
             .or_insert_with(|| index_of(nl, name).ok())
     };
-    let mut requests: Vec<(Request, bool)> = Vec::new();
+    // New nexthops get ids no one uses: above every id seen, and never below our base.
+    let mut next_id = (actual.highest_nexthop_id + 1).max(NEXTHOP_ID_BASE);
+    let mut requests: Vec<(Stage, Request)> = Vec::new();
     for op in &entries {
-        let device = match op {
-            Op::AddFdb(d, ..)
-            | Op::DelFdb(d, ..)
-            | Op::SetNeighbour(d, ..)
-            | Op::DelNeighbour(d, _) => d,
-            Op::AddRoute(_, _, d, _) | Op::DelRoute(_, _, d, _) => d,
-            _ => unreachable!("device operations were applied above"),
-        };
-        let Some(i) = index(nl, device) else {
-            applied
-                .failed
-                .push(format!("{op:?}: device {device} is missing"));
-            continue;
-        };
-        let (request, removal) = match op {
-            Op::AddFdb(_, mac, dst) => (
-                FdbEntry {
+        let request = match op {
+            Op::DelRoute(dst) => (Stage::Removal, peer_route(*dst, None).delete_request()),
+            Op::DelHop(id) => {
+                hops.retain(|_, v| v != id);
+                (Stage::Removal, Nexthop::delete_request(*id))
+            }
+            Op::AddHop(hop) => {
+                let Some(oif) = index(nl, &hop.device) else {
+                    applied
+                        .failed
+                        .push(format!("{op:?}: device {} is missing", hop.device));
+                    continue;
+                };
+                let id = next_id;
+                next_id += 1;
+                hops.insert(hop.clone(), id);
+                let request =
+                    Nexthop::create_request(id, hop.gateway, oif, hop.onlink, ROUTE_PROTOCOL);
+                (Stage::Nexthop, request)
+            }
+            Op::SetRoute(route) => {
+                let Some(id) = hops.get(&route.hop) else {
+                    applied
+                        .failed
+                        .push(format!("{op:?}: its nexthop is missing"));
+                    continue;
+                };
+                (
+                    Stage::Route,
+                    peer_route(route.dst, Some(*id)).replace_request(),
+                )
+            }
+            Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {
+                let Some(i) = index(nl, device) else {
+                    applied
+                        .failed
+                        .push(format!("{op:?}: device {device} is missing"));
+                    continue;
+                };
+                let entry = FdbEntry {
                     index: i,
                     mac: *mac,
                     dst: *dst,
+                };
+                match op {
+                    Op::AddFdb(..) => (Stage::Entry, entry.replace_request()),
+                    _ => (Stage::Removal, entry.delete_request()),
                 }
-                .replace_request(),
-                false,
-            ),
-            Op::DelFdb(_, mac, dst) => (
-                FdbEntry {
-                    index: i,
-                    mac: *mac,
-                    dst: *dst,
+            }
+            Op::SetNeighbour(device, ip, mac) => match index(nl, device) {
+                Some(i) => (Stage::Entry, Neighbour::set_request(i, *ip, *mac)),
+                None => {
+                    applied
+                        .failed
+                        .push(format!("{op:?}: device {device} is missing"));
+                    continue;
                 }
-                .delete_request(),
-                true,
-            ),
-            Op::SetNeighbour(_, ip, mac) => (Neighbour::set_request(i, *ip, *mac), false),
-            Op::DelNeighbour(_, ip) => (Neighbour::delete_request(i, *ip), true),
-            Op::AddRoute(dst, gw, _, onlink) => {
-                (peer_route(*dst, *gw, i, *onlink).replace_request(), false)
-            }
-            Op::DelRoute(dst, gw, _, onlink) => {
-                (peer_route(*dst, *gw, i, *onlink).delete_request(), true)
-            }
+            },
+            Op::DelNeighbour(device, ip) => match index(nl, device) {
+                Some(i) => (Stage::Removal, Neighbour::delete_request(i, *ip)),
+                None => continue,
+            },
             _ => unreachable!("device operations were applied above"),
         };
-        requests.push((request, removal));
+        requests.push(request);
     }
-    // Removals first, so a replaced entry is never deleted after its replacement.
-    requests.sort_by_key(|(_, removal)| !removal);
-    let removals: Vec<bool> = requests.iter().map(|(_, r)| *r).collect();
-    let results = nl.batch(requests.into_iter().map(|(r, _)| r).collect());
-    for (result, removal) in results.into_iter().zip(removals) {
+    requests.sort_by_key(|(stage, _)| *stage);
+    let stages: Vec<Stage> = requests.iter().map(|(s, _)| *s).collect();
+    let results = nl.batch(requests.into_iter().map(|(_, r)| r).collect());
+    for (result, stage) in results.into_iter().zip(stages) {
         match result {
             Ok(()) => applied.done += 1,
-            // Already gone is what a removal wanted.
-            Err(e) if removal && e.is_not_found() => applied.done += 1,
+            // Already gone is what a removal wanted (a route may have gone with its nexthop).
+            Err(e) if stage == Stage::Removal && e.is_not_found() => applied.done += 1,
             Err(e) => applied.failed.push(e.to_string()),
         }
     }
+    applied.highest_nexthop_id = next_id.saturating_sub(1).max(actual.highest_nexthop_id);
+    applied.hops = hops;
     applied
 }

@@ -39,6 +39,7 @@ fn route(dst: IpNet, gateway: Option<IpAddr>, oif: u32, scope: Scope) -> Route {
         protocol: ROUTE_PROTOCOL,
         scope,
         onlink: false,
+        nexthop: None,
     }
 }
 

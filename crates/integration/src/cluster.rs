@@ -38,17 +38,27 @@ pub struct Cluster {
     /// Declared after the nodes so they stop before their store does.
     pub etcd: Option<Etcd>,
     store_dir: PathBuf,
-    mode: String,
+    template: NodeSpec,
 }
 
 impl Cluster {
     pub fn start(nodes: usize, mode: &str, backend: Backend) -> Cluster {
+        let template = NodeSpec {
+            mode: mode.to_string(),
+            ..NodeSpec::default()
+        };
+        Cluster::start_with(nodes, backend, template)
+    }
+
+    /// Like [`Cluster::start`], every node configured like `template` (its fabric and store are
+    /// the cluster's).
+    pub fn start_with(nodes: usize, backend: Backend, template: NodeSpec) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             fabric: Arc::new(Fabric::new()),
             etcd: None,
             store_dir: std::env::temp_dir().join(unique("store")),
-            mode: mode.to_string(),
+            template,
         };
         if backend == Backend::Etcd {
             // Where nodes reach it: on the fabric, like a store on the network.
@@ -67,13 +77,12 @@ impl Cluster {
 
     fn spec(&self) -> NodeSpec {
         NodeSpec {
-            mode: self.mode.clone(),
             fabric: Some(Arc::clone(&self.fabric)),
             store: match &self.etcd {
                 Some(etcd) => StoreSpec::Etcd(etcd.endpoint.clone()),
                 None => StoreSpec::Shared(self.store_dir.clone()),
             },
-            ..NodeSpec::default()
+            ..self.template.clone()
         }
     }
 

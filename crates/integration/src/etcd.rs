@@ -84,6 +84,8 @@ impl Etcd {
                 &self.peer,
             ])
             .args(["--initial-cluster", &format!("default={}", self.peer)])
+            // Room for one transaction that adds thousands of peers (the benchmarks do).
+            .args(["--max-txn-ops", "20000", "--max-request-bytes", "33554432"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -183,7 +183,10 @@ impl Node {
                 bin("straitd").to_str().expect("utf-8 path"),
                 &["--config", self.config_path().to_str().expect("utf-8 path")],
             )
-            .env("STRAIT_LOG", "info")
+            .env(
+                "STRAIT_LOG",
+                std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -225,6 +228,11 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
         true
+    }
+
+    /// The agent's PID, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
     }
 
     /// Kills the agent with SIGKILL, as a crash would.

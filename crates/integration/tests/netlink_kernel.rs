@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use strait_integration::netns::TestNetns;
 use strait_netlink::{
-    FdbEntry, MacAddr, Monitor, Neighbour, Netlink, Route, Scope, TABLE_MAIN, Vxlan, VxlanSpec,
-    groups,
+    Event, FdbEntry, MacAddr, Monitor, Neighbour, Netlink, Nexthop, Route, Scope, TABLE_MAIN,
+    Vxlan, VxlanSpec, groups,
 };
 use strait_netns::Netns;
 
@@ -73,6 +73,7 @@ fn a_vxlan_device_reads_back_as_created_and_takes_a_batch_of_thousands() {
                 protocol: 83,
                 scope: Scope::Universe,
                 onlink: true,
+                nexthop: None,
             }
             .replace_request(),
         );
@@ -129,15 +130,91 @@ fn the_monitor_sees_routes_and_links_change() {
         protocol: 83,
         scope: Scope::Universe,
         onlink: true,
+        nexthop: None,
     };
     nl.send_request(route.replace_request()).unwrap();
     ns.ip(&["route", "del", "10.7.0.0/26"]);
     let mut saw_deletion = false;
     while !saw_deletion {
         for event in monitor.events().unwrap() {
-            if let netlink_packet_route::RouteNetlinkMessage::DelRoute(_) = event {
+            if let Event::Route(netlink_packet_route::RouteNetlinkMessage::DelRoute(_)) = event {
                 saw_deletion = true;
             }
         }
+    }
+}
+
+#[test]
+fn routes_through_a_nexthop_object_read_back_and_go_with_it() {
+    let ns = TestNetns::new("nh");
+    let netns = Netns::open(ns.path()).unwrap();
+    let mut monitor = netns
+        .run(|| Monitor::new(&[groups::NEXTHOP]))
+        .unwrap()
+        .unwrap();
+    let mut nl = in_ns(&ns);
+    let dev = vxlan(&mut nl, &ns);
+    let gateway: IpAddr = "10.200.0.9".parse().unwrap();
+    nl.send_request(Nexthop::create_request(0x5354_0001, gateway, dev, true, 83))
+        .unwrap();
+    // The id is taken now: creating it again fails instead of replacing.
+    let again = nl.send_request(Nexthop::create_request(0x5354_0001, gateway, dev, true, 83));
+    assert!(again.unwrap_err().is_exists());
+    let listed = nl.nexthops().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].id,
+            listed[0].gateway,
+            listed[0].oif,
+            listed[0].onlink,
+            listed[0].protocol
+        ),
+        (0x5354_0001, Some(gateway), Some(dev), true, 83)
+    );
+    let route = Route {
+        dst: "10.7.0.0/26".parse().unwrap(),
+        gateway: None,
+        oif: None,
+        table: TABLE_MAIN,
+        protocol: 83,
+        scope: Scope::Universe,
+        onlink: false,
+        nexthop: Some(0x5354_0001),
+    };
+    nl.send_request(route.replace_request()).unwrap();
+    let read = nl
+        .routes(false, TABLE_MAIN)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.protocol == 83)
+        .unwrap();
+    assert_eq!(
+        (read.nexthop, read.gateway, read.oif),
+        (Some(0x5354_0001), Some(gateway), Some(dev))
+    );
+    assert_eq!(
+        nl.route_to("10.7.0.5".parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .gateway,
+        Some(gateway)
+    );
+    nl.send_request(Nexthop::delete_request(0x5354_0001))
+        .unwrap();
+    assert!(
+        nl.routes(false, TABLE_MAIN)
+            .unwrap()
+            .iter()
+            .all(|r| r.protocol != 83),
+        "the route went with it"
+    );
+    let mut saw_deletion = false;
+    while !saw_deletion {
+        saw_deletion = monitor
+            .events()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Nexthop(n) if n.deleted));
     }
 }

@@ -51,6 +51,11 @@ fn drift_is_repaired_on_the_event_well_within_a_second() {
             Box::new(|| lines(node, "ip", &["route", "show", &block]).contains("strait.4096")),
         ),
         (
+            "nexthop (and with it the route)",
+            vec!["ip", "nexthop", "flush", "proto", "83"],
+            Box::new(|| lines(node, "ip", &["route", "show", &block]).contains("nhid")),
+        ),
+        (
             "fdb entry",
             vec![
                 "bridge",

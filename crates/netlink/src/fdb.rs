@@ -39,22 +39,22 @@ impl FdbEntry {
 
     /// `bridge fdb replace MAC dev DEV dst DST self permanent`
     pub fn replace_request(&self) -> Request {
-        Request {
-            message: RouteNetlinkMessage::NewNeighbour(self.message()),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            op: format!(
+        Request::route(
+            RouteNetlinkMessage::NewNeighbour(self.message()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            format!(
                 "set fdb {} dst {} on link {}",
                 self.mac, self.dst, self.index
             ),
-        }
+        )
     }
 
     pub fn delete_request(&self) -> Request {
-        Request {
-            message: RouteNetlinkMessage::DelNeighbour(self.message()),
-            flags: 0,
-            op: format!("delete fdb {} on link {}", self.mac, self.index),
-        }
+        Request::route(
+            RouteNetlinkMessage::DelNeighbour(self.message()),
+            0,
+            format!("delete fdb {} on link {}", self.mac, self.index),
+        )
     }
 }
 

@@ -8,6 +8,7 @@ mod error;
 mod fdb;
 mod link;
 mod neigh;
+mod nexthop;
 mod route;
 mod socket;
 
@@ -15,5 +16,6 @@ pub use error::NetlinkError;
 pub use fdb::FdbEntry;
 pub use link::{Link, MacAddr, Vxlan, VxlanSpec};
 pub use neigh::Neighbour;
+pub use nexthop::Nexthop;
 pub use route::{Route, Scope, TABLE_MAIN};
-pub use socket::{BATCH, Monitor, Netlink, Request, groups};
+pub use socket::{BATCH, Body, Event, Monitor, Netlink, Request, groups};

@@ -33,11 +33,11 @@ impl Neighbour {
             NeighbourAttribute::Destination(NeighbourAddress::from(ip)),
             NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
         ];
-        Request {
-            message: RouteNetlinkMessage::NewNeighbour(m),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            op: format!("set neighbour {ip} lladdr {mac} on link {index}"),
-        }
+        Request::route(
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            format!("set neighbour {ip} lladdr {mac} on link {index}"),
+        )
     }
 
     pub fn delete_request(index: u32, ip: IpAddr) -> Request {
@@ -45,11 +45,11 @@ impl Neighbour {
         m.header.family = family_of(ip);
         m.header.ifindex = index;
         m.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::from(ip))];
-        Request {
-            message: RouteNetlinkMessage::DelNeighbour(m),
-            flags: 0,
-            op: format!("delete neighbour {ip} on link {index}"),
-        }
+        Request::route(
+            RouteNetlinkMessage::DelNeighbour(m),
+            0,
+            format!("delete neighbour {ip} on link {index}"),
+        )
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Route {
     pub scope: Scope,
     /// Use the gateway even though no route says it is on the link (VXLAN next hops).
     pub onlink: bool,
+    /// Through this nexthop object instead of its own gateway and link (which the kernel still
+    /// reports when the route is read back).
+    pub nexthop: Option<u32>,
 }
 
 impl Route {
@@ -69,14 +72,18 @@ impl Route {
         m.header.protocol = RouteProtocol::from(self.protocol);
         m.header.scope = self.scope.into();
         m.header.kind = RouteType::Unicast;
-        if self.onlink {
-            m.header.flags |= RouteFlags::Onlink;
-        }
         m.attributes.push(RouteAttribute::Table(self.table));
         m.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(
                 self.dst.network(),
             )));
+        if let Some(id) = self.nexthop {
+            m.attributes.push(RouteAttribute::NhId(id));
+            return m;
+        }
+        if self.onlink {
+            m.header.flags |= RouteFlags::Onlink;
+        }
         if let Some(gw) = self.gateway {
             m.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
@@ -95,8 +102,10 @@ impl Route {
         let mut dst = None;
         let mut gateway = None;
         let mut oif = None;
+        let mut nexthop = None;
         for attr in &m.attributes {
             match attr {
+                RouteAttribute::NhId(id) => nexthop = Some(*id),
                 RouteAttribute::Table(t) => table = *t,
                 RouteAttribute::Destination(a) => dst = ip_of(a),
                 RouteAttribute::Gateway(a) => gateway = ip_of(a),
@@ -119,6 +128,7 @@ impl Route {
             protocol: m.header.protocol.into(),
             scope: m.header.scope.into(),
             onlink: m.header.flags.contains(RouteFlags::Onlink),
+            nexthop,
         })
     }
 }
@@ -134,21 +144,21 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
 impl Route {
     /// Adds the route or replaces the one with the same destination.
     pub fn replace_request(&self) -> Request {
-        Request {
-            message: RouteNetlinkMessage::NewRoute(self.to_message()),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            op: format!("replace route {self:?}"),
-        }
+        Request::route(
+            RouteNetlinkMessage::NewRoute(self.to_message()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            format!("replace route {self:?}"),
+        )
     }
 
     pub fn delete_request(&self) -> Request {
         let mut m = self.to_message();
         m.header.scope = RouteScope::NoWhere;
-        Request {
-            message: RouteNetlinkMessage::DelRoute(m),
-            flags: 0,
-            op: format!("delete route {self:?}"),
-        }
+        Request::route(
+            RouteNetlinkMessage::DelRoute(m),
+            0,
+            format!("delete route {self:?}"),
+        )
     }
 }
 
@@ -160,6 +170,23 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             || format!("add route {route:?}"),
         )
+    }
+
+    /// The route the kernel would use to reach `dst` (a FIB lookup), if any.
+    pub fn route_to(&mut self, dst: IpAddr) -> Result<Option<Route>, NetlinkError> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family_of(dst);
+        m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        match self.get(RouteNetlinkMessage::GetRoute(m), || {
+            format!("look up the route to {dst}")
+        }) {
+            Ok(Some(RouteNetlinkMessage::NewRoute(r))) => Ok(Route::from_message(&r)),
+            Ok(_) => Ok(None),
+            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The unicast routes of one address family in `table`.
@@ -199,6 +226,7 @@ mod tests {
             protocol: 83,
             scope: Scope::Universe,
             onlink: true,
+            nexthop: None,
         };
         assert_eq!(Route::from_message(&route.to_message()), Some(route));
     }
@@ -213,6 +241,7 @@ mod tests {
             protocol: 4,
             scope: Scope::Universe,
             onlink: false,
+            nexthop: None,
         };
         let mut m = route.to_message();
         m.attributes

@@ -4,8 +4,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -69,8 +69,54 @@ impl Netlink {
 
     /// Sends one prepared change and waits for its ACK.
     pub fn send_request(&mut self, request: Request) -> Result<(), NetlinkError> {
-        let Request { message, flags, op } = request;
-        self.ack(message, flags, || op)
+        let mut results = self.batch(vec![request]);
+        results.pop().expect("one result per request")
+    }
+
+    /// Dumps objects netlink-packet-route does not model: sends `message_type` with `payload`
+    /// and returns the payloads of the answers of type `answer_type`.
+    pub(crate) fn dump_raw(
+        &mut self,
+        message_type: u16,
+        payload: Vec<u8>,
+        answer_type: u16,
+        op: impl FnOnce() -> String,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let seq = self.next_seq();
+        let mut out = Vec::new();
+        encode(
+            Body::Raw {
+                message_type,
+                payload,
+            },
+            NLM_F_DUMP,
+            seq,
+            &mut out,
+        );
+        self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
+        let mut answers = Vec::new();
+        loop {
+            for raw in receive_raw(&self.socket, &mut self.buf)? {
+                if raw.seq != seq {
+                    continue;
+                }
+                match raw.message_type {
+                    NLMSG_DONE => return Ok(answers),
+                    NLMSG_ERROR => {
+                        let e = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&raw.bytes)
+                            .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+                        if let NetlinkPayload::Error(e) = e.payload
+                            && e.code.is_some()
+                        {
+                            return Err(kernel_error(op(), &e));
+                        }
+                        return Ok(answers);
+                    }
+                    t if t == answer_type => answers.push(raw.payload().to_vec()),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Sends a GET for one object and returns the kernel's answer.
@@ -104,7 +150,7 @@ impl Netlink {
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
         let seq = self.next_seq();
         let mut out = Vec::new();
-        encode(message, flags, seq, &mut out);
+        encode(Body::Route(message), flags, seq, &mut out);
         self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
         let mut answers = Vec::new();
         loop {
@@ -139,7 +185,7 @@ impl Netlink {
             let mut ops = Vec::with_capacity(chunk.len());
             for request in chunk {
                 let seq = self.next_seq();
-                encode(request.message, request.flags | NLM_F_ACK, seq, &mut out);
+                encode(request.body, request.flags | NLM_F_ACK, seq, &mut out);
                 ops.push(request.op);
             }
             let mut outcome: Vec<Option<Result<(), NetlinkError>>> =
@@ -196,12 +242,30 @@ impl Netlink {
 /// Requests per write in [`Netlink::batch`]; their ACKs fit easily in the socket buffer.
 pub const BATCH: usize = 256;
 
+/// A request's body: a message netlink-packet-route models, or one it does not (nexthop
+/// objects) as its type and raw payload.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Route(RouteNetlinkMessage),
+    Raw { message_type: u16, payload: Vec<u8> },
+}
+
 /// One change for [`Netlink::batch`]: the message, its flags, and what it does (for errors).
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub message: RouteNetlinkMessage,
+    pub body: Body,
     pub flags: u16,
     pub op: String,
+}
+
+impl Request {
+    pub fn route(message: RouteNetlinkMessage, flags: u16, op: String) -> Request {
+        Request {
+            body: Body::Route(message),
+            flags,
+            op,
+        }
+    }
 }
 
 /// The same error again, errno kept (io::Error is not Clone).
@@ -211,38 +275,77 @@ fn copy_io(e: &io::Error) -> io::Error {
         .unwrap_or_else(|| io::Error::new(e.kind(), e.to_string()))
 }
 
-fn encode(message: RouteNetlinkMessage, flags: u16, seq: u32, out: &mut Vec<u8>) {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    header.sequence_number = seq;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-    packet.finalize();
-    let start = out.len();
-    out.resize(start + packet.buffer_len(), 0);
-    packet.serialize(&mut out[start..]);
+fn encode(body: Body, flags: u16, seq: u32, out: &mut Vec<u8>) {
+    match body {
+        Body::Route(message) => {
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | flags;
+            header.sequence_number = seq;
+            let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+            packet.finalize();
+            let start = out.len();
+            out.resize(start + packet.buffer_len(), 0);
+            packet.serialize(&mut out[start..]);
+        }
+        Body::Raw {
+            message_type,
+            payload,
+        } => {
+            let len = (NETLINK_HEADER_LEN + payload.len()) as u32;
+            out.extend_from_slice(&len.to_ne_bytes());
+            out.extend_from_slice(&message_type.to_ne_bytes());
+            out.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+            out.extend_from_slice(&seq.to_ne_bytes());
+            out.extend_from_slice(&0u32.to_ne_bytes());
+            out.extend_from_slice(&payload);
+        }
+    }
+}
+
+/// One message as received, undecoded.
+pub(crate) struct Raw {
+    pub message_type: u16,
+    pub seq: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl Raw {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[NETLINK_HEADER_LEN.min(self.bytes.len())..]
+    }
+}
+
+/// Reads one datagram and splits it into messages.
+fn receive_raw(socket: &Socket, buf: &mut Vec<u8>) -> Result<Vec<Raw>, NetlinkError> {
+    buf.clear();
+    buf.reserve(RECV_BUFFER);
+    socket.recv(buf, 0).map_err(NetlinkError::Socket)?;
+    let mut messages = Vec::new();
+    let mut offset = 0;
+    while offset + NETLINK_HEADER_LEN <= buf.len() {
+        let bytes = &buf[offset..];
+        let checked =
+            NetlinkBuffer::new_checked(bytes).map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let len = checked.length() as usize;
+        messages.push(Raw {
+            message_type: checked.message_type(),
+            seq: checked.sequence_number(),
+            bytes: bytes[..len.min(bytes.len())].to_vec(),
+        });
+        offset += align4(len.max(NETLINK_HEADER_LEN));
+    }
+    Ok(messages)
 }
 
 fn receive(
     socket: &Socket,
     buf: &mut Vec<u8>,
 ) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, NetlinkError> {
-    buf.clear();
-    buf.reserve(RECV_BUFFER);
-    socket.recv(buf, 0).map_err(NetlinkError::Socket)?;
-    let mut messages = Vec::new();
-    let mut offset = 0;
-    while offset < buf.len() {
-        let bytes = &buf[offset..];
-        let len = NetlinkBuffer::new_checked(bytes)
-            .map_err(|e| NetlinkError::Decode(e.to_string()))?
-            .length() as usize;
-        offset += align4(len.max(NETLINK_HEADER_LEN));
-        // Kernel messages we do not model (e.g. other families) are skipped, not fatal.
-        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]) {
-            messages.push(m);
-        }
-    }
-    Ok(messages)
+    // Kernel messages we do not model (e.g. nexthop objects) are skipped, not fatal.
+    Ok(receive_raw(socket, buf)?
+        .iter()
+        .filter_map(|raw| NetlinkMessage::<RouteNetlinkMessage>::deserialize(&raw.bytes).ok())
+        .collect())
 }
 
 /// A socket subscribed to rtnetlink multicast groups: the kernel's change events.
@@ -263,6 +366,7 @@ pub mod groups {
     pub const NEIGH: u32 = 3;
     pub const IPV4_IFADDR: u32 = 5;
     pub const IPV4_ROUTE: u32 = 7;
+    pub const NEXTHOP: u32 = 32;
 }
 
 impl Monitor {
@@ -283,15 +387,29 @@ impl Monitor {
     }
 
     /// Blocks for the next events. `ENOBUFS` means events were lost: resynchronise.
-    pub fn events(&mut self) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        Ok(receive(&self.socket, &mut self.buf)?
+    pub fn events(&mut self) -> Result<Vec<Event>, NetlinkError> {
+        Ok(receive_raw(&self.socket, &mut self.buf)?
             .into_iter()
-            .filter_map(|m| match m.payload {
-                NetlinkPayload::InnerMessage(inner) => Some(inner),
-                _ => None,
+            .filter_map(|raw| match crate::nexthop::Nexthop::event(&raw) {
+                Some(nexthop) => Some(Event::Nexthop(nexthop)),
+                None => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&raw.bytes) {
+                    Ok(NetlinkMessage {
+                        payload: NetlinkPayload::InnerMessage(inner),
+                        ..
+                    }) => Some(Event::Route(inner)),
+                    _ => None,
+                },
             })
             .collect())
     }
+}
+
+/// A kernel change event.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Route(RouteNetlinkMessage),
+    /// A nexthop object was added, changed or deleted.
+    Nexthop(crate::nexthop::Nexthop),
 }
 
 fn align4(n: usize) -> usize {

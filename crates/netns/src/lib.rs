@@ -84,6 +84,31 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` inside this namespace on a new thread that lives as long as `f` does (for
+    /// long-running work such as a client that must connect from inside).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T, NetnsError>>, NetnsError> {
+        let io_err = |source| NetnsError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let target = Netns {
+            fd: self.fd.try_clone().map_err(io_err)?,
+            path: self.path.clone(),
+        };
+        std::thread::Builder::new()
+            .name("strait-netns".into())
+            .spawn(move || {
+                let _inside = Entered::enter(&target)?;
+                Ok(f())
+            })
+            .map_err(io_err)
+    }
+}
+
 /// The current thread is inside another namespace until this is dropped.
 struct Entered {
     home: OwnedFd,

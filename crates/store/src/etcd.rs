@@ -70,6 +70,11 @@ fn revision(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Where an object lives in etcd: `<prefix>/<kind>/<name>`.
+pub fn key(prefix: &str, kind: Kind, name: &str) -> String {
+    format!("{}/{}/{name}", prefix.trim_end_matches('/'), kind.plural())
+}
+
 impl EtcdStore {
     /// Connects to `endpoints` (e.g. `http://127.0.0.1:2379`); live records expire `lease_ttl`
     /// seconds after this handle stops keeping them alive.
@@ -97,7 +102,7 @@ impl EtcdStore {
     }
 
     fn key(&self, kind: Kind, name: &str) -> String {
-        format!("{}{name}", self.kind_prefix(kind))
+        key(&self.prefix, kind, name)
     }
 
     fn decode(&self, kind: Kind, kv: &KeyValue) -> Result<Versioned<Value>, StoreError> {

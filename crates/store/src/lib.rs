@@ -16,7 +16,7 @@ use std::future::Future;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, key as etcd_key};
 pub use records::{BlockRecord, Kind, NodeRecord, PoolRecord, Record, Vtep, validate_name};
 
 /// A value as stored, with the store-wide revision of its last change.
