@@ -42,6 +42,9 @@ pub struct FileConfig {
 pub enum StoreConfig {
     /// Files in a directory: one machine only.
     Embedded { path: PathBuf },
+    /// The Kubernetes API: pools and blocks as custom resources, node records as Node
+    /// annotations. Without `kubeconfig`, the pod's service account (or $KUBECONFIG).
+    Kubernetes { kubeconfig: Option<PathBuf> },
     /// etcd v3: a node's record lives on a lease, so a dead node leaves by itself.
     Etcd {
         endpoints: Vec<String>,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use strait_agent::config::StoreConfig;
 use strait_agent::{Agent, Config, conflist, server};
-use strait_store::{EmbeddedStore, EtcdStore, Store};
+use strait_store::{EmbeddedStore, EtcdStore, KubeStore, Store};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -80,6 +80,12 @@ async fn start(args: Args) -> anyhow::Result<()> {
         StoreConfig::Embedded { path } => {
             let store = EmbeddedStore::open(&path)
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
+            run(config, store).await
+        }
+        StoreConfig::Kubernetes { kubeconfig } => {
+            let store = KubeStore::connect(kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API")?;
             run(config, store).await
         }
         StoreConfig::Etcd {

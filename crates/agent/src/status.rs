@@ -61,6 +61,7 @@ impl<S: Store> Agent<S> {
             store: match &self.config.store {
                 StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
                 StoreConfig::Etcd { endpoints, .. } => format!("etcd ({})", endpoints.join(",")),
+                StoreConfig::Kubernetes { .. } => "kubernetes".to_string(),
             },
             address: self.underlay.address.to_string(),
             underlay: self.underlay.device.clone(),

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod cni;
+pub mod control_plane;
 pub mod etcd;
 pub mod fabric;
 pub mod inspect;

@@ -2,9 +2,20 @@
 //! real instance (a directory, a real etcd, a real kube-apiserver). Each check uses its own names,
 //! so the suite can share one store.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{Kind, Store, StoreError, Watch, WatchEvent};
+
+/// A well-formed record of each kind, told apart by `n` (backends with schemas refuse others).
+fn record(kind: Kind, n: u32) -> Value {
+    match kind {
+        Kind::IpPool => json!({"cidr": format!("10.{n}.0.0/16"), "blockPrefix": 26}),
+        Kind::IpBlock => {
+            json!({"pool": "contract", "cidr": format!("10.0.{n}.0/26"), "node": format!("node-{n}")})
+        }
+        Kind::Node => json!({"address": format!("192.168.0.{n}"), "networks": {}}),
+    }
+}
 
 /// Runs every check; panics with the failing one.
 pub async fn run_all(store: &impl Store) {
@@ -20,11 +31,11 @@ pub async fn run_all(store: &impl Store) {
 
 async fn live_records_are_plain_records_to_readers(store: &impl Store) {
     let r1 = store
-        .put_live(Kind::Node, "contract-live", json!({"a": 1}))
+        .put_live(Kind::Node, "contract-live", record(Kind::Node, 1))
         .await
         .unwrap();
     let r2 = store
-        .put_live(Kind::Node, "contract-live", json!({"a": 2}))
+        .put_live(Kind::Node, "contract-live", record(Kind::Node, 2))
         .await
         .unwrap();
     assert!(r2 > r1);
@@ -33,7 +44,7 @@ async fn live_records_are_plain_records_to_readers(store: &impl Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((got.revision, got.value), (r2, json!({"a": 2})));
+    assert_eq!((got.revision, got.value), (r2, record(Kind::Node, 2)));
 }
 
 /// The next event naming `name`, skipping events about other objects.
@@ -57,7 +68,7 @@ async fn next_about(watch: &mut Watch, name: &str) -> WatchEvent {
 
 async fn watch_reports_everything_then_each_change(store: &impl Store) {
     store
-        .create(Kind::Node, "contract-watch-old", json!(0))
+        .create(Kind::Node, "contract-watch-old", record(Kind::Node, 0))
         .await
         .unwrap();
     let mut watch = store.watch(Kind::Node).await.unwrap();
@@ -71,24 +82,28 @@ async fn watch_reports_everything_then_each_change(store: &impl Store) {
         other => panic!("a watch starts with everything, got {other:?}"),
     }
     let r1 = store
-        .create(Kind::Node, "contract-watch", json!(1))
+        .create(Kind::Node, "contract-watch", record(Kind::Node, 1))
         .await
         .unwrap();
     match next_about(&mut watch, "contract-watch").await {
-        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r1, json!(1))),
+        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r1, record(Kind::Node, 1))),
         other => panic!("{other:?}"),
     }
     let r2 = store
-        .update(Kind::Node, "contract-watch", json!(2), r1)
+        .update(Kind::Node, "contract-watch", record(Kind::Node, 2), r1)
         .await
         .unwrap();
     match next_about(&mut watch, "contract-watch").await {
-        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r2, json!(2))),
+        WatchEvent::Put(v) => assert_eq!((v.revision, v.value), (r2, record(Kind::Node, 2))),
         other => panic!("{other:?}"),
     }
     // Another kind does not show up in this watch.
     store
-        .create(Kind::IpPool, "contract-watch-other", json!(0))
+        .create(
+            Kind::IpPool,
+            "contract-watch-other",
+            record(Kind::IpPool, 5),
+        )
         .await
         .unwrap();
     store
@@ -104,7 +119,7 @@ async fn watch_reports_everything_then_each_change(store: &impl Store) {
         .await;
     assert!(deleted_pool.is_ok());
     store
-        .put_live(Kind::Node, "contract-watch-live", json!(3))
+        .put_live(Kind::Node, "contract-watch-live", record(Kind::Node, 3))
         .await
         .unwrap();
     assert!(matches!(
@@ -115,7 +130,7 @@ async fn watch_reports_everything_then_each_change(store: &impl Store) {
 
 async fn create_is_create_if_absent(store: &impl Store) {
     let r1 = store
-        .create(Kind::IpPool, "contract-create", json!({"v": 1}))
+        .create(Kind::IpPool, "contract-create", record(Kind::IpPool, 1))
         .await
         .unwrap();
     let got = store
@@ -123,9 +138,9 @@ async fn create_is_create_if_absent(store: &impl Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((got.revision, got.value), (r1, json!({"v": 1})));
+    assert_eq!((got.revision, got.value), (r1, record(Kind::IpPool, 1)));
     let again = store
-        .create(Kind::IpPool, "contract-create", json!({"v": 2}))
+        .create(Kind::IpPool, "contract-create", record(Kind::IpPool, 2))
         .await;
     assert!(
         matches!(again, Err(StoreError::AlreadyExists { .. })),
@@ -142,16 +157,16 @@ async fn create_is_create_if_absent(store: &impl Store) {
 
 async fn update_needs_the_current_revision(store: &impl Store) {
     let r1 = store
-        .create(Kind::IpPool, "contract-update", json!(1))
+        .create(Kind::IpPool, "contract-update", record(Kind::IpPool, 1))
         .await
         .unwrap();
     let r2 = store
-        .update(Kind::IpPool, "contract-update", json!(2), r1)
+        .update(Kind::IpPool, "contract-update", record(Kind::IpPool, 2), r1)
         .await
         .unwrap();
     assert!(r2 > r1);
     let stale = store
-        .update(Kind::IpPool, "contract-update", json!(3), r1)
+        .update(Kind::IpPool, "contract-update", record(Kind::IpPool, 3), r1)
         .await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { .. })),
@@ -162,9 +177,14 @@ async fn update_needs_the_current_revision(store: &impl Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.value, json!(2));
+    assert_eq!(got.value, record(Kind::IpPool, 2));
     let missing = store
-        .update(Kind::IpPool, "contract-update-missing", json!(1), 1)
+        .update(
+            Kind::IpPool,
+            "contract-update-missing",
+            record(Kind::IpPool, 1),
+            1,
+        )
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound { .. })),
@@ -174,11 +194,16 @@ async fn update_needs_the_current_revision(store: &impl Store) {
 
 async fn delete_needs_the_current_revision(store: &impl Store) {
     let r1 = store
-        .create(Kind::IpBlock, "contract-delete", json!(1))
+        .create(Kind::IpBlock, "contract-delete", record(Kind::IpBlock, 1))
         .await
         .unwrap();
     let r2 = store
-        .update(Kind::IpBlock, "contract-delete", json!(2), r1)
+        .update(
+            Kind::IpBlock,
+            "contract-delete",
+            record(Kind::IpBlock, 2),
+            r1,
+        )
         .await
         .unwrap();
     let stale = store
@@ -209,12 +234,12 @@ async fn delete_needs_the_current_revision(store: &impl Store) {
 async fn list_returns_one_kind(store: &impl Store) {
     for name in ["contract-list-a", "contract-list-b"] {
         store
-            .create(Kind::IpBlock, name, json!(name))
+            .create(Kind::IpBlock, name, record(Kind::IpBlock, 3))
             .await
             .unwrap();
     }
     store
-        .create(Kind::IpPool, "contract-list-pool", json!(0))
+        .create(Kind::IpPool, "contract-list-pool", record(Kind::IpPool, 4))
         .await
         .unwrap();
     let names: Vec<String> = store
@@ -229,7 +254,8 @@ async fn list_returns_one_kind(store: &impl Store) {
 }
 
 async fn racing_creates_have_one_winner(store: &impl Store) {
-    let attempts = (0..16).map(|i| store.create(Kind::IpBlock, "contract-race", json!(i)));
+    let attempts =
+        (0..16).map(|i| store.create(Kind::IpBlock, "contract-race", record(Kind::IpBlock, i)));
     let results = futures_join_all(attempts).await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
@@ -241,7 +267,9 @@ async fn racing_creates_have_one_winner(store: &impl Store) {
 }
 
 async fn names_are_validated(store: &impl Store) {
-    let bad = store.create(Kind::IpPool, "Not/Valid", json!(0)).await;
+    let bad = store
+        .create(Kind::IpPool, "Not/Valid", record(Kind::IpPool, 0))
+        .await;
     assert!(
         matches!(bad, Err(StoreError::InvalidName { .. })),
         "{bad:?}"

@@ -21,6 +21,12 @@ pub enum StoreError {
     InvalidName { name: String, reason: String },
     #[error("{what} holds something unreadable: {reason}")]
     Corrupt { what: String, reason: String },
+    #[error("the cluster store refused {kind} {name}: {reason}")]
+    Rejected {
+        kind: Kind,
+        name: String,
+        reason: String,
+    },
     #[error("the cluster store is unavailable: {0}")]
     Unavailable(String),
     #[error("the cluster store: {0}")]

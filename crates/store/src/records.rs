@@ -68,6 +68,7 @@ impl Record for NodeRecord {
 
 /// An address pool as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PoolRecord {
     pub cidr: IpNet,
     pub block_prefix: u8,

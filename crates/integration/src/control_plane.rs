@@ -1,0 +1,215 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver (built from Debian's source
+//! by scripts/build-kubernetes), with token authentication, RBAC, service-account keys and a
+//! self-signed serving certificate; a kubeconfig for clients; Strait's CRDs applied with kubectl.
+//! It runs on this namespace's loopback, or inside a test namespace on an address of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::etcd::Etcd;
+use crate::netns::TestNetns;
+use crate::{run_ok, unique};
+
+/// Where scripts/build-kubernetes puts the binaries.
+pub const KUBE_BIN: &str = "/var/cache/strait/k8s/bin";
+const ADMIN_TOKEN: &str = "strait-test-admin-token";
+
+pub fn kube_binary(name: &str) -> PathBuf {
+    let path = Path::new(KUBE_BIN).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-deps test",
+        path.display()
+    );
+    path
+}
+
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    /// `https://ADDRESS:PORT`
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    netns: Option<String>,
+    apiserver: Option<Child>,
+    /// Declared last: it stops after the apiserver.
+    pub etcd: Etcd,
+}
+
+impl ControlPlane {
+    /// A control plane on this namespace's loopback.
+    pub fn start() -> ControlPlane {
+        ControlPlane::launch(None, "127.0.0.1")
+    }
+
+    /// A control plane inside `ns`, serving on `address` (which `ns` must hold).
+    pub fn start_in(ns: &TestNetns, address: &str) -> ControlPlane {
+        ControlPlane::launch(Some(ns), address)
+    }
+
+    fn launch(ns: Option<&TestNetns>, address: &str) -> ControlPlane {
+        let dir = std::env::temp_dir().join(unique("k8s"));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let etcd = match ns {
+            Some(ns) => Etcd::start_in(ns, address),
+            None => Etcd::start(),
+        };
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
+        let key = dir.join("sa.key");
+        run_ok(
+            "openssl",
+            &["genrsa", "-out", key.to_str().unwrap(), "2048"],
+        );
+        run_ok(
+            "openssl",
+            &[
+                "rsa",
+                "-in",
+                key.to_str().unwrap(),
+                "-pubout",
+                "-out",
+                dir.join("sa.pub").to_str().unwrap(),
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = format!("https://{address}:{port}");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
+                 users:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
+            ),
+        )
+        .unwrap();
+        let mut cp = ControlPlane {
+            dir,
+            server,
+            kubeconfig,
+            netns: ns.map(|n| n.name.clone()),
+            apiserver: None,
+            etcd,
+        };
+        cp.start_apiserver(address, port);
+        cp
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn start_apiserver(&mut self, address: &str, port: u16) {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let log = std::fs::File::create(self.dir.join("apiserver.log")).unwrap();
+        let child = self
+            .command(&kube_binary("kube-apiserver"))
+            .arg(format!("--etcd-servers={}", self.etcd.endpoint))
+            .arg(format!("--bind-address={address}"))
+            .arg(format!("--advertise-address={address}"))
+            .arg(format!("--secure-port={port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", d("certs")))
+            .arg(format!("--token-auth-file={}", d("tokens.csv")))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg(format!("--service-account-key-file={}", d("sa.pub")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                d("sa.key")
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg("--service-cluster-ip-range=10.96.0.0/12")
+            .arg("--enable-priority-and-fairness=false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kube-apiserver starts");
+        self.apiserver = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.kubectl(&["get", "--raw", "/readyz"]);
+            if ready.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready: {}",
+                std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `kubectl --kubeconfig ... ARGS`, run where the control plane is reachable.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.command(Path::new("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .expect("kubectl is installed")
+    }
+
+    /// `kubectl ARGS`, which must succeed; returns its output.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Applies Strait's CRDs and waits until they are served.
+    pub fn apply_crds(&self) {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds.yaml");
+        self.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/ippools.strait.io",
+            "crd/ipblocks.strait.io",
+        ]);
+    }
+
+    /// Stops the apiserver (etcd keeps its data) and starts it again.
+    pub fn restart_apiserver(&mut self) {
+        let server = self.server.trim_start_matches("https://").to_string();
+        let (address, port) = server.rsplit_once(':').unwrap();
+        let (address, port) = (address.to_string(), port.parse().unwrap());
+        self.stop_apiserver();
+        self.start_apiserver(&address, port);
+    }
+
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut child) = self.apiserver.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop_apiserver();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,197 @@
+//! The Kubernetes backend against a real kube-apiserver: the contract every backend meets, node
+//! records as Node annotations, and watches that survive an apiserver restart and a 410 Gone.
+
+use std::time::Duration;
+
+use serde_json::json;
+use strait_integration::control_plane::ControlPlane;
+use strait_store::{Kind, KubeStore, NODE_ANNOTATION, Store, Watch, WatchEvent};
+
+/// A well-formed block record.
+fn block(n: u32) -> serde_json::Value {
+    json!({"pool": "p", "cidr": format!("10.1.{n}.0/26"), "node": "n"})
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn control_plane() -> ControlPlane {
+    strait_integration::require_root();
+    let cp = ControlPlane::start();
+    cp.apply_crds();
+    cp
+}
+
+/// The next event about `name`, skipping others.
+async fn next_about(watch: &mut Watch, name: &str) -> WatchEvent {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), watch.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event about {name}"))
+            .expect("the watch stays open");
+        let about = match &event {
+            WatchEvent::Put(v) => v.name == name,
+            WatchEvent::Delete(n) => n == name,
+            WatchEvent::Reset(all) => all.iter().any(|v| v.name == name),
+        };
+        if about {
+            return event;
+        }
+    }
+}
+
+#[test]
+fn kube_store_meets_the_contract() {
+    let cp = control_plane();
+    runtime().block_on(async {
+        let store = KubeStore::connect(Some(&cp.kubeconfig)).await.unwrap();
+        strait_store::contract::run_all(&store).await;
+    });
+    // Blocks are custom resources an operator can read with kubectl; node records are annotations.
+    let blocks = cp.kubectl_ok(&["get", "ipblocks.strait.io", "-o", "name"]);
+    assert!(
+        blocks.contains("ipblock.strait.io/contract-list-a"),
+        "{blocks}"
+    );
+    let annotation = cp.kubectl_ok(&[
+        "get",
+        "node",
+        "contract-live",
+        "-o",
+        "jsonpath={.metadata.annotations.strait\\.io/node}",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&annotation).unwrap(),
+        json!({"address": "192.168.0.2", "networks": {}})
+    );
+}
+
+#[test]
+fn watches_survive_an_apiserver_restart_and_a_410_gone() {
+    let mut cp = control_plane();
+    let rt = runtime();
+    let store = rt
+        .block_on(KubeStore::connect(Some(&cp.kubeconfig)))
+        .unwrap();
+    let mut watch = rt.block_on(store.watch(Kind::IpBlock)).unwrap();
+    rt.block_on(async {
+        assert!(matches!(watch.recv().await, Some(WatchEvent::Reset(_))));
+        store
+            .create(Kind::IpBlock, "before", block(1))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_about(&mut watch, "before").await,
+            WatchEvent::Put(_)
+        ));
+    });
+
+    // A restart: the watch picks up again and sees what is created afterwards.
+    cp.restart_apiserver();
+    rt.block_on(async {
+        store
+            .create(Kind::IpBlock, "after-restart", block(2))
+            .await
+            .unwrap();
+        next_about(&mut watch, "after-restart").await;
+    });
+
+    // A 410 Gone: while the apiserver is down, etcd moves on and compacts past where the watch
+    // stood; on reconnecting it must list again, and it says so with a Reset.
+    cp.stop_apiserver();
+    let etcdctl = |args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", cp.etcd.endpoint))
+            .args(args)
+            .output()
+            .expect("etcdctl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for i in 0..5 {
+        etcdctl(&["put", &format!("/strait-test/filler/{i}"), "x"]);
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&etcdctl(&["endpoint", "status", "-w", "json"])).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_u64().unwrap();
+    etcdctl(&["compact", &revision.to_string()]);
+    cp.restart_apiserver();
+    rt.block_on(async {
+        store
+            .create(Kind::IpBlock, "after-gone", block(3))
+            .await
+            .unwrap();
+        let mut relisted = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), watch.recv())
+                .await
+                .unwrap()
+            {
+                Some(WatchEvent::Reset(all)) => {
+                    relisted = true;
+                    if all.iter().any(|v| v.name == "after-gone") {
+                        break;
+                    }
+                }
+                Some(WatchEvent::Put(v)) if v.name == "after-gone" => break,
+                Some(_) => {}
+                None => panic!("the watch ended"),
+            }
+        }
+        assert!(relisted, "a 410 Gone makes the watch list again");
+    });
+}
+
+#[test]
+fn a_node_record_lives_on_its_node_and_leaves_with_it() {
+    let cp = control_plane();
+    let rt = runtime();
+    let store = rt
+        .block_on(KubeStore::connect(Some(&cp.kubeconfig)))
+        .unwrap();
+    rt.block_on(async {
+        let mut watch = store.watch(Kind::Node).await.unwrap();
+        assert!(matches!(watch.recv().await, Some(WatchEvent::Reset(_))));
+        store
+            .put_live(
+                Kind::Node,
+                "worker-1",
+                json!({"address": "192.168.100.1", "networks": {}}),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_about(&mut watch, "worker-1").await,
+            WatchEvent::Put(_)
+        ));
+    });
+    // Other fields of the Node change without touching the record; deleting the Node removes it.
+    cp.kubectl_ok(&["label", "node", "worker-1", "role=test"]);
+    let annotations = cp.kubectl_ok(&[
+        "get",
+        "node",
+        "worker-1",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(annotations.contains(NODE_ANNOTATION), "{annotations}");
+    rt.block_on(async {
+        let mut watch = store.watch(Kind::Node).await.unwrap();
+        let _ = watch.recv().await;
+        cp.kubectl_ok(&["delete", "node", "worker-1"]);
+        assert_eq!(
+            next_about(&mut watch, "worker-1").await,
+            WatchEvent::Delete("worker-1".into())
+        );
+    });
+}
