@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
 use strait_netlink::Netlink;
@@ -18,6 +19,7 @@ use crate::error::AgentError;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::network::NetworkState;
+use crate::pods::Pods;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
 use crate::registry::{AttachmentKey, Registry, RegistryError};
 use crate::underlay::{Underlay, UnderlayError};
@@ -39,6 +41,8 @@ pub struct Agent<S> {
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
     pub(crate) left_signal: Arc<tokio::sync::Notify>,
+    /// The pods on this node, when the cluster is Kubernetes.
+    pub(crate) pods: Option<Arc<Pods>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +96,7 @@ impl<S: Store> Agent<S> {
         }
         let records = registry.all();
         for a in &records {
-            let Some(net) = networks.get(&a.key.network) else {
+            let Some(net) = networks.get(a.network()) else {
                 tracing::warn!(network = %a.key.network, container_id = %a.key.container_id,
                     "attachment of a network no longer configured; kept until DEL or GC");
                 continue;
@@ -124,6 +128,7 @@ impl<S: Store> Agent<S> {
             kernel: Arc::default(),
             left: Arc::default(),
             left_signal: Arc::default(),
+            pods: None,
         };
         agent.announce().await?;
         Ok(agent)
@@ -200,6 +205,18 @@ impl<S: Store> Agent<S> {
         };
         tokio::spawn(reconciler.run());
         Ok(ready_rx)
+    }
+
+    /// Reads what pods ask of their network from the Kubernetes API, and knows which pods
+    /// exist on this node; `orphan_grace` is how long a pod must have been gone before
+    /// [`Agent::start_orphan_sweep`] releases its address.
+    pub fn with_pods(mut self, client: kube::Client, orphan_grace: Duration) -> Self {
+        self.pods = Some(Arc::new(Pods::new(
+            client,
+            &self.config.node_name,
+            orphan_grace,
+        )));
+        self
     }
 
     pub fn config(&self) -> &Config {

@@ -20,6 +20,7 @@ use strait_store::Store;
 
 use crate::agent::{Agent, blocking};
 use crate::error::AgentError;
+use crate::pods::PodIntent;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
 
 fn key_of(req: &CniRequest) -> AttachmentKey {
@@ -123,7 +124,15 @@ impl<S: Store> Agent<S> {
     }
 
     async fn add(&self, req: &CniRequest, ns: Option<Netns>) -> Result<CniResult, AgentError> {
-        let net = self.network(req.config.network_name())?;
+        let intent = match (&self.pods, req.invocation.args.pod()) {
+            (Some(pods), Some((namespace, name))) => pods.intent(namespace, name).await?,
+            _ => PodIntent::default(),
+        };
+        let network = intent
+            .network
+            .as_deref()
+            .unwrap_or(req.config.network_name());
+        let net = self.network(network)?;
         let ns = ns.ok_or(AgentError::NoNetns)?;
         let key = key_of(req);
         let _one_at_a_time = self.locks.lock(&key).await;
@@ -132,14 +141,29 @@ impl<S: Store> Agent<S> {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
             Some(existing) => (Attachment { netns, ..existing }, false),
             None => {
-                let address = net.allocate(&self.store, &self.config.node_name).await?;
+                let node = &self.config.node_name;
+                let address = match &intent.address {
+                    Some(text) => {
+                        let ip = text.parse().map_err(|_| AgentError::AddressInvalid {
+                            address: text.clone(),
+                            reason: "it is not an IP address".into(),
+                        })?;
+                        net.allocate_fixed(&self.store, node, ip).await?
+                    }
+                    None => {
+                        net.allocate(&self.store, node, intent.pool.as_deref())
+                            .await?
+                    }
+                };
                 let a = Attachment {
                     host_veth: host_veth_name(&key.network, &key.container_id, &key.ifname),
+                    served_by: (network != key.network).then(|| network.to_string()),
                     key: key.clone(),
                     netns,
                     pod: req.invocation.args.pod().map(|(namespace, name)| PodRef {
                         namespace: namespace.to_string(),
                         name: name.to_string(),
+                        uid: req.invocation.args.pod_uid().map(str::to_string),
                     }),
                     addresses: vec![address],
                     mtu: net.mtu,
@@ -193,7 +217,7 @@ impl<S: Store> Agent<S> {
     /// Removes an attachment's data plane, then its record and addresses. The host veth name
     /// follows from the key, so even an attachment without a record is cleaned. Call with the
     /// key's lock held.
-    async fn release(&self, key: &AttachmentKey) -> Result<(), AgentError> {
+    pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), AgentError> {
         let veth = self
             .registry
             .get(key)
@@ -207,7 +231,9 @@ impl<S: Store> Agent<S> {
     async fn forget(&self, key: &AttachmentKey) -> Result<(), AgentError> {
         let (registry, k) = (Arc::clone(&self.registry), key.clone());
         let removed = blocking(move || Ok(registry.remove(&k)?)).await?;
-        if let (Some(a), Some(net)) = (removed, self.networks.get(&key.network)) {
+        if let Some(a) = removed
+            && let Some(net) = self.networks.get(a.network())
+        {
             net.release(&a.addresses).await;
         }
         Ok(())
@@ -317,6 +343,7 @@ mod tests {
                 container_id: "c".into(),
                 ifname: "eth0".into(),
             },
+            served_by: None,
             netns: Some("/var/run/netns/p".into()),
             pod: None,
             addresses: vec!["10.0.0.5/32".parse().unwrap()],

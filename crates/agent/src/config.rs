@@ -14,7 +14,7 @@ use strait_ipam::Pool;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// This node's name in the cluster store; the hostname when absent.
+    /// This node's name in the cluster store; `$NODE_NAME`, else the hostname, when absent.
     pub node_name: Option<String>,
     /// The node's underlay address: VXLAN's outer source, routed pools' next hop for peers.
     /// The address of the default route's device when absent.
@@ -44,7 +44,13 @@ pub enum StoreConfig {
     Embedded { path: PathBuf },
     /// The Kubernetes API: pools and blocks as custom resources, node records as Node
     /// annotations. Without `kubeconfig`, the pod's service account (or $KUBECONFIG).
-    Kubernetes { kubeconfig: Option<PathBuf> },
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        /// Seconds a pod must have been gone from the API before its address is released
+        /// without a CNI DEL (after a crash, or a runtime that lost track of it).
+        #[serde(default = "default_orphan_grace")]
+        orphan_grace: u32,
+    },
     /// etcd v3: a node's record lives on a lease, so a dead node leaves by itself.
     Etcd {
         endpoints: Vec<String>,
@@ -225,15 +231,18 @@ impl Config {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Config::parse(&text, read_hostname).map_err(err)
+        let default_name = || std::env::var("NODE_NAME").ok().or_else(read_hostname);
+        Config::parse(&text, default_name).map_err(err)
     }
 
-    /// Parses and validates a configuration; `hostname` supplies the default node name.
-    pub fn parse(text: &str, hostname: impl Fn() -> Option<String>) -> Result<Config, String> {
+    /// Parses and validates a configuration; `default_name` supplies the node name when the
+    /// file does not.
+    pub fn parse(text: &str, default_name: impl Fn() -> Option<String>) -> Result<Config, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let node_name = match file.node_name {
             Some(n) => n,
-            None => hostname().ok_or("node_name is not set and the hostname is unreadable")?,
+            None => default_name()
+                .ok_or("node_name is not set, nor is $NODE_NAME, and the hostname is unreadable")?,
         };
         strait_store::validate_name(&node_name).map_err(|e| format!("node_name: {e}"))?;
         if file.networks.is_empty() {
@@ -366,6 +375,10 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
         vni: n.vni,
         snat: n.snat,
     })
+}
+
+fn default_orphan_grace() -> u32 {
+    30
 }
 
 fn read_hostname() -> Option<String> {

@@ -19,6 +19,21 @@ pub enum AgentError {
     UnknownAttachment { key: AttachmentKey },
     #[error("the container's network differs from what was set up: {}", problems.join("; "))]
     CheckFailed { problems: Vec<String> },
+    #[error("network {network} has no pool {pool:?} (it has: {known})")]
+    UnknownPool {
+        network: String,
+        pool: String,
+        known: String,
+    },
+    #[error("the requested address {address:?} cannot be used: {reason}")]
+    AddressInvalid { address: String, reason: String },
+    #[error("the requested address {address} is not available: {reason}")]
+    AddressUnavailable {
+        address: std::net::IpAddr,
+        reason: String,
+    },
+    #[error("asking the Kubernetes API about the pod failed: {0}")]
+    Kubernetes(String),
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
     GcWithoutList,
     #[error("the request carried no network namespace")]
@@ -56,6 +71,22 @@ impl From<AgentError> for CniError {
             AgentError::GcWithoutList => (
                 ErrorCode::InvalidConfig,
                 "the runtime must pass cni.dev/valid-attachments (an empty list releases everything)",
+            ),
+            AgentError::UnknownPool { .. } => (
+                ErrorCode::InvalidConfig,
+                "name one of the network's pools in the strait.io/pool annotation, or remove it",
+            ),
+            AgentError::AddressInvalid { .. } => (
+                ErrorCode::InvalidConfig,
+                "set strait.io/ip-address to an address of one of the network's pools",
+            ),
+            AgentError::AddressUnavailable { .. } => (
+                ErrorCode::AddressUnavailable,
+                "choose another address, free this one, or remove strait.io/ip-address",
+            ),
+            AgentError::Kubernetes(_) => (
+                ErrorCode::TryAgainLater,
+                "the Kubernetes API is unreachable; the runtime should retry",
             ),
             AgentError::NoNetns => (
                 ErrorCode::InvalidEnvironment,

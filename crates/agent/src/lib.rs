@@ -14,6 +14,8 @@ pub mod locks;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod orphans;
+pub mod pods;
 pub mod reconciler;
 pub mod registry;
 pub mod server;

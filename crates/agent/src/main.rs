@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -80,13 +81,17 @@ async fn start(args: Args) -> anyhow::Result<()> {
         StoreConfig::Embedded { path } => {
             let store = EmbeddedStore::open(&path)
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
-            run(config, store).await
+            run(config, store, None).await
         }
-        StoreConfig::Kubernetes { kubeconfig } => {
+        StoreConfig::Kubernetes {
+            kubeconfig,
+            orphan_grace,
+        } => {
             let store = KubeStore::connect(kubeconfig.as_deref())
                 .await
                 .context("connecting to the Kubernetes API")?;
-            run(config, store).await
+            let pods = Some((store.client(), Duration::from_secs(orphan_grace.into())));
+            run(config, store, pods).await
         }
         StoreConfig::Etcd {
             endpoints,
@@ -96,15 +101,26 @@ async fn start(args: Args) -> anyhow::Result<()> {
             let store = EtcdStore::connect(&endpoints, &prefix, lease_ttl)
                 .await
                 .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-            run(config, store).await
+            run(config, store, None).await
         }
     }
 }
 
-async fn run<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
+/// Runs the agent; `pods` is the Kubernetes client to read pods with, and the grace before a
+/// gone pod's address is released.
+async fn run<S: Store>(
+    config: Config,
+    store: S,
+    pods: Option<(kube::Client, Duration)>,
+) -> anyhow::Result<()> {
     let node = config.node_name.clone();
-    let agent = Arc::new(Agent::start(config, store).await?);
+    let mut agent = Agent::start(config, store).await?;
+    if let Some((client, orphan_grace)) = pods {
+        agent = agent.with_pods(client, orphan_grace);
+    }
+    let agent = Arc::new(agent);
     let mut ready = agent.start_overlay()?;
+    agent.start_orphan_sweep();
     let metrics_address = agent.config().metrics_address.clone();
     if !metrics_address.is_empty() {
         strait_agent::http::serve(&metrics_address, Arc::clone(&agent), ready.clone())

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use strait_dataplane::overlay::{Mode, Vtep};
 use strait_dataplane::vtep_mac;
-use strait_ipam::{Allocator, IpamError, Usage, claim_block, ensure_pool, node_blocks};
+use strait_ipam::{
+    Allocator, IpamError, Usage, claim_block, claim_block_of, ensure_pool, node_blocks,
+};
 use strait_store::Store;
 use tokio::sync::Mutex;
 
@@ -97,16 +99,105 @@ impl NetworkState {
         })
     }
 
-    /// One address for a pod (as a host prefix), claiming a block if this node's are full.
-    pub async fn allocate(&self, store: &impl Store, node: &str) -> Result<IpNet, AgentError> {
+    /// One address for a pod (as a host prefix), from `pool` when one is named, claiming a block
+    /// if this node's are full.
+    pub async fn allocate(
+        &self,
+        store: &impl Store,
+        node: &str,
+        pool: Option<&str>,
+    ) -> Result<IpNet, AgentError> {
+        let pools: Vec<&NetworkPool> = match pool {
+            None => self.spec.pools.iter().collect(),
+            Some(name) => vec![
+                self.spec
+                    .pools
+                    .iter()
+                    .find(|p| p.pool.name == name)
+                    .ok_or_else(|| AgentError::UnknownPool {
+                        network: self.spec.name.clone(),
+                        pool: name.to_string(),
+                        known: self
+                            .spec
+                            .pools
+                            .iter()
+                            .map(|p| p.pool.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?,
+            ],
+        };
+        let within = pool.map(|_| pools[0].pool.cidr);
         let mut allocator = self.allocator.lock().await;
-        if let Some(ip) = allocator.allocate(false) {
+        if let Some(ip) = allocator.allocate_within(false, within) {
             return Ok(IpNet::from(ip));
         }
-        let block = claim_from(store, self.spec.pools.iter(), node, &self.spec).await?;
+        let block = claim_from(store, pools.into_iter(), node, &self.spec).await?;
         allocator.add_block(block);
-        let ip = allocator.allocate(false).expect("a fresh block has room");
+        let ip = allocator
+            .allocate_within(false, within)
+            .expect("a fresh block has room");
         Ok(IpNet::from(ip))
+    }
+
+    /// The address a pod asked for: it must be in one of the network's pools, free, and in a
+    /// block this node holds or can claim.
+    pub async fn allocate_fixed(
+        &self,
+        store: &impl Store,
+        node: &str,
+        ip: IpAddr,
+    ) -> Result<IpNet, AgentError> {
+        let unavailable = |reason: String| AgentError::AddressUnavailable {
+            address: ip,
+            reason,
+        };
+        let pool = self
+            .spec
+            .pools
+            .iter()
+            .find(|p| p.pool.cidr.contains(&ip))
+            .ok_or_else(|| AgentError::AddressInvalid {
+                address: ip.to_string(),
+                reason: format!(
+                    "it is in none of network {}'s pools ({})",
+                    self.spec.name,
+                    self.spec
+                        .pools
+                        .iter()
+                        .map(|p| p.pool.cidr.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let mut allocator = self.allocator.lock().await;
+        match allocator.reserve(ip) {
+            Ok(()) => return Ok(IpNet::from(ip)),
+            Err(IpamError::AlreadyAllocated { .. }) => {
+                return Err(unavailable(
+                    "another pod on this node has it (or it is its block's reserved first address)"
+                        .into(),
+                ));
+            }
+            Err(IpamError::NotInOwnedBlock { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match claim_block_of(store, &pool.pool, node, ip).await {
+            Ok(block) => allocator.add_block(block),
+            Err(IpamError::BlockHeld {
+                block,
+                node: holder,
+            }) => {
+                return Err(unavailable(format!(
+                    "its block {block} belongs to node {holder}: a pod with this address must run there"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        allocator
+            .reserve(ip)
+            .map(|()| IpNet::from(ip))
+            .map_err(|_| unavailable("it is its block's reserved first address".into()))
     }
 
     /// Marks addresses of a restored record taken.

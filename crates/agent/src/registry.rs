@@ -25,11 +25,17 @@ pub struct AttachmentKey {
 pub struct PodRef {
     pub namespace: String,
     pub name: String,
+    /// The pod's UID, when the runtime passed it: tells a pod from a later one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub key: AttachmentKey,
+    /// The network serving it, when an annotation chose another than the key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     pub netns: Option<String>,
     pub pod: Option<PodRef>,
     pub addresses: Vec<IpNet>,
@@ -53,6 +59,13 @@ pub enum RegistryError {
         other: Box<AttachmentKey>,
         name: String,
     },
+}
+
+impl Attachment {
+    /// The network that serves the attachment.
+    pub fn network(&self) -> &str {
+        self.served_by.as_deref().unwrap_or(&self.key.network)
+    }
 }
 
 impl Registry {
@@ -161,6 +174,7 @@ mod tests {
                 container_id: cid.into(),
                 ifname: "eth0".into(),
             },
+            served_by: None,
             netns: Some("/var/run/netns/x".into()),
             pod: None,
             addresses: vec!["10.0.0.5/32".parse().unwrap()],

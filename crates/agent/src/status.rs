@@ -84,7 +84,7 @@ impl<S: Store> Agent<S> {
             .all()
             .into_iter()
             .map(|a| PodInfo {
-                network: a.key.network,
+                network: a.network().to_string(),
                 container_id: a.key.container_id,
                 ifname: a.key.ifname,
                 netns: a.netns,

@@ -32,6 +32,11 @@ impl CniArgs {
     pub fn pod(&self) -> Option<(&str, &str)> {
         Some((self.get("K8S_POD_NAMESPACE")?, self.get("K8S_POD_NAME")?))
     }
+
+    /// The Kubernetes UID of the pod, when the runtime passed it.
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.get("K8S_POD_UID")
+    }
 }
 
 #[cfg(test)]

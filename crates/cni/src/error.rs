@@ -40,6 +40,8 @@ pub enum ErrorCode {
     CheckFailed,
     /// 104: the agent failed in a way that is a bug or a broken node (see its log).
     Internal,
+    /// 105: the address the pod asked for is taken, or belongs to another node's block.
+    AddressUnavailable,
 }
 
 impl ErrorCode {
@@ -59,10 +61,11 @@ impl ErrorCode {
             ErrorCode::DataplaneFailed => 102,
             ErrorCode::CheckFailed => 103,
             ErrorCode::Internal => 104,
+            ErrorCode::AddressUnavailable => 105,
         }
     }
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::IncompatibleVersion,
         ErrorCode::UnsupportedField,
         ErrorCode::UnknownContainer,
@@ -77,6 +80,7 @@ impl ErrorCode {
         ErrorCode::DataplaneFailed,
         ErrorCode::CheckFailed,
         ErrorCode::Internal,
+        ErrorCode::AddressUnavailable,
     ];
 }
 

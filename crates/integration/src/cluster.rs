@@ -1,5 +1,6 @@
 //! Several nodes on one fabric sharing one cluster store (the embedded store in a shared
-//! directory, or a real etcd), with helpers to place pods and check who reaches whom.
+//! directory, a real etcd, or a real Kubernetes API), with helpers to place pods and check who
+//! reaches whom.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cni::address;
+use crate::control_plane::ControlPlane;
 use crate::etcd::Etcd;
 use crate::fabric::Fabric;
 use crate::netns::TestNetns;
@@ -20,6 +22,7 @@ use crate::unique;
 pub enum Backend {
     Embedded,
     Etcd,
+    Kubernetes,
 }
 
 /// A pod: its namespace, the node it is on, and its address.
@@ -37,6 +40,7 @@ pub struct Cluster {
     pub fabric: Arc<Fabric>,
     /// Declared after the nodes so they stop before their store does.
     pub etcd: Option<Etcd>,
+    pub control_plane: Option<ControlPlane>,
     store_dir: PathBuf,
     template: NodeSpec,
 }
@@ -57,17 +61,26 @@ impl Cluster {
             nodes: Vec::new(),
             fabric: Arc::new(Fabric::new()),
             etcd: None,
+            control_plane: None,
             store_dir: std::env::temp_dir().join(unique("store")),
             template,
         };
-        if backend == Backend::Etcd {
-            // Where nodes reach it: on the fabric, like a store on the network.
-            let address = format!("{}.254", crate::fabric::PREFIX);
+        // Where nodes reach a store on the network: the fabric's own address.
+        let address = format!("{}.254", crate::fabric::PREFIX);
+        if backend != Backend::Embedded {
             cluster
                 .fabric
                 .ns
                 .ip(&["addr", "add", &format!("{address}/24"), "dev", "br0"]);
-            cluster.etcd = Some(Etcd::start_in(&cluster.fabric.ns, &address));
+        }
+        match backend {
+            Backend::Embedded => {}
+            Backend::Etcd => cluster.etcd = Some(Etcd::start_in(&cluster.fabric.ns, &address)),
+            Backend::Kubernetes => {
+                let cp = ControlPlane::start_in(&cluster.fabric.ns, &address);
+                cp.apply_crds();
+                cluster.control_plane = Some(cp);
+            }
         }
         for _ in 0..nodes {
             cluster.add_node();
@@ -78,9 +91,10 @@ impl Cluster {
     fn spec(&self) -> NodeSpec {
         NodeSpec {
             fabric: Some(Arc::clone(&self.fabric)),
-            store: match &self.etcd {
-                Some(etcd) => StoreSpec::Etcd(etcd.endpoint.clone()),
-                None => StoreSpec::Shared(self.store_dir.clone()),
+            store: match (&self.etcd, &self.control_plane) {
+                (Some(etcd), _) => StoreSpec::Etcd(etcd.endpoint.clone()),
+                (None, Some(cp)) => StoreSpec::Kubernetes(cp.kubeconfig.clone()),
+                (None, None) => StoreSpec::Shared(self.store_dir.clone()),
             },
             ..self.template.clone()
         }

@@ -177,6 +177,14 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `kubectl apply` of one manifest (YAML or JSON).
+    pub fn apply(&self, manifest: &str) {
+        let path = self.dir.join(unique("manifest"));
+        std::fs::write(&path, manifest).unwrap();
+        self.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+
     /// Applies Strait's CRDs and waits until they are served.
     pub fn apply_crds(&self) {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds.yaml");

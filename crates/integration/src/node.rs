@@ -21,7 +21,7 @@ use crate::{bin, unique};
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
     pub network: String,
-    /// (CIDR, block prefix) of each pool.
+    /// (CIDR, block prefix) of each pool; several are named `<network>-<index>`.
     pub pools: Vec<(String, u8)>,
     /// `vxlan` or `routed`.
     pub mode: String,
@@ -42,6 +42,8 @@ pub enum StoreSpec {
     Shared(PathBuf),
     /// etcd at this endpoint.
     Etcd(String),
+    /// The Kubernetes API this kubeconfig names.
+    Kubernetes(PathBuf),
 }
 
 impl Default for NodeSpec {
@@ -70,6 +72,10 @@ pub struct Node {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a node on the Kubernetes store waits before releasing the address of a pod the API
+/// no longer has.
+pub const ORPHAN_GRACE_SECONDS: u64 = 2;
 
 impl Node {
     /// Creates the node and starts its agent; panics (with the agent's log) if it does not
@@ -113,7 +119,7 @@ impl Node {
         self.dir.join("state")
     }
 
-    /// The embedded store's directory (empty when the node uses etcd).
+    /// The embedded store's directory (empty when the node uses etcd or Kubernetes).
     pub fn store_dir(&self) -> PathBuf {
         match &self.spec.store {
             StoreSpec::Shared(dir) => dir.clone(),
@@ -130,6 +136,10 @@ impl Node {
             StoreSpec::Etcd(endpoint) => format!(
                 "[store]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl = 3\n"
             ),
+            StoreSpec::Kubernetes(kubeconfig) => format!(
+                "[store]\nbackend = \"kubernetes\"\nkubeconfig = \"{}\"\norphan_grace = {ORPHAN_GRACE_SECONDS}\n",
+                kubeconfig.display()
+            ),
             _ => format!(
                 "[store]\nbackend = \"embedded\"\npath = \"{}\"\n",
                 self.store_dir().display()
@@ -138,10 +148,15 @@ impl Node {
     }
 
     pub fn config_text(&self) -> String {
+        // One pool takes the default name; several are named `<network>-<index>`.
         let mut pools = String::new();
-        for (cidr, prefix) in &self.spec.pools {
+        for (i, (cidr, prefix)) in self.spec.pools.iter().enumerate() {
+            let name = match self.spec.pools.len() {
+                1 => String::new(),
+                _ => format!("name = \"{}-{i}\"\n", self.spec.network),
+            };
             pools.push_str(&format!(
-                "[[network.pool]]\ncidr = \"{cidr}\"\nblock_prefix = {prefix}\n"
+                "[[network.pool]]\n{name}cidr = \"{cidr}\"\nblock_prefix = {prefix}\n"
             ));
         }
         let conf_dir = format!("conf_dir = \"{}\"", self.conf_dir().display());

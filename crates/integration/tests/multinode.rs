@@ -1,6 +1,7 @@
 //! Pods on different nodes, as the design says: three nodes on one fabric, VXLAN and routed,
-//! with the embedded store and with a real etcd. All-pairs connectivity, full-MTU packets, a bulk
-//! transfer, and what operators look at: straitctl and the metrics endpoint.
+//! with the embedded store, a real etcd and a real Kubernetes API. All-pairs connectivity,
+//! full-MTU packets, a bulk transfer, and what operators look at: straitctl and the metrics
+//! endpoint.
 
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ fn pod_mtu(pod: &Pod) -> u32 {
 }
 
 #[test]
-fn all_pairs_reach_each_other_in_both_modes_with_both_stores() {
-    for backend in [Backend::Embedded, Backend::Etcd] {
+fn all_pairs_reach_each_other_in_both_modes_with_every_store() {
+    for backend in [Backend::Embedded, Backend::Etcd, Backend::Kubernetes] {
         for mode in ["vxlan", "routed"] {
             let cluster = Cluster::start(3, mode, backend);
             let pods = pods_everywhere(&cluster, 2);

@@ -43,10 +43,15 @@ impl Allocator {
     /// Allocates an address of the given family, or `None` when every block of it is full (the
     /// caller then claims another block).
     pub fn allocate(&mut self, ipv6: bool) -> Option<IpAddr> {
+        self.allocate_within(ipv6, None)
+    }
+
+    /// Like [`Allocator::allocate`], from the blocks inside `within` only (one pool's).
+    pub fn allocate_within(&mut self, ipv6: bool, within: Option<IpNet>) -> Option<IpAddr> {
         let family: Vec<IpNet> = self
             .blocks
             .keys()
-            .filter(|b| b.addr().is_ipv6() == ipv6)
+            .filter(|b| b.addr().is_ipv6() == ipv6 && within.is_none_or(|w| w.contains(*b)))
             .copied()
             .collect();
         // (block, first offset to try): the rest of the cursor's block, the blocks after it,
@@ -146,6 +151,17 @@ mod tests {
         let mut next: Vec<IpAddr> = std::iter::from_fn(|| a.allocate(false)).collect();
         assert_eq!(next.pop(), Some(first), "reused only after the rest");
         assert!(!next.contains(&second));
+    }
+
+    #[test]
+    fn allocation_can_keep_to_one_pool() {
+        let mut a = Allocator::new();
+        a.add_block("10.0.0.0/30".parse().unwrap());
+        a.add_block("10.9.0.0/30".parse().unwrap());
+        let within = Some("10.9.0.0/16".parse().unwrap());
+        let got: Vec<IpAddr> = std::iter::from_fn(|| a.allocate_within(false, within)).collect();
+        assert_eq!(got, ["10.9.0.1", "10.9.0.2", "10.9.0.3"].map(ip));
+        assert_eq!(a.allocate(false), Some(ip("10.0.0.1")));
     }
 
     #[test]

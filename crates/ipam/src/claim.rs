@@ -71,6 +71,42 @@ pub async fn node_blocks(
         .collect())
 }
 
+/// Claims for `node` the block of `pool` that holds `ip` (for a requested address). Holding it
+/// already is fine; another node holding it is [`IpamError::BlockHeld`].
+pub async fn claim_block_of(
+    store: &impl Store,
+    pool: &Pool,
+    node: &str,
+    ip: IpAddr,
+) -> Result<IpNet, IpamError> {
+    let cidr = IpNet::new(ip, pool.block_prefix)
+        .expect("a pool's block prefix fits its family")
+        .trunc();
+    let name = block_name(cidr);
+    let record = BlockRecord {
+        pool: pool.name.clone(),
+        cidr,
+        node: node.to_string(),
+    };
+    match typed::create(store, &name, &record).await {
+        Ok(_) => Ok(cidr),
+        Err(StoreError::AlreadyExists { .. }) => {
+            match typed::get::<BlockRecord>(store, &name).await? {
+                Some(held) if held.value.node == node => Ok(cidr),
+                Some(held) => Err(IpamError::BlockHeld {
+                    block: cidr,
+                    node: held.value.node,
+                }),
+                None => Err(IpamError::BlockHeld {
+                    block: cidr,
+                    node: "(just released)".into(),
+                }),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Claims the first free block of `pool` for `node`.
 pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<IpNet, IpamError> {
     let taken: HashSet<IpNet> = typed::list::<BlockRecord>(store)
@@ -152,6 +188,29 @@ mod tests {
         won.dedup();
         assert_eq!((won.len(), exhausted), (4, 2));
         assert_eq!(node_blocks(&store, &pool, "node-0").await.unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_requested_address_claims_its_own_block_unless_another_node_holds_it() {
+        let (store, dir) = store("fixed");
+        let pool = Pool::new("p", net("10.9.0.0/24"), 26).unwrap();
+        ensure_pool(&store, &pool).await.unwrap();
+        let ip = "10.9.0.200".parse().unwrap();
+        let block = claim_block_of(&store, &pool, "a", ip).await.unwrap();
+        assert_eq!(block, net("10.9.0.192/26"));
+        assert_eq!(claim_block_of(&store, &pool, "a", ip).await.unwrap(), block);
+        match claim_block_of(&store, &pool, "b", ip).await {
+            Err(IpamError::BlockHeld { block: b, node }) => {
+                assert_eq!((b, node.as_str()), (block, "a"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The free-block search skips it.
+        assert_eq!(
+            claim_block(&store, &pool, "b").await.unwrap(),
+            net("10.9.0.0/26")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

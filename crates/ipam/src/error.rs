@@ -29,6 +29,8 @@ pub enum IpamError {
     PoolExhausted { pool: String, cidr: IpNet },
     #[error("{ip} is already allocated")]
     AlreadyAllocated { ip: IpAddr },
+    #[error("block {block} is held by node {node}")]
+    BlockHeld { block: IpNet, node: String },
     #[error("{ip} is not in a block this node holds")]
     NotInOwnedBlock { ip: IpAddr },
     #[error("cluster store: {0}")]

@@ -129,6 +129,11 @@ impl KubeStore {
         Ok(KubeStore { client })
     }
 
+    /// The client, for callers that read more of the cluster than the store does.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     fn custom_api(&self, kind: Kind) -> (Api<DynamicObject>, ApiResource) {
         let ar = resource(kind).expect("a custom resource kind");
         (Api::all_with(self.client.clone(), &ar), ar)

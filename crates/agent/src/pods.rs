@@ -1,0 +1,169 @@
+//! Kubernetes pods on this node. What a pod asks of its network, by annotation on the pod or
+//! (for the network) on its namespace; and which pods exist here, kept current by a watch, so
+//! that the address of a pod deleted without a CNI DEL is still freed.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::error::AgentError;
+use crate::registry::PodRef;
+
+/// On a pod or its namespace: the network the pod joins.
+pub const NETWORK_ANNOTATION: &str = "strait.io/network";
+/// On a pod: the pool of its network its address comes from.
+pub const POOL_ANNOTATION: &str = "strait.io/pool";
+/// On a pod: the address it must have.
+pub const ADDRESS_ANNOTATION: &str = "strait.io/ip-address";
+
+/// What a pod asked for; everything absent means "the defaults".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodIntent {
+    pub network: Option<String>,
+    pub pool: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A pod, by namespace and name.
+pub type PodName = (String, String);
+
+/// The pods on a node: their UIDs by name.
+#[derive(Debug, Clone, Default)]
+pub struct LivePods(HashMap<PodName, String>);
+
+impl LivePods {
+    /// Whether `pod` is among them (the same pod, when the reference knows its UID).
+    pub fn contains(&self, pod: &PodRef) -> bool {
+        match self.0.get(&(pod.namespace.clone(), pod.name.clone())) {
+            Some(uid) => pod.uid.as_ref().is_none_or(|u| u == uid),
+            None => false,
+        }
+    }
+}
+
+pub struct Pods {
+    client: Client,
+    node: String,
+    /// How long a pod must have been gone before its address is released.
+    pub orphan_grace: Duration,
+    /// The pods on this node; `None` until the watch has listed them once.
+    live: RwLock<Option<LivePods>>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Pods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pods")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pods {
+    pub fn new(client: Client, node: &str, orphan_grace: Duration) -> Pods {
+        Pods {
+            client,
+            node: node.to_string(),
+            orphan_grace,
+            live: RwLock::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    /// What the pod `namespace/name` asks for. A pod the API does not know (yet) asks nothing.
+    pub async fn intent(&self, namespace: &str, name: &str) -> Result<PodIntent, AgentError> {
+        let failed = |e: kube::Error| AgentError::Kubernetes(e.to_string());
+        let pod = Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(failed)?;
+        let Some(pod) = pod else {
+            return Ok(PodIntent::default());
+        };
+        let annotation = |key: &str| pod.annotations().get(key).cloned();
+        let mut network = annotation(NETWORK_ANNOTATION);
+        if network.is_none() {
+            let ns = Api::<Namespace>::all(self.client.clone())
+                .get_opt(namespace)
+                .await
+                .map_err(failed)?;
+            network = ns.and_then(|n| n.annotations().get(NETWORK_ANNOTATION).cloned());
+        }
+        Ok(PodIntent {
+            network,
+            pool: annotation(POOL_ANNOTATION),
+            address: annotation(ADDRESS_ANNOTATION),
+        })
+    }
+
+    /// Whether the API no longer has `pod`: there is no pod of its name, or (when the reference
+    /// knows the UID) the one there is a later pod.
+    pub async fn gone(&self, pod: &PodRef) -> Result<bool, AgentError> {
+        let found = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
+            .get_opt(&pod.name)
+            .await
+            .map_err(|e| AgentError::Kubernetes(e.to_string()))?;
+        Ok(match found {
+            None => true,
+            Some(p) => pod
+                .uid
+                .as_ref()
+                .is_some_and(|u| p.metadata.uid.as_ref() != Some(u)),
+        })
+    }
+
+    /// The pods on this node, once the watch has listed them.
+    pub fn live(&self) -> Option<LivePods> {
+        self.live.read().expect("not poisoned").clone()
+    }
+
+    /// Completes when the set of pods changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Keeps the set of this node's pods current (runs until the process ends).
+    pub async fn watch(&self) {
+        let api = Api::<Pod>::all(self.client.clone());
+        let selector = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
+        let stream = watcher::watcher(api, selector).default_backoff();
+        futures::pin_mut!(stream);
+        let mut listing: Option<LivePods> = None;
+        while let Some(event) = stream.next().await {
+            let name = |p: &Pod| (p.namespace().unwrap_or_default(), p.name_any());
+            let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+            match event {
+                Ok(Event::Init) => listing = Some(LivePods::default()),
+                Ok(Event::InitApply(p)) => {
+                    if let Some(l) = listing.as_mut() {
+                        l.0.insert(name(&p), uid(&p));
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    *self.live.write().expect("not poisoned") = listing.take();
+                    self.changed.notify_one();
+                }
+                Ok(Event::Apply(p)) => {
+                    if let Some(live) = self.live.write().expect("not poisoned").as_mut() {
+                        live.0.insert(name(&p), uid(&p));
+                    }
+                }
+                Ok(Event::Delete(p)) => {
+                    if let Some(live) = self.live.write().expect("not poisoned").as_mut() {
+                        live.0.remove(&name(&p));
+                    }
+                    self.changed.notify_one();
+                }
+                Err(e) => tracing::debug!(error = %e, "pod watch interrupted; it retries"),
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! What a Kubernetes cluster adds to a pod's network, against a real kube-apiserver: annotations
+//! that choose the network, the pool or the exact address, read from the API at ADD; refusals
+//! that leave nothing behind; and addresses of pods deleted without a CNI DEL released once the
+//! API confirms they are gone.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use strait_integration::cluster::{Backend, Cluster};
+use strait_integration::cni::{Env, Outcome, address};
+use strait_integration::netns::TestNetns;
+use strait_integration::node::{NodeSpec, ORPHAN_GRACE_SECONDS};
+use strait_integration::traffic::ping;
+use strait_integration::unique;
+
+/// A second network, chosen by a namespace annotation.
+const OTHER_NETWORK: &str = "[cni]\nnetwork = \"strait\"\n\
+    [[network]]\nname = \"other\"\nvni = 2\n[[network.pool]]\ncidr = \"10.250.0.0/16\"\nblock_prefix = 26\n";
+
+/// Two nodes on the Kubernetes store; network "strait" has pools `strait-0` (10.244/16) and
+/// `strait-1` (10.245/16); network "other" has 10.250/16.
+fn cluster() -> Cluster {
+    strait_integration::require_root();
+    let template = NodeSpec {
+        pools: vec![("10.244.0.0/16".into(), 26), ("10.245.0.0/16".into(), 26)],
+        extra: OTHER_NETWORK.into(),
+        ..NodeSpec::default()
+    };
+    Cluster::start_with(2, Backend::Kubernetes, template)
+}
+
+/// The pods of one test: their Kubernetes objects and their sandboxes.
+struct Pods<'a> {
+    cluster: &'a Cluster,
+}
+
+/// One pod's sandbox as the runtime would set it up.
+struct Sandbox {
+    node: usize,
+    ns: TestNetns,
+    container_id: String,
+    args: String,
+}
+
+impl<'a> Pods<'a> {
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cluster
+            .control_plane
+            .as_ref()
+            .expect("a Kubernetes cluster")
+            .kubectl_ok(args)
+    }
+
+    /// A namespace, with the service account a controller manager would give it.
+    fn namespace(&self, name: &str, annotations: Value) {
+        self.apply(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "annotations": annotations},
+        }));
+        self.apply(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": name},
+        }));
+    }
+
+    fn apply(&self, manifest: Value) {
+        let cp = self
+            .cluster
+            .control_plane
+            .as_ref()
+            .expect("a Kubernetes cluster");
+        cp.apply(&manifest.to_string());
+    }
+
+    /// Creates pod `namespace/name` bound to node `node`, and a sandbox for it (not yet added).
+    fn create(&self, node: usize, namespace: &str, name: &str, annotations: Value) -> Sandbox {
+        self.apply(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+            "spec": {
+                "nodeName": self.cluster.nodes[node].ns.name,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "registry.invalid/pause"}],
+            },
+        }));
+        let uid = self.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        Sandbox {
+            node,
+            ns: TestNetns::new("kp"),
+            container_id: unique("ctr"),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"
+            ),
+        }
+    }
+
+    /// Deletes the pod object at once, as a force delete or a dead node's eviction does: no
+    /// kubelet runs CNI DEL.
+    fn force_delete(&self, namespace: &str, name: &str) {
+        self.kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "--force",
+            "--grace-period=0",
+        ]);
+    }
+
+    fn cni(&self, command: &str, sandbox: &Sandbox) -> Outcome {
+        let node = &self.cluster.nodes[sandbox.node];
+        let env = Env::attachment(command, &sandbox.container_id, &sandbox.ns.path(), "eth0")
+            .set("CNI_ARGS", &sandbox.args);
+        node.cni(&env, &node.conf("1.0.0"))
+    }
+}
+
+/// The attachment of `container_id` on a node, as straitctl lists it.
+fn listed(cluster: &Cluster, node: usize, container_id: &str) -> Option<Value> {
+    let pods = cluster.nodes[node].ctl(&["pods"]);
+    pods.as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["container_id"] == container_id)
+        .cloned()
+}
+
+#[test]
+fn annotations_choose_the_address_the_pool_and_the_network() {
+    let cluster = cluster();
+    let pods = Pods { cluster: &cluster };
+    pods.namespace("apps", json!({}));
+    pods.namespace("isolated", json!({"strait.io/network": "other"}));
+    for node in &cluster.nodes {
+        node.warm_up();
+    }
+
+    // An exact address: the node claims the block that holds it, and other nodes route to it.
+    let fixed = pods.create(
+        0,
+        "apps",
+        "fixed",
+        json!({"strait.io/ip-address": "10.244.3.7"}),
+    );
+    assert_eq!(address(&pods.cni("ADD", &fixed).ok()), "10.244.3.7");
+    let plain = pods.create(1, "apps", "plain", json!({}));
+    let plain_ip = address(&pods.cni("ADD", &plain).ok());
+    assert!(plain_ip.starts_with("10.244."), "{plain_ip}");
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(
+        ping(&plain.ns, "10.244.3.7"),
+        "a pod on node 1 reaches the fixed address"
+    );
+    assert!(ping(&fixed.ns, &plain_ip), "and back");
+
+    // A pool by name.
+    let pooled = pods.create(0, "apps", "pooled", json!({"strait.io/pool": "strait-1"}));
+    let pooled_ip = address(&pods.cni("ADD", &pooled).ok());
+    assert!(pooled_ip.starts_with("10.245."), "{pooled_ip}");
+
+    // A network chosen by the namespace: served, listed and released under that network.
+    let isolated = pods.create(1, "isolated", "inside", json!({}));
+    let inside_ip = address(&pods.cni("ADD", &isolated).ok());
+    assert!(inside_ip.starts_with("10.250."), "{inside_ip}");
+    let entry = listed(&cluster, 1, &isolated.container_id).expect("listed");
+    assert_eq!(entry["network"], "other", "{entry}");
+    pods.cni("DEL", &isolated).ok();
+    assert!(listed(&cluster, 1, &isolated.container_id).is_none());
+    let status = cluster.nodes[1].ctl(&["status"]);
+    let other = status["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "other")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        other["allocated"], 0,
+        "DEL freed the other network's address: {other}"
+    );
+
+    // Refusals: the right code, advice, and nothing left on the node.
+    let before: Vec<_> = cluster.nodes.iter().map(|n| n.snapshot()).collect();
+    let refused = [
+        (
+            0,
+            json!({"strait.io/ip-address": "10.244.3.7"}),
+            105,
+            "another pod",
+        ),
+        (
+            1,
+            json!({"strait.io/ip-address": "10.244.3.9"}),
+            105,
+            "belongs to node",
+        ),
+        (
+            0,
+            json!({"strait.io/ip-address": "banana"}),
+            7,
+            "not an IP address",
+        ),
+        (
+            0,
+            json!({"strait.io/ip-address": "10.99.0.1"}),
+            7,
+            "none of network",
+        ),
+        (0, json!({"strait.io/pool": "nope"}), 7, "no pool"),
+    ];
+    for (i, (node, annotations, code, needle)) in refused.into_iter().enumerate() {
+        let sandbox = pods.create(node, "apps", &format!("refused-{i}"), annotations.clone());
+        let error = pods.cni("ADD", &sandbox).err(code);
+        let msg = error["msg"].as_str().unwrap();
+        assert!(msg.contains(needle), "{annotations}: {error}");
+        if needle == "belongs to node" {
+            assert!(
+                msg.contains(&cluster.nodes[0].ns.name),
+                "names the holder: {msg}"
+            );
+        }
+    }
+    let after: Vec<_> = cluster.nodes.iter().map(|n| n.snapshot()).collect();
+    assert_eq!(before, after, "refused ADDs leave nothing behind");
+}
+
+/// Waits until `container_id` is no longer attached on `node`.
+fn wait_released(cluster: &Cluster, node: usize, container_id: &str) -> Duration {
+    let started = Instant::now();
+    let limit = Duration::from_secs(ORPHAN_GRACE_SECONDS * 5 + 10);
+    while listed(cluster, node, container_id).is_some() {
+        assert!(
+            started.elapsed() < limit,
+            "not released after {limit:?}:\n{}",
+            cluster.nodes[node].agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_pod_deleted_without_a_del_gives_its_address_back() {
+    let cluster = cluster();
+    let pods = Pods { cluster: &cluster };
+    pods.namespace("apps", json!({}));
+    cluster.nodes[0].warm_up();
+    let empty = cluster.nodes[0].snapshot();
+
+    // Gone from the API: released, data plane and all.
+    let gone = pods.create(0, "apps", "gone", json!({}));
+    pods.cni("ADD", &gone).ok();
+    let kept = pods.create(0, "apps", "kept", json!({}));
+    let kept_ip = address(&pods.cni("ADD", &kept).ok());
+    pods.force_delete("apps", "gone");
+    let took = wait_released(&cluster, 0, &gone.container_id);
+    assert!(
+        took >= Duration::from_secs(ORPHAN_GRACE_SECONDS) - Duration::from_millis(500),
+        "released only after the grace period, not after {took:?}"
+    );
+    assert!(
+        gone.ns.exec("ip", &["link", "show", "eth0"]).status.code() != Some(0),
+        "the sandbox's interface is gone"
+    );
+
+    // Replaced by a pod of the same name: the old sandbox's attachment goes, the new one stays.
+    let first = pods.create(0, "apps", "stateful-0", json!({}));
+    pods.cni("ADD", &first).ok();
+    pods.force_delete("apps", "stateful-0");
+    let second = pods.create(0, "apps", "stateful-0", json!({}));
+    pods.cni("ADD", &second).ok();
+    wait_released(&cluster, 0, &first.container_id);
+
+    // Pods that exist keep their addresses, however long it takes.
+    std::thread::sleep(Duration::from_secs(ORPHAN_GRACE_SECONDS * 2));
+    assert_eq!(
+        address(&listed(&cluster, 0, &kept.container_id).expect("kept")),
+        kept_ip
+    );
+    assert!(listed(&cluster, 0, &second.container_id).is_some());
+    pods.cni("DEL", &kept).ok();
+    pods.cni("DEL", &second).ok();
+    assert_eq!(cluster.nodes[0].snapshot(), empty, "everything released");
+}
+
+#[test]
+fn an_unreachable_api_makes_add_try_again_later_and_leaves_nothing() {
+    let mut cluster = cluster();
+    let sandbox = {
+        let pods = Pods { cluster: &cluster };
+        pods.namespace("apps", json!({}));
+        pods.create(0, "apps", "waiting", json!({}))
+    };
+    cluster.nodes[0].warm_up();
+    let before = cluster.nodes[0].snapshot();
+    cluster.control_plane.as_mut().unwrap().stop_apiserver();
+    let error = Pods { cluster: &cluster }.cni("ADD", &sandbox).err(11);
+    assert!(
+        error["msg"].as_str().unwrap().contains("Kubernetes"),
+        "{error}"
+    );
+    assert_eq!(cluster.nodes[0].snapshot(), before);
+}
