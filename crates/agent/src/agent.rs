@@ -56,7 +56,7 @@ pub enum StartError {
     #[error("preparing the node: {0}")]
     Node(#[from] node::NodeError),
     #[error("announcing this node in the cluster store: {0}")]
-    Announce(StoreError),
+    Announce(#[source] StoreError),
     #[error("watching for changes: {0}")]
     Watch(std::io::Error),
     #[error("start-up task failed: {0}")]

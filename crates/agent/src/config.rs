@@ -438,6 +438,21 @@ mod tests {
     }
 
     #[test]
+    fn the_daemonset_configuration_is_valid_and_named_by_the_environment() {
+        let text = include_str!("../../../deploy/straitd.toml");
+        let c = Config::parse(text, || Some("worker-3".into())).unwrap();
+        assert_eq!(c.node_name, "worker-3");
+        assert!(matches!(
+            c.store,
+            StoreConfig::Kubernetes {
+                orphan_grace: 30,
+                ..
+            }
+        ));
+        assert_eq!(c.metrics_address, "0.0.0.0:9462");
+    }
+
+    #[test]
     fn wrong_files_are_refused_with_the_reason() {
         let cases = [
             ("", "no [[network]]"),

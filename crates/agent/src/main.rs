@@ -1,5 +1,7 @@
 //! `straitd`: loads the configuration, starts the agent with the configured cluster store,
 //! opens the socket, writes the conflist (the node's "ready"), and serves until SIGTERM/SIGINT.
+//! `straitd install-plugin DIR` installs the `strait` plugin shipped beside it (a DaemonSet's init
+//! container does this on each node).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use strait_agent::config::StoreConfig;
 use strait_agent::{Agent, Config, conflist, server};
-use strait_store::{EmbeddedStore, EtcdStore, KubeStore, Store};
+use strait_store::{EmbeddedStore, EtcdStore, KubeStore, Store, StoreError};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -23,6 +25,15 @@ struct Args {
     /// Log line format (on stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// Copies the `strait` CNI plugin that sits beside this binary into DIR (the node's CNI
+    /// binary directory), replacing any older one atomically, and exits.
+    InstallPlugin { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +58,18 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
+    if let Some(Tool::InstallPlugin { dir }) = &args.command {
+        return match install_plugin(dir) {
+            Ok(path) => {
+                tracing::info!(plugin = %path.display(), "installed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{}", describe(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -75,49 +98,95 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
+/// Installs the plugin beside this binary as `DIR/strait`: written to a temporary name, then
+/// renamed, so a runtime never runs a half-written plugin and a running one is not disturbed.
+fn install_plugin(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let source = std::env::current_exe()
+        .context("finding straitd's own path")?
+        .with_file_name("strait");
+    let target = dir.join("strait");
+    let staging = dir.join(".strait.installing");
+    std::fs::copy(&source, &staging)
+        .with_context(|| format!("copying {} to {}", source.display(), staging.display()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", staging.display()))?;
+    std::fs::rename(&staging, &target)
+        .with_context(|| format!("moving the plugin into place at {}", target.display()))?;
+    Ok(target)
+}
+
 async fn start(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     match config.store.clone() {
         StoreConfig::Embedded { path } => {
             let store = EmbeddedStore::open(&path)
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
-            run(config, store, None).await
+            run(Agent::start(config, store).await?).await
         }
         StoreConfig::Kubernetes {
             kubeconfig,
             orphan_grace,
         } => {
-            let store = KubeStore::connect(kubeconfig.as_deref())
-                .await
-                .context("connecting to the Kubernetes API")?;
-            let pods = Some((store.client(), Duration::from_secs(orphan_grace.into())));
-            run(config, store, pods).await
+            let agent = until_store_answers(|| async {
+                let store = KubeStore::connect(kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                let client = store.client();
+                let agent = Agent::start(config.clone(), store).await?;
+                Ok(agent.with_pods(client, Duration::from_secs(orphan_grace.into())))
+            })
+            .await?;
+            run(agent).await
         }
         StoreConfig::Etcd {
             endpoints,
             prefix,
             lease_ttl,
         } => {
-            let store = EtcdStore::connect(&endpoints, &prefix, lease_ttl)
-                .await
-                .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-            run(config, store, None).await
+            let agent = until_store_answers(|| async {
+                let store = EtcdStore::connect(&endpoints, &prefix, lease_ttl)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+                Ok(Agent::start(config.clone(), store).await?)
+            })
+            .await?;
+            run(agent).await
         }
     }
 }
 
-/// Runs the agent; `pods` is the Kubernetes client to read pods with, and the grace before a
-/// gone pod's address is released.
-async fn run<S: Store>(
-    config: Config,
-    store: S,
-    pods: Option<(kube::Client, Duration)>,
-) -> anyhow::Result<()> {
-    let node = config.node_name.clone();
-    let mut agent = Agent::start(config, store).await?;
-    if let Some((client, orphan_grace)) = pods {
-        agent = agent.with_pods(client, orphan_grace);
+/// Repeats a start-up `step` while the cluster store does not answer, pausing 1 s, then twice as
+/// long each time up to 30 s: a node may boot before its store is up, or (on Kubernetes) before
+/// its service proxy routes to the API. Any other failure ends the agent.
+async fn until_store_answers<T, F, Fut>(mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e) if store_unavailable(&e) => {
+                tracing::warn!(error = %describe(&e), retry_in_s = pause.as_secs(),
+                    "the cluster store does not answer yet; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
     }
+}
+
+fn store_unavailable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(StoreError::Unavailable(_))))
+}
+
+/// Serves until the node leaves, or SIGTERM/SIGINT.
+async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
+    let node = agent.config().node_name.clone();
     let agent = Arc::new(agent);
     let mut ready = agent.start_overlay()?;
     agent.start_orphan_sweep();

@@ -106,6 +106,12 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// Adds one more node without starting its agent; returns its index.
+    pub fn create_node(&mut self) -> usize {
+        self.nodes.push(Node::create(self.spec()));
+        self.nodes.len() - 1
+    }
+
     /// ADDs a pod on node `n`.
     pub fn pod(&self, n: usize) -> Pod {
         let ns = TestNetns::new("p");

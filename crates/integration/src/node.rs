@@ -186,6 +186,12 @@ impl Node {
     /// Starts straitd in the node's namespace and waits until its socket answers. On failure
     /// returns the agent's log.
     pub fn try_start_agent(&mut self) -> Result<(), String> {
+        self.spawn_agent();
+        self.wait_ready(READY_TIMEOUT)
+    }
+
+    /// Starts straitd in the node's namespace without waiting for it.
+    pub fn spawn_agent(&mut self) {
         assert!(self.agent.is_none(), "agent already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -208,7 +214,12 @@ impl Node {
             .spawn()
             .expect("spawn straitd");
         self.agent = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
+    }
+
+    /// Waits (up to `limit`) until the running agent's socket answers. On failure returns the
+    /// agent's log.
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
         loop {
             if UnixStream::connect(self.socket()).is_ok() {
                 return Ok(());
@@ -221,7 +232,7 @@ impl Node {
             if Instant::now() > deadline {
                 self.kill_agent();
                 return Err(format!(
-                    "straitd not ready after {READY_TIMEOUT:?}:\n{}",
+                    "straitd not ready after {limit:?}:\n{}",
                     self.agent_log()
                 ));
             }

@@ -212,11 +212,26 @@ fn an_etcd_outage_stops_nothing_that_runs_and_everything_converges_after() {
     // New pods start while the node's blocks have room, and reach the others.
     let c = cluster.pod(0);
     assert!(ping(&c.ns, &b.ip) && ping(&b.ns, &c.ip));
+    // A node that boots now waits for the store: alive, not ready, no conflist.
+    let n = cluster.create_node();
+    cluster.nodes[n].spawn_agent();
     std::thread::sleep(Duration::from_secs(4));
     assert!(ping(&a.ns, &b.ip), "still working after the lease time");
+    let waiting = &mut cluster.nodes[n];
+    assert!(
+        !waiting.socket().exists() && !waiting.conf_dir().exists(),
+        "not ready without its store"
+    );
+    assert!(
+        !waiting.wait_agent_exit(Duration::ZERO),
+        "the agent waits rather than exits:\n{}",
+        waiting.agent_log()
+    );
     cluster.etcd.as_mut().unwrap().resume();
-    // Afterwards the cluster grows again: a new node joins and everyone reaches everyone.
-    let n = cluster.add_node();
+    // Afterwards the cluster grows again: the waiting node joins and everyone reaches everyone.
+    cluster.nodes[n]
+        .wait_ready(Duration::from_secs(30))
+        .unwrap();
     let d = cluster.pod(n);
     cluster.wait_converged(Duration::from_secs(20));
     let pods = [a, b, c, d];

@@ -28,6 +28,8 @@ pub const VERSION: &str = "v1alpha1";
 /// The Node annotation holding a node's record.
 pub const NODE_ANNOTATION: &str = "strait.io/node";
 const WATCH_BUFFER: usize = 4096;
+/// How long connecting to the API may take before the request fails as unavailable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct KubeStore {
@@ -108,12 +110,17 @@ fn node_record(node: &Node) -> Option<Versioned<Value>> {
 
 impl KubeStore {
     /// Connects with `kubeconfig`, or as the cluster's configuration says (in a pod: its service
-    /// account; else `$KUBECONFIG` or `~/.kube/config`).
+    /// account; else `$KUBECONFIG` or `~/.kube/config`). A configuration that cannot be used is
+    /// [`StoreError::Corrupt`]; an API that does not answer shows on the first request.
     pub async fn connect(kubeconfig: Option<&Path>) -> Result<KubeStore, StoreError> {
-        let unreadable = |e: String| {
-            StoreError::Unavailable(format!("reading the Kubernetes configuration: {e}"))
+        let unreadable = |reason: String| StoreError::Corrupt {
+            what: match kubeconfig {
+                Some(path) => format!("the kubeconfig {}", path.display()),
+                None => "the Kubernetes configuration (in-cluster or $KUBECONFIG)".to_string(),
+            },
+            reason,
         };
-        let config = match kubeconfig {
+        let mut config = match kubeconfig {
             Some(path) => {
                 let file = Kubeconfig::read_from(path).map_err(|e| unreadable(e.to_string()))?;
                 Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
@@ -124,8 +131,9 @@ impl KubeStore {
                 .await
                 .map_err(|e| unreadable(e.to_string()))?,
         };
-        let client =
-            Client::try_from(config).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Fail fast on an API that is not there (yet): the caller retries.
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let client = Client::try_from(config).map_err(|e| unreadable(e.to_string()))?;
         Ok(KubeStore { client })
     }
 
