@@ -41,6 +41,8 @@ pub struct Agent<S> {
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
     pub(crate) left_signal: Arc<tokio::sync::Notify>,
+    /// Signalled by the reconciler when this node's record is missing from the store.
+    pub(crate) record_missing: Arc<tokio::sync::Notify>,
     /// The pods on this node, when the cluster is Kubernetes.
     pub(crate) pods: Option<Arc<Pods>>,
 }
@@ -128,6 +130,7 @@ impl<S: Store> Agent<S> {
             kernel: Arc::default(),
             left: Arc::default(),
             left_signal: Arc::default(),
+            record_missing: Arc::default(),
             pods: None,
         };
         agent.announce().await?;
@@ -135,7 +138,7 @@ impl<S: Store> Agent<S> {
     }
 
     /// Writes this node's record (address and VTEPs) for its peers; it lives as long as the agent.
-    async fn announce(&self) -> Result<(), StartError> {
+    pub(crate) async fn announce(&self) -> Result<(), StartError> {
         let record = NodeRecord {
             address: self.underlay.address.into(),
             networks: self
@@ -202,6 +205,7 @@ impl<S: Store> Agent<S> {
             ready,
             kernel: Arc::clone(&self.kernel),
             left: Arc::clone(&self.left),
+            record_missing: Arc::clone(&self.record_missing),
         };
         tokio::spawn(reconciler.run());
         Ok(ready_rx)

@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod orphans;
 pub mod pods;
+pub mod presence;
 pub mod reconciler;
 pub mod registry;
 pub mod server;

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_agent::config::StoreConfig;
 use strait_agent::{Agent, Config, conflist, server};
-use strait_store::{EmbeddedStore, EtcdStore, KubeStore, Store, StoreError};
+use strait_store::{EmbeddedStore, EtcdStore, Kind, KubeStore, Store, StoreError};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -156,9 +156,10 @@ async fn start(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Repeats a start-up `step` while the cluster store does not answer, pausing 1 s, then twice as
-/// long each time up to 30 s: a node may boot before its store is up, or (on Kubernetes) before
-/// its service proxy routes to the API. Any other failure ends the agent.
+/// Repeats a start-up `step` while the cluster store cannot serve this node, pausing 1 s, then
+/// twice as long each time up to 30 s: a node may boot before its store is up, or (on Kubernetes)
+/// before its service proxy routes to the API or its kubelet registers it. Any other failure
+/// ends the agent.
 async fn until_store_answers<T, F, Fut>(mut step: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -168,9 +169,9 @@ where
     loop {
         match step().await {
             Ok(done) => return Ok(done),
-            Err(e) if store_unavailable(&e) => {
+            Err(e) if store_not_ready(&e) => {
                 tracing::warn!(error = %describe(&e), retry_in_s = pause.as_secs(),
-                    "the cluster store does not answer yet; waiting for it");
+                    "the cluster store cannot serve this node yet; waiting for it");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));
             }
@@ -179,9 +180,21 @@ where
     }
 }
 
-fn store_unavailable(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|cause| matches!(cause.downcast_ref(), Some(StoreError::Unavailable(_))))
+/// Whether the store cannot serve this node yet: it does not answer, or (Kubernetes) the node is
+/// not registered yet.
+fn store_not_ready(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref(),
+            Some(
+                StoreError::Unavailable(_)
+                    | StoreError::NotFound {
+                        kind: Kind::Node,
+                        ..
+                    }
+            )
+        )
+    })
 }
 
 /// Serves until the node leaves, or SIGTERM/SIGINT.
@@ -190,6 +203,7 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
     let agent = Arc::new(agent);
     let mut ready = agent.start_overlay()?;
     agent.start_orphan_sweep();
+    agent.keep_record();
     let metrics_address = agent.config().metrics_address.clone();
     if !metrics_address.is_empty() {
         strait_agent::http::serve(&metrics_address, Arc::clone(&agent), ready.clone())

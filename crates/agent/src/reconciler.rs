@@ -61,6 +61,8 @@ pub struct Reconciler {
     pub kernel: Arc<tokio::sync::Mutex<()>>,
     /// Once set, the loop ends.
     pub left: Arc<AtomicBool>,
+    /// Signalled when the cluster view lacks this node's own record.
+    pub record_missing: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -179,6 +181,9 @@ impl Reconciler {
             };
             let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
             let view = self.cache.snapshot();
+            if !view.nodes.contains_key(&self.local.name) {
+                self.record_missing.notify_one();
+            }
             let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
             let local = self.local.clone();
             let script = self.nft_script.clone();

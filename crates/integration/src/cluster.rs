@@ -102,13 +102,21 @@ impl Cluster {
 
     /// Starts one more node; returns its index.
     pub fn add_node(&mut self) -> usize {
-        self.nodes.push(Node::start(self.spec()));
-        self.nodes.len() - 1
+        let n = self.create_node();
+        if let Err(log) = self.nodes[n].try_start_agent() {
+            panic!("straitd did not become ready:\n{log}");
+        }
+        n
     }
 
-    /// Adds one more node without starting its agent; returns its index.
+    /// Adds one more node (registered with Kubernetes, when that is the store) without starting
+    /// its agent; returns its index.
     pub fn create_node(&mut self) -> usize {
-        self.nodes.push(Node::create(self.spec()));
+        let node = Node::create(self.spec());
+        if let Some(cp) = &self.control_plane {
+            cp.register_node(&node.ns.name);
+        }
+        self.nodes.push(node);
         self.nodes.len() - 1
     }
 

@@ -185,6 +185,13 @@ impl ControlPlane {
         let _ = std::fs::remove_file(path);
     }
 
+    /// Registers a Node object named `name`, as its kubelet would.
+    pub fn register_node(&self, name: &str) {
+        self.apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#
+        ));
+    }
+
     /// Applies Strait's CRDs and waits until they are served.
     pub fn apply_crds(&self) {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds.yaml");

@@ -310,3 +310,41 @@ fn an_unreachable_api_makes_add_try_again_later_and_leaves_nothing() {
     );
     assert_eq!(cluster.nodes[0].snapshot(), before);
 }
+
+#[test]
+fn a_node_deleted_from_the_api_leaves_its_peers_and_returns_when_registered_again() {
+    let cluster = cluster();
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(ping(&a.ns, &b.ip));
+    let routes = cluster.nodes[0].ctl(&["routes"]);
+    let block = routes[0]["dst"]
+        .as_str()
+        .expect("a route to node 1's block")
+        .to_string();
+    let cp = cluster.control_plane.as_ref().unwrap();
+    let gone = cluster.nodes[1].ns.name.clone();
+    cp.kubectl_ok(&["delete", "node", &gone]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.nodes[0]
+        .ctl(&["peers"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 0 still lists the deleted node as a peer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        cluster.nodes[0].ns.ip(&["route", "show", &block]),
+        "",
+        "no route to the deleted node's block {block} is left"
+    );
+    // The kubelet registers the node again: its agent puts its record back, traffic flows.
+    cp.register_node(&gone);
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(ping(&a.ns, &b.ip), "{}", cluster.nodes[1].agent_log());
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use strait_integration::control_plane::ControlPlane;
-use strait_store::{Kind, KubeStore, NODE_ANNOTATION, Store, Watch, WatchEvent};
+use strait_store::{Kind, KubeStore, NODE_ANNOTATION, Store, StoreError, Watch, WatchEvent};
 
 /// A well-formed block record.
 fn block(n: u32) -> serde_json::Value {
@@ -48,6 +48,9 @@ async fn next_about(watch: &mut Watch, name: &str) -> WatchEvent {
 #[test]
 fn kube_store_meets_the_contract() {
     let cp = control_plane();
+    for node in strait_store::contract::NODES {
+        cp.register_node(node);
+    }
     runtime().block_on(async {
         let store = KubeStore::connect(Some(&cp.kubeconfig)).await.unwrap();
         strait_store::contract::run_all(&store).await;
@@ -159,6 +162,18 @@ fn a_node_record_lives_on_its_node_and_leaves_with_it() {
     let store = rt
         .block_on(KubeStore::connect(Some(&cp.kubeconfig)))
         .unwrap();
+    // No Node, no record: the store never registers a node itself.
+    let unregistered = rt.block_on(store.put_live(
+        Kind::Node,
+        "worker-1",
+        json!({"address": "192.168.100.1", "networks": {}}),
+    ));
+    assert!(
+        matches!(unregistered, Err(StoreError::NotFound { .. })),
+        "{unregistered:?}"
+    );
+    assert!(!cp.kubectl(&["get", "node", "worker-1"]).status.success());
+    cp.register_node("worker-1");
     rt.block_on(async {
         let mut watch = store.watch(Kind::Node).await.unwrap();
         assert!(matches!(watch.recv().await, Some(WatchEvent::Reset(_))));

@@ -17,6 +17,15 @@ fn record(kind: Kind, n: u32) -> Value {
     }
 }
 
+/// The nodes the suite writes records for. Where a node's record lives on an object of its own
+/// (a Kubernetes Node), those objects must exist before the suite runs.
+pub const NODES: [&str; 4] = [
+    "contract-live",
+    "contract-watch-old",
+    "contract-watch",
+    "contract-watch-live",
+];
+
 /// Runs every check; panics with the failing one.
 pub async fn run_all(store: &impl Store) {
     create_is_create_if_absent(store).await;

@@ -1,6 +1,7 @@
 //! The Kubernetes backend: IP pools and blocks are cluster-scoped custom resources of group
 //! `strait.io` (the value under `spec`); a node's record is the `strait.io/node` annotation of
-//! its Node object, so a node deleted from the API leaves its peers with it. A revision is the
+//! its Node object (registered by the kubelet: the store never creates one), so a node deleted
+//! from the API leaves its peers with it. A revision is the
 //! object's `resourceVersion`. Create is create (409 when it exists), update and delete carry the
 //! `resourceVersion` as a precondition, so racing writers get one winner. Watches relist after a
 //! `410 Gone` or an apiserver restart and report that as a fresh listing.
@@ -162,8 +163,9 @@ impl KubeStore {
         obj
     }
 
-    /// Sets (or, with `None`, removes) a node's record on its Node, creating the Node when it
-    /// does not exist yet; `revision` makes it conditional on the Node being unchanged.
+    /// Sets (or, with `None`, removes) a node's record on its Node; `revision` makes it
+    /// conditional on the Node being unchanged. Nodes are the kubelet's to register and the
+    /// operator's to delete: without one this is [`StoreError::NotFound`], never a new Node.
     async fn set_node_record(
         &self,
         name: &str,
@@ -175,33 +177,12 @@ impl KubeStore {
         if let Some(r) = revision {
             patch["metadata"]["resourceVersion"] = Value::String(r.to_string());
         }
-        let patched = self
+        let node = self
             .nodes()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        match patched {
-            Ok(node) => Ok(revision_of(node.metadata.resource_version.as_ref())),
-            Err(kube::Error::Api(status))
-                if status.code == 404 && value.is_some() && revision.is_none() =>
-            {
-                let mut node = Node::default();
-                node.metadata.name = Some(name.to_string());
-                node.metadata.annotations = Some(
-                    [(
-                        NODE_ANNOTATION.to_string(),
-                        value.expect("checked").to_string(),
-                    )]
-                    .into(),
-                );
-                let created = self
-                    .nodes()
-                    .create(&PostParams::default(), &node)
-                    .await
-                    .map_err(|e| map_error(e, Kind::Node, name, 0))?;
-                Ok(revision_of(created.metadata.resource_version.as_ref()))
-            }
-            Err(e) => Err(map_error(e, Kind::Node, name, revision.unwrap_or(0))),
-        }
+            .await
+            .map_err(|e| map_error(e, Kind::Node, name, revision.unwrap_or(0)))?;
+        Ok(revision_of(node.metadata.resource_version.as_ref()))
     }
 
     async fn get_node(&self, name: &str) -> Result<Option<Node>, StoreError> {
