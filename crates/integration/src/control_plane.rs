@@ -1,7 +1,9 @@
 //! A real Kubernetes control plane for tests: etcd and kube-apiserver (built from Debian's source
 //! by scripts/build-kubernetes), with token authentication, RBAC, service-account keys and a
-//! self-signed serving certificate; a kubeconfig for clients; Strait's CRDs applied with kubectl.
-//! It runs on this namespace's loopback, or inside a test namespace on an address of its own.
+//! serving certificate from a test CA (valid for the API's address and its Service,
+//! `kubernetes.default.svc` / 10.96.0.1, so pods reach it in-cluster); a kubeconfig for clients;
+//! Strait's CRDs applied with kubectl; on demand the scheduler and the controller manager. It
+//! runs on this namespace's loopback, or inside a test namespace on an address of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,6 +35,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     netns: Option<String>,
     apiserver: Option<Child>,
+    /// The scheduler and the controller manager, once started.
+    controllers: Vec<Child>,
     /// Declared last: it stops after the apiserver.
     pub etcd: Etcd,
 }
@@ -50,7 +54,7 @@ impl ControlPlane {
 
     fn launch(ns: Option<&TestNetns>, address: &str) -> ControlPlane {
         let dir = std::env::temp_dir().join(unique("k8s"));
-        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         let etcd = match ns {
             Some(ns) => Etcd::start_in(ns, address),
             None => Etcd::start(),
@@ -60,6 +64,7 @@ impl ControlPlane {
             format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
         )
         .unwrap();
+        issue_certificates(&dir, address);
         let key = dir.join("sa.key");
         run_ok(
             "openssl",
@@ -86,9 +91,10 @@ impl ControlPlane {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
                  users:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\n\
-                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+                ca = dir.join("ca.crt").display()
             ),
         )
         .unwrap();
@@ -98,6 +104,7 @@ impl ControlPlane {
             kubeconfig,
             netns: ns.map(|n| n.name.clone()),
             apiserver: None,
+            controllers: Vec::new(),
             etcd,
         };
         cp.start_apiserver(address, port);
@@ -125,7 +132,11 @@ impl ControlPlane {
             .arg(format!("--advertise-address={address}"))
             .arg(format!("--secure-port={port}"))
             .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", d("certs")))
+            .arg(format!("--tls-cert-file={}", d("server.crt")))
+            .arg(format!("--tls-private-key-file={}", d("server.key")))
+            .arg(format!("--client-ca-file={}", d("ca.crt")))
+            .arg("--allow-privileged=true")
+            .arg("--kubelet-preferred-address-types=InternalIP")
             .arg(format!("--token-auth-file={}", d("tokens.csv")))
             .arg("--authorization-mode=Node,RBAC")
             .arg(format!("--service-account-key-file={}", d("sa.pub")))
@@ -157,11 +168,56 @@ impl ControlPlane {
         }
     }
 
-    /// `kubectl --kubeconfig ... ARGS`, run where the control plane is reachable.
+    /// Starts the scheduler and the controller manager (service-account tokens signed with the
+    /// API's key, the test CA as the pods' root CA).
+    pub fn start_controllers(&mut self) {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut scheduler = self.command(&kube_binary("kube-scheduler"));
+        scheduler.args([
+            &kubeconfig,
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]);
+        let mut manager = self.command(&kube_binary("kube-controller-manager"));
+        manager
+            .args([
+                &kubeconfig,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+            ])
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                d("sa.key")
+            ))
+            .arg(format!("--root-ca-file={}", d("ca.crt")))
+            .arg("--use-service-account-credentials=false");
+        for (mut command, log) in [
+            (scheduler, "scheduler.log"),
+            (manager, "controller-manager.log"),
+        ] {
+            let log = std::fs::File::create(self.dir.join(log)).unwrap();
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("the Kubernetes controllers start");
+            self.controllers.push(child);
+        }
+    }
+
+    /// `kubectl --kubeconfig ... ARGS` to run where the control plane is reachable.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut c = self.command(Path::new("kubectl"));
+        c.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args);
+        c
+    }
+
+    /// Runs `kubectl ARGS` where the control plane is reachable.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.command(Path::new("kubectl"))
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(args)
+        self.kubectl_command(args)
             .output()
             .expect("kubectl is installed")
     }
@@ -222,8 +278,71 @@ impl ControlPlane {
     }
 }
 
+/// A test CA (`ca.crt`, `ca.key`) and the API's serving certificate it signs (`server.crt`,
+/// `server.key`), valid for `address`, loopback, and the API's Service inside the cluster.
+fn issue_certificates(dir: &Path, address: &str) {
+    let path = |f: &str| dir.join(f).display().to_string();
+    let openssl = |args: &[&str]| run_ok("openssl", args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=strait-test-ca",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.crt"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        format!(
+            "subjectAltName=IP:{address},IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,\
+             DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+        ),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.crt"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-extfile",
+        &path("server.ext"),
+        "-out",
+        &path("server.crt"),
+    ]);
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        for mut child in self.controllers.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         self.stop_apiserver();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -1,0 +1,107 @@
+//! A Kubernetes cluster on this machine for end-to-end tests: the control plane (etcd,
+//! kube-apiserver, scheduler, controller manager) inside the fabric's namespace on its router
+//! address, and nodes on the fabric, each with containerd, a kubelet and kube-proxy. Dropping it
+//! stops everything, writes back the kernel settings the kubelets changed and removes the cgroups
+//! their containerds made.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::control_plane::ControlPlane;
+use crate::fabric::{Fabric, PREFIX};
+use crate::kube_node::KubeNode;
+use crate::machine::MachineState;
+
+#[derive(Debug)]
+pub struct KubeCluster {
+    /// Declared first: nodes stop before the control plane.
+    pub nodes: Vec<KubeNode>,
+    pub control_plane: ControlPlane,
+    pub fabric: Arc<Fabric>,
+    before: MachineState,
+}
+
+impl KubeCluster {
+    /// Starts the control plane and `nodes` nodes with `images` imported and Debian's
+    /// `cni_plugins` installed (besides `loopback`). No CNI network is configured yet.
+    pub fn start(nodes: usize, images: &[PathBuf], cni_plugins: &[&str]) -> KubeCluster {
+        crate::require_root();
+        let before = MachineState::capture();
+        let fabric = Arc::new(Fabric::new());
+        let router = format!("{PREFIX}.254");
+        fabric
+            .ns
+            .ip(&["addr", "add", &format!("{router}/24"), "dev", "br0"]);
+        let mut control_plane = ControlPlane::start_in(&fabric.ns, &router);
+        control_plane.start_controllers();
+        let nodes = (0..nodes)
+            .map(|_| KubeNode::start(&fabric, &router, &control_plane, images, cni_plugins))
+            .collect();
+        KubeCluster {
+            nodes,
+            control_plane,
+            fabric,
+            before,
+        }
+    }
+
+    /// `kubectl ARGS`, which must succeed; returns its output.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.control_plane.kubectl_ok(args)
+    }
+
+    /// `kubectl get ARGS -o json`.
+    pub fn get(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl prints JSON")
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> &KubeNode {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Waits (up to `limit`) until `done` holds; panics naming `what` and with `detail()`.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut() -> bool,
+        detail: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {limit:?}\n{}",
+                detail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        self.before.restore_kubelet_sysctls();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = hierarchy.path().join("k8s.io");
+            if !self.before.cgroups.contains(&parent.display().to_string()) {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Strait on a real Kubernetes 1.20 cluster on this machine: a control plane (etcd, apiserver,
+//! scheduler, controller manager) and two nodes, each in its own network and mount namespace with
+//! its own containerd, kubelet and kube-proxy; Strait installed with `kubectl apply -k deploy/`
+//! from its image. One test walks through what a cluster operator relies on, step by step, and
+//! finally checks that the machine is as it was.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use strait_integration::images::kubernetes_images;
+use strait_integration::kube_cluster::KubeCluster;
+use strait_integration::kube_node::PAUSE_IMAGE;
+use strait_integration::machine::MachineState;
+use strait_integration::unique;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const CONFLIST: &str = "/etc/cni/net.d/10-strait.conflist";
+
+/// A pod as the API reports it.
+#[derive(Debug, Clone)]
+struct PodView {
+    name: String,
+    node: String,
+    ip: String,
+    ready: bool,
+}
+
+fn pods(cluster: &KubeCluster, namespace: &str, selector: &str) -> Vec<PodView> {
+    let list = cluster.get(&["pods", "-n", namespace, "-l", selector]);
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| PodView {
+            name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
+            node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+            ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
+            ready: condition(&p["status"], "Ready").0 == "True",
+        })
+        .collect()
+}
+
+/// A condition's status and message.
+fn condition(status: &Value, kind: &str) -> (String, String) {
+    let found = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind);
+    match found {
+        Some(c) => (
+            c["status"].as_str().unwrap_or_default().into(),
+            c["message"].as_str().unwrap_or_default().into(),
+        ),
+        None => (String::new(), String::new()),
+    }
+}
+
+fn node_ready(cluster: &KubeCluster, name: &str) -> Option<(bool, String)> {
+    let out = cluster
+        .control_plane
+        .kubectl(&["get", "node", name, "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let node: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let (status, message) = condition(&node["status"], "Ready");
+    Some((status == "True", message))
+}
+
+fn exec(cluster: &KubeCluster, pod: &str, script: &str) -> Output {
+    cluster
+        .control_plane
+        .kubectl(&["exec", pod, "--", "sh", "-c", script])
+}
+
+/// Announces a step and times the previous one.
+struct Steps {
+    last: Instant,
+    name: String,
+}
+
+impl Steps {
+    fn next(&mut self, name: &str) {
+        eprintln!(
+            "[e2e] {} took {:.1} s",
+            self.name,
+            self.last.elapsed().as_secs_f64()
+        );
+        eprintln!("[e2e] {name}");
+        self.last = Instant::now();
+        self.name = name.to_string();
+    }
+}
+
+fn web_deployment(replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 1,
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {"matchLabels": {"app": "web"}},
+                    }],
+                    "containers": [{
+                        "name": "web", "image": PAUSE_IMAGE, "imagePullPolicy": "Never",
+                        "command": ["sh", "-c",
+                            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                        "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+                    }],
+                },
+            },
+        },
+    })
+}
+
+#[test]
+fn strait_networks_a_real_kubernetes_cluster() {
+    strait_integration::require_root();
+    let before = MachineState::capture();
+    let work = std::env::temp_dir().join(unique("e2e"));
+    let mut steps = Steps {
+        last: Instant::now(),
+        name: "building the images".into(),
+    };
+    let suite = Instant::now();
+    {
+        let images = kubernetes_images(&work);
+        steps.next("starting the control plane and two nodes");
+        let cluster = KubeCluster::start(2, &images, &[]);
+        run(&cluster, &mut steps);
+        steps.next("tearing the cluster down");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    steps.next("done");
+    eprintln!(
+        "[e2e] the suite took {:.0} s",
+        suite.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        MachineState::capture(),
+        before,
+        "the machine is as it was before"
+    );
+}
+
+fn run(cluster: &KubeCluster, steps: &mut Steps) {
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+
+    steps.next("nodes register, NotReady without a network");
+    cluster.wait_until(
+        "both nodes registered",
+        MINUTE,
+        || names.iter().all(|n| node_ready(cluster, n).is_some()),
+        || cluster.nodes[0].log("kubelet"),
+    );
+    for node in &cluster.nodes {
+        let (ready, message) = node_ready(cluster, &node.name).unwrap();
+        assert!(!ready, "{} is Ready without a network", node.name);
+        assert!(message.contains("network"), "{}: {message}", node.name);
+        assert!(!node.host_path(CONFLIST).exists());
+    }
+
+    steps.next("kubectl apply -k deploy/: nodes become Ready only once Strait is");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    cluster.kubectl(&["apply", "-k", deploy.to_str().unwrap()]);
+    cluster.wait_until(
+        "both nodes Ready",
+        2 * MINUTE,
+        || {
+            names.iter().all(|n| {
+                let ready = node_ready(cluster, n).is_some_and(|(r, _)| r);
+                // Ready implies the agent finished its start-up (it writes the conflist last).
+                assert!(
+                    !ready || cluster.node(n).host_path(CONFLIST).exists(),
+                    "{n} is Ready before Strait wrote its conflist"
+                );
+                ready
+            })
+        },
+        || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
+    );
+    cluster.wait_until(
+        "the Strait pods Ready",
+        MINUTE,
+        || {
+            let agents = pods(cluster, "kube-system", "app.kubernetes.io/name=strait");
+            agents.len() == 2 && agents.iter().all(|p| p.ready)
+        },
+        || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
+    );
+    for node in &cluster.nodes {
+        let plugin = node.host_path("/opt/cni/bin/strait");
+        assert!(plugin.exists(), "the init container installed the plugin");
+    }
+
+    steps.next("a 6-replica Deployment over both nodes, readiness probes passing");
+    let manifest = web_deployment(6);
+    apply_json(cluster, &manifest);
+    apply_json(
+        cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }),
+    );
+    cluster.wait_until(
+        "6 web pods Ready",
+        2 * MINUTE,
+        || {
+            let web = pods(cluster, "default", "app=web");
+            web.len() == 6 && web.iter().all(|p| p.ready)
+        },
+        || cluster.kubectl(&["describe", "pods", "-l", "app=web"]),
+    );
+    let web = pods(cluster, "default", "app=web");
+    for name in &names {
+        assert_eq!(
+            web.iter().filter(|p| &p.node == name).count(),
+            3,
+            "spread: {web:?}"
+        );
+    }
+    for p in &web {
+        assert!(p.ip.starts_with("10.244."), "{p:?}");
+    }
+
+    steps.next("every pod reaches every other pod");
+    let ips: Vec<&str> = web.iter().map(|p| p.ip.as_str()).collect();
+    let script = format!(
+        "for ip in {}; do ping -c1 -W2 $ip >/dev/null && echo ok $ip || echo FAIL $ip; done",
+        ips.join(" ")
+    );
+    for p in &web {
+        let out = exec(cluster, &p.name, &script);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !text.contains("FAIL") && text.lines().count() == 6,
+            "from {} on {}: {text}{}",
+            p.name,
+            p.node,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    steps.next("the ClusterIP Service answers, from pods on both nodes");
+    let service = cluster.get(&["service", "web"]);
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
+    // (busybox wget crashes with -T; timeout bounds it instead)
+    let fetch = format!("timeout 5 wget -q -O - http://{cluster_ip}/index.html");
+    // kube-proxy programs the Service once its endpoints are ready.
+    cluster.wait_until(
+        "the Service answers",
+        MINUTE,
+        || exec(cluster, &web[0].name, &fetch).status.success(),
+        || String::from_utf8_lossy(&exec(cluster, &web[0].name, &fetch).stderr).into_owned(),
+    );
+    let mut answered_by = std::collections::BTreeSet::new();
+    for p in &web {
+        let out = exec(
+            cluster,
+            &p.name,
+            &format!("for i in 1 2 3 4 5 6 7 8; do {fetch}; done"),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            text.lines().count(),
+            8,
+            "from {}: {text}{}",
+            p.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answered_by.extend(text.lines().map(str::to_string));
+    }
+    let nodes_answering: std::collections::BTreeSet<&str> = web
+        .iter()
+        .filter(|p| answered_by.contains(&p.name))
+        .map(|p| p.node.as_str())
+        .collect();
+    assert_eq!(nodes_answering.len(), 2, "answered by {answered_by:?}");
+
+    steps.next("kubectl logs");
+    let agents = pods(cluster, "kube-system", "app.kubernetes.io/name=strait");
+    let logs = cluster.kubectl(&[
+        "-n",
+        "kube-system",
+        "logs",
+        &agents[0].name,
+        "-c",
+        "straitd",
+    ]);
+    assert!(logs.contains(r#""message":"ready""#), "{logs}");
+
+    steps.next("deleting pods frees their addresses");
+    apply_json(cluster, &web_deployment(2));
+    cluster.wait_until(
+        "2 web pods left",
+        MINUTE,
+        || {
+            let all = cluster.get(&["pods", "-l", "app=web"]);
+            all["items"].as_array().map_or(0, Vec::len) == 2
+        },
+        || cluster.kubectl(&["get", "pods", "-o", "wide"]),
+    );
+    let kept = pods(cluster, "default", "app=web");
+    let freed: Vec<&PodView> = web
+        .iter()
+        .filter(|p| kept.iter().all(|k| k.name != p.name))
+        .collect();
+    for node in &cluster.nodes {
+        let held: Vec<String> = node
+            .straitctl(&["pods"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(strait_integration::cni::address)
+            .collect();
+        let expected: Vec<String> = kept
+            .iter()
+            .filter(|p| p.node == node.name)
+            .map(|p| p.ip.clone())
+            .collect();
+        assert_eq!(
+            held, expected,
+            "{} holds only its running pods' addresses",
+            node.name
+        );
+        let allocated = node.straitctl(&["status"])["networks"][0]["allocated"].clone();
+        assert_eq!(allocated, json!(expected.len()), "{}", node.name);
+        for p in &freed {
+            assert!(!held.contains(&p.ip), "{} still holds {}", node.name, p.ip);
+        }
+    }
+
+    steps.next("restarting an agent loses no packet of a cross-node ping");
+    let (a, b) = (
+        kept.iter()
+            .find(|p| p.node == names[0])
+            .expect("a pod on node 0"),
+        kept.iter()
+            .find(|p| p.node == names[1])
+            .expect("a pod on node 1"),
+    );
+    let pinger = cluster
+        .control_plane
+        .kubectl_command(&[
+            "exec", &a.name, "--", "ping", "-i", "0.2", "-c", "100", &b.ip,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl exec ping");
+    std::thread::sleep(Duration::from_secs(2));
+    let agent0 = agents
+        .iter()
+        .find(|p| p.node == names[0])
+        .expect("agent on node 0");
+    cluster.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "pod",
+        &agent0.name,
+        "--wait=true",
+    ]);
+    cluster.wait_until(
+        "a new agent Ready on node 0",
+        MINUTE,
+        || {
+            pods(cluster, "kube-system", "app.kubernetes.io/name=strait")
+                .iter()
+                .any(|p| p.node == names[0] && p.name != agent0.name && p.ready)
+        },
+        || cluster.kubectl(&["-n", "kube-system", "get", "pods", "-o", "wide"]),
+    );
+    let out = pinger.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("100 packets transmitted, 100 packets received, 0% packet loss"),
+        "{summary}"
+    );
+    let held = cluster.nodes[0].straitctl(&["pods"]);
+    assert_eq!(
+        held.as_array().unwrap().len(),
+        1,
+        "the new agent kept the pod: {held}"
+    );
+
+    steps.next("a node deleted from the API leaves the other node's routes");
+    let routes = cluster.nodes[0].straitctl(&["routes"]);
+    let blocks: Vec<String> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["node"] == names[1].as_str())
+        .map(|r| r["dst"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !blocks.is_empty(),
+        "node 0 routes to node 1's blocks: {routes}"
+    );
+    cluster.kubectl(&["delete", "node", &names[1]]);
+    cluster.wait_until(
+        "node 1's blocks unrouted on node 0",
+        MINUTE,
+        || {
+            blocks
+                .iter()
+                .all(|b| cluster.nodes[0].ns.ip(&["route", "show", b]).is_empty())
+        },
+        || cluster.nodes[0].ns.ip(&["route"]),
+    );
+    assert_eq!(cluster.nodes[0].straitctl(&["peers"]), json!([]));
+}
+
+fn apply_json(cluster: &KubeCluster, manifest: &Value) {
+    cluster.control_plane.apply(&manifest.to_string());
+}
