@@ -32,17 +32,18 @@ pub fn busybox_rootfs_tar(dir: &Path, applets: &[&str]) -> PathBuf {
     tar
 }
 
-/// What the Kubernetes tests import into each node: Strait's image (as deploy/ runs it, built
-/// from the debug binaries) and a busybox image that serves as pod sandbox and workload. Built
-/// into `dir`; returns the two image archives.
-pub fn kubernetes_images(dir: &Path) -> Vec<PathBuf> {
+/// What the Kubernetes tests and benchmarks import into each node: Strait's image (as deploy/
+/// runs it, from the release or the debug build) and a busybox image that serves as pod sandbox
+/// and workload. Built into `dir`; returns the two image archives.
+pub fn kubernetes_images(dir: &Path, release: bool) -> Vec<PathBuf> {
     fs::create_dir_all(dir).expect("image dir");
     let strait = dir.join("strait.tar");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-image");
-    run_ok(
-        script.to_str().expect("utf-8"),
-        &["--debug", "--output", strait.to_str().expect("utf-8")],
-    );
+    let mut args = vec!["--output", strait.to_str().expect("utf-8")];
+    if !release {
+        args.push("--debug");
+    }
+    run_ok(script.to_str().expect("utf-8"), &args);
     let applets = [
         "sh", "sleep", "ping", "ip", "cat", "hostname", "nc", "httpd", "wget", "echo", "ls",
         "mkdir", "timeout",

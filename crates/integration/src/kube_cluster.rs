@@ -4,7 +4,7 @@
 //! stops everything, writes back the kernel settings the kubelets changed and removes the cgroups
 //! their containerds made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,34 @@ use crate::control_plane::ControlPlane;
 use crate::fabric::{Fabric, PREFIX};
 use crate::kube_node::KubeNode;
 use crate::machine::MachineState;
+
+/// The label selector of Strait's agent pods.
+pub const STRAIT_SELECTOR: &str = "app.kubernetes.io/name=strait";
+
+/// A pod as the API reports it.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub name: String,
+    pub node: String,
+    pub ip: String,
+    pub ready: bool,
+}
+
+/// A condition's status and message.
+fn condition(status: &Value, kind: &str) -> (String, String) {
+    let found = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind);
+    match found {
+        Some(c) => (
+            c["status"].as_str().unwrap_or_default().into(),
+            c["message"].as_str().unwrap_or_default().into(),
+        ),
+        None => (String::new(), String::new()),
+    }
+}
 
 #[derive(Debug)]
 pub struct KubeCluster {
@@ -59,6 +87,56 @@ impl KubeCluster {
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl prints JSON")
+    }
+
+    /// The pods of `namespace` matching `selector` (not those being deleted).
+    pub fn pods(&self, namespace: &str, selector: &str) -> Vec<PodView> {
+        let list = self.get(&["pods", "-n", namespace, "-l", selector]);
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| PodView {
+                name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
+                node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+                ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
+                ready: condition(&p["status"], "Ready").0 == "True",
+            })
+            .collect()
+    }
+
+    /// Whether node `name` is Ready, and its Ready condition's message; `None` while it is not
+    /// registered.
+    pub fn node_ready(&self, name: &str) -> Option<(bool, String)> {
+        let out = self
+            .control_plane
+            .kubectl(&["get", "node", name, "-o", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let node: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let (status, message) = condition(&node["status"], "Ready");
+        Some((status == "True", message))
+    }
+
+    /// `kubectl apply -k deploy/`: Strait as users install it.
+    pub fn apply_strait(&self) {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        self.kubectl(&["apply", "-k", deploy.to_str().expect("utf-8")]);
+    }
+
+    /// Waits until Strait's agent pod is Ready on every node.
+    pub fn wait_strait_ready(&self) {
+        self.wait_until(
+            "Strait's pods Ready",
+            Duration::from_secs(120),
+            || {
+                let agents = self.pods("kube-system", STRAIT_SELECTOR);
+                agents.len() == self.nodes.len() && agents.iter().all(|p| p.ready)
+            },
+            || self.kubectl(&["-n", "kube-system", "describe", "pods"]),
+        );
     }
 
     /// The node named `name`.

@@ -4,72 +4,18 @@
 //! from its image. One test walks through what a cluster operator relies on, step by step, and
 //! finally checks that the machine is as it was.
 
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use strait_integration::images::kubernetes_images;
-use strait_integration::kube_cluster::KubeCluster;
+use strait_integration::kube_cluster::{KubeCluster, PodView, STRAIT_SELECTOR};
 use strait_integration::kube_node::PAUSE_IMAGE;
 use strait_integration::machine::MachineState;
 use strait_integration::unique;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const CONFLIST: &str = "/etc/cni/net.d/10-strait.conflist";
-
-/// A pod as the API reports it.
-#[derive(Debug, Clone)]
-struct PodView {
-    name: String,
-    node: String,
-    ip: String,
-    ready: bool,
-}
-
-fn pods(cluster: &KubeCluster, namespace: &str, selector: &str) -> Vec<PodView> {
-    let list = cluster.get(&["pods", "-n", namespace, "-l", selector]);
-    list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| PodView {
-            name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
-            node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
-            ip: p["status"]["podIP"].as_str().unwrap_or_default().into(),
-            ready: condition(&p["status"], "Ready").0 == "True",
-        })
-        .collect()
-}
-
-/// A condition's status and message.
-fn condition(status: &Value, kind: &str) -> (String, String) {
-    let found = status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == kind);
-    match found {
-        Some(c) => (
-            c["status"].as_str().unwrap_or_default().into(),
-            c["message"].as_str().unwrap_or_default().into(),
-        ),
-        None => (String::new(), String::new()),
-    }
-}
-
-fn node_ready(cluster: &KubeCluster, name: &str) -> Option<(bool, String)> {
-    let out = cluster
-        .control_plane
-        .kubectl(&["get", "node", name, "-o", "json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let node: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let (status, message) = condition(&node["status"], "Ready");
-    Some((status == "True", message))
-}
 
 fn exec(cluster: &KubeCluster, pod: &str, script: &str) -> Output {
     cluster
@@ -136,7 +82,7 @@ fn strait_networks_a_real_kubernetes_cluster() {
     };
     let suite = Instant::now();
     {
-        let images = kubernetes_images(&work);
+        let images = kubernetes_images(&work, false);
         steps.next("starting the control plane and two nodes");
         let cluster = KubeCluster::start(2, &images, &[]);
         run(&cluster, &mut steps);
@@ -162,25 +108,24 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
     cluster.wait_until(
         "both nodes registered",
         MINUTE,
-        || names.iter().all(|n| node_ready(cluster, n).is_some()),
+        || names.iter().all(|n| cluster.node_ready(n).is_some()),
         || cluster.nodes[0].log("kubelet"),
     );
     for node in &cluster.nodes {
-        let (ready, message) = node_ready(cluster, &node.name).unwrap();
+        let (ready, message) = cluster.node_ready(&node.name).unwrap();
         assert!(!ready, "{} is Ready without a network", node.name);
         assert!(message.contains("network"), "{}: {message}", node.name);
         assert!(!node.host_path(CONFLIST).exists());
     }
 
     steps.next("kubectl apply -k deploy/: nodes become Ready only once Strait is");
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
-    cluster.kubectl(&["apply", "-k", deploy.to_str().unwrap()]);
+    cluster.apply_strait();
     cluster.wait_until(
         "both nodes Ready",
         2 * MINUTE,
         || {
             names.iter().all(|n| {
-                let ready = node_ready(cluster, n).is_some_and(|(r, _)| r);
+                let ready = cluster.node_ready(n).is_some_and(|(r, _)| r);
                 // Ready implies the agent finished its start-up (it writes the conflist last).
                 assert!(
                     !ready || cluster.node(n).host_path(CONFLIST).exists(),
@@ -191,15 +136,7 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         },
         || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
     );
-    cluster.wait_until(
-        "the Strait pods Ready",
-        MINUTE,
-        || {
-            let agents = pods(cluster, "kube-system", "app.kubernetes.io/name=strait");
-            agents.len() == 2 && agents.iter().all(|p| p.ready)
-        },
-        || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
-    );
+    cluster.wait_strait_ready();
     for node in &cluster.nodes {
         let plugin = node.host_path("/opt/cni/bin/strait");
         assert!(plugin.exists(), "the init container installed the plugin");
@@ -220,12 +157,12 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         "6 web pods Ready",
         2 * MINUTE,
         || {
-            let web = pods(cluster, "default", "app=web");
+            let web = cluster.pods("default", "app=web");
             web.len() == 6 && web.iter().all(|p| p.ready)
         },
         || cluster.kubectl(&["describe", "pods", "-l", "app=web"]),
     );
-    let web = pods(cluster, "default", "app=web");
+    let web = cluster.pods("default", "app=web");
     for name in &names {
         assert_eq!(
             web.iter().filter(|p| &p.node == name).count(),
@@ -292,7 +229,7 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
     assert_eq!(nodes_answering.len(), 2, "answered by {answered_by:?}");
 
     steps.next("kubectl logs");
-    let agents = pods(cluster, "kube-system", "app.kubernetes.io/name=strait");
+    let agents = cluster.pods("kube-system", STRAIT_SELECTOR);
     let logs = cluster.kubectl(&[
         "-n",
         "kube-system",
@@ -314,7 +251,7 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         },
         || cluster.kubectl(&["get", "pods", "-o", "wide"]),
     );
-    let kept = pods(cluster, "default", "app=web");
+    let kept = cluster.pods("default", "app=web");
     let freed: Vec<&PodView> = web
         .iter()
         .filter(|p| kept.iter().all(|k| k.name != p.name))
@@ -379,7 +316,8 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         "a new agent Ready on node 0",
         MINUTE,
         || {
-            pods(cluster, "kube-system", "app.kubernetes.io/name=strait")
+            cluster
+                .pods("kube-system", STRAIT_SELECTOR)
                 .iter()
                 .any(|p| p.node == names[0] && p.name != agent0.name && p.ready)
         },
