@@ -1,5 +1,5 @@
 //! Kubernetes pods on this node. What a pod asks of its network, by annotation on the pod or
-//! (for the network) on its namespace; and which pods exist here, kept current by a watch, so
+//! (for the network and the pool) on its namespace; and which pods exist here, kept current by a watch, so
 //! that the address of a pod deleted without a CNI DEL is still freed.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use crate::registry::PodRef;
 
 /// On a pod or its namespace: the network the pod joins.
 pub const NETWORK_ANNOTATION: &str = "strait.io/network";
-/// On a pod: the pool of its network its address comes from.
+/// On a pod or its namespace: the pool of its network its address comes from.
 pub const POOL_ANNOTATION: &str = "strait.io/pool";
 /// On a pod: the address it must have.
 pub const ADDRESS_ANNOTATION: &str = "strait.io/ip-address";
@@ -88,19 +88,22 @@ impl Pods {
         let Some(pod) = pod else {
             return Ok(PodIntent::default());
         };
-        let annotation = |key: &str| pod.annotations().get(key).cloned();
-        let mut network = annotation(NETWORK_ANNOTATION);
-        if network.is_none() {
+        let on_pod = |key: &str| pod.annotations().get(key).cloned();
+        let (mut network, mut pool) = (on_pod(NETWORK_ANNOTATION), on_pod(POOL_ANNOTATION));
+        if network.is_none() || pool.is_none() {
             let ns = Api::<Namespace>::all(self.client.clone())
                 .get_opt(namespace)
                 .await
                 .map_err(failed)?;
-            network = ns.and_then(|n| n.annotations().get(NETWORK_ANNOTATION).cloned());
+            let on_namespace =
+                |key: &str| ns.as_ref().and_then(|n| n.annotations().get(key).cloned());
+            network = network.or_else(|| on_namespace(NETWORK_ANNOTATION));
+            pool = pool.or_else(|| on_namespace(POOL_ANNOTATION));
         }
         Ok(PodIntent {
             network,
-            pool: annotation(POOL_ANNOTATION),
-            address: annotation(ADDRESS_ANNOTATION),
+            pool,
+            address: on_pod(ADDRESS_ANNOTATION),
         })
     }
 

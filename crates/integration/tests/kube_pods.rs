@@ -140,6 +140,7 @@ fn annotations_choose_the_address_the_pool_and_the_network() {
     let pods = Pods { cluster: &cluster };
     pods.namespace("apps", json!({}));
     pods.namespace("isolated", json!({"strait.io/network": "other"}));
+    pods.namespace("second", json!({"strait.io/pool": "strait-1"}));
     for node in &cluster.nodes {
         node.warm_up();
     }
@@ -162,10 +163,21 @@ fn annotations_choose_the_address_the_pool_and_the_network() {
     );
     assert!(ping(&fixed.ns, &plain_ip), "and back");
 
-    // A pool by name.
+    // A pool by name, on the pod or on its namespace; the pod's wins.
     let pooled = pods.create(0, "apps", "pooled", json!({"strait.io/pool": "strait-1"}));
     let pooled_ip = address(&pods.cni("ADD", &pooled).ok());
     assert!(pooled_ip.starts_with("10.245."), "{pooled_ip}");
+    let by_namespace = pods.create(0, "second", "by-namespace", json!({}));
+    let ip = address(&pods.cni("ADD", &by_namespace).ok());
+    assert!(ip.starts_with("10.245."), "{ip}");
+    let overridden = pods.create(
+        0,
+        "second",
+        "overridden",
+        json!({"strait.io/pool": "strait-0"}),
+    );
+    let ip = address(&pods.cni("ADD", &overridden).ok());
+    assert!(ip.starts_with("10.244."), "{ip}");
 
     // A network chosen by the namespace: served, listed and released under that network.
     let isolated = pods.create(1, "isolated", "inside", json!({}));
