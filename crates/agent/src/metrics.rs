@@ -24,6 +24,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_operations: Counter,
     drift_repairs: Counter,
+    orphan_releases: Counter,
     peers: Gauge,
     ipam_allocated: Family<Labels, Gauge>,
     ipam_capacity: Family<Labels, Gauge>,
@@ -45,6 +46,7 @@ impl Metrics {
             reconcile_duration: latency_histogram(),
             reconcile_operations: Counter::default(),
             drift_repairs: Counter::default(),
+            orphan_releases: Counter::default(),
             peers: Gauge::default(),
             ipam_allocated: Family::default(),
             ipam_capacity: Family::default(),
@@ -79,6 +81,11 @@ impl Metrics {
             "drift_repairs",
             "Passes that repaired a change made outside Strait",
             m.drift_repairs.clone(),
+        );
+        registry.register(
+            "orphan_releases",
+            "Attachments released because their pod left the Kubernetes API without a CNI DEL",
+            m.orphan_releases.clone(),
         );
         registry.register("peers", "Other nodes this node knows", m.peers.clone());
         registry.register(
@@ -119,6 +126,10 @@ impl Metrics {
         }
     }
 
+    pub fn orphan_released(&self) {
+        self.orphan_releases.inc();
+    }
+
     pub fn set_peers(&self, peers: usize) {
         self.peers.set(peers as i64);
     }
@@ -150,12 +161,14 @@ mod tests {
         m.cni("ADD", true, 0.002);
         m.pass(true, 0.01, 3, true);
         m.set_ipam("pods", 2, 63);
+        m.orphan_released();
         let text = m.encode();
         for needle in [
             "strait_cni_requests_total{command=\"ADD\",result=\"ok\"} 1",
             "strait_cni_request_duration_seconds_bucket{",
             "strait_reconcile_operations_total 3",
             "strait_drift_repairs_total 1",
+            "strait_orphan_releases_total 1",
             "strait_ipam_addresses_allocated{network=\"pods\"} 2",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

@@ -74,8 +74,11 @@ impl<S: Store> Agent<S> {
             .as_ref()
             .map(|p| format!("{}/{}", p.namespace, p.name));
         match self.release(&a.key).await {
-            Ok(()) => tracing::info!(pod, container_id = %a.key.container_id,
-                addresses = ?a.addresses, "released the attachment of a pod that is gone"),
+            Ok(()) => {
+                self.metrics.orphan_released();
+                tracing::info!(pod, container_id = %a.key.container_id,
+                    addresses = ?a.addresses, "released the attachment of a pod that is gone");
+            }
             Err(e) => tracing::warn!(pod, container_id = %a.key.container_id, error = %e,
                 "cannot release the attachment of a pod that is gone; trying again later"),
         }

@@ -384,6 +384,24 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// GET `path` from the agent's HTTP endpoint: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:9462{path}");
+        let out = self.ns.exec("curl", &["-s", "-w", "\n%{http_code}", &url]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The value of an unlabelled metric on /metrics, 0 when the agent has not reported it.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Everything Strait could leave behind on this node.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::of(self)

@@ -302,6 +302,11 @@ fn a_pod_deleted_without_a_del_gives_its_address_back() {
     pods.cni("DEL", &kept).ok();
     pods.cni("DEL", &second).ok();
     assert_eq!(cluster.nodes[0].snapshot(), empty, "everything released");
+    assert_eq!(
+        cluster.nodes[0].metric("strait_orphan_releases_total"),
+        2,
+        "operators see every release of a pod that left without a DEL"
+    );
 }
 
 #[test]

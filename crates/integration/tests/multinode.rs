@@ -120,21 +120,9 @@ fn operators_see_peers_routes_status_and_metrics() {
             .all(|r| r["device"] == "strait.4096")
     );
 
-    let get = |path: &str| {
-        let out = node.ns.exec(
-            "curl",
-            &[
-                "-s",
-                "-w",
-                "\n%{http_code}",
-                &format!("http://127.0.0.1:9462{path}"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(get("/healthz").ends_with("200"));
-    assert!(get("/readyz").ends_with("200"));
-    let metrics = get("/metrics");
+    assert_eq!(node.http_get("/healthz").0, 200);
+    assert_eq!(node.http_get("/readyz").0, 200);
+    let (_, metrics) = node.http_get("/metrics");
     for needle in [
         "strait_peers 2",
         "strait_reconcile_passes_total{result=\"ok\"}",

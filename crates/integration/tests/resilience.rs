@@ -107,13 +107,7 @@ fn drift_is_repaired_on_the_event_well_within_a_second() {
         eprintln!("{what} deleted by hand: restored after {took:?}");
         assert!(ping(&a.ns, &b.ip), "{what}: traffic flows again");
     }
-    let metrics = node.exec("curl", &["-s", "http://127.0.0.1:9462/metrics"]);
-    let text = String::from_utf8_lossy(&metrics.stdout);
-    let repairs: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("strait_drift_repairs_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let repairs = cluster.nodes[0].metric("strait_drift_repairs_total");
     assert!(repairs >= 5, "every repair is counted: {repairs}");
 }
 
