@@ -41,6 +41,8 @@ pub struct Agent<S> {
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
     pub(crate) left_signal: Arc<tokio::sync::Notify>,
+    /// Why the agent must stop, when it cannot go on (see [`Agent::fail`]).
+    failure: Arc<Mutex<Option<String>>>,
     /// Signalled by the reconciler when this node's record is missing from the store.
     pub(crate) record_missing: Arc<tokio::sync::Notify>,
     /// The pods on this node, when the cluster is Kubernetes.
@@ -130,6 +132,7 @@ impl<S: Store> Agent<S> {
             kernel: Arc::default(),
             left: Arc::default(),
             left_signal: Arc::default(),
+            failure: Arc::default(),
             record_missing: Arc::default(),
             pods: None,
         };
@@ -213,12 +216,19 @@ impl<S: Store> Agent<S> {
 
     /// Reads what pods ask of their network from the Kubernetes API, and knows which pods
     /// exist on this node; `orphan_grace` is how long a pod must have been gone before
-    /// [`Agent::start_orphan_sweep`] releases its address.
-    pub fn with_pods(mut self, client: kube::Client, orphan_grace: Duration) -> Self {
+    /// [`Agent::start_orphan_sweep`] releases its address, `node_grace` how long a node before
+    /// [`Agent::start_block_reclaim`] takes back its blocks.
+    pub fn with_pods(
+        mut self,
+        client: kube::Client,
+        orphan_grace: Duration,
+        node_grace: Duration,
+    ) -> Self {
         self.pods = Some(Arc::new(Pods::new(
             client,
             &self.config.node_name,
             orphan_grace,
+            node_grace,
         )));
         self
     }
@@ -228,8 +238,22 @@ impl<S: Store> Agent<S> {
     }
 
     /// Completes once the node has left the cluster.
-    pub async fn has_left(&self) {
+    /// Completes once the agent must stop: the node has left the cluster, or the agent failed.
+    pub async fn until_stopped(&self) {
         self.left_signal.notified().await
+    }
+
+    /// Stops the agent on an error it cannot recover from while running; the process exits
+    /// non-zero, and a supervisor (the DaemonSet) starts it afresh.
+    pub(crate) fn fail(&self, why: String) {
+        tracing::error!(error = %why, "stopping");
+        *self.failure.lock().expect("not poisoned") = Some(why);
+        self.left_signal.notify_one();
+    }
+
+    /// Why the agent stopped, when it stopped on an error.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("not poisoned").clone()
     }
 
     pub(crate) fn network(&self, name: &str) -> Result<&NetworkState, AgentError> {

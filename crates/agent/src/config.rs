@@ -50,6 +50,10 @@ pub enum StoreConfig {
         /// without a CNI DEL (after a crash, or a runtime that lost track of it).
         #[serde(default = "default_orphan_grace")]
         orphan_grace: u32,
+        /// Seconds a Node must have been gone from the API, with every pod bound to it, before
+        /// the other nodes take back its address blocks.
+        #[serde(default = "default_node_grace")]
+        node_grace: u32,
     },
     /// etcd v3: a node's record lives on a lease, so a dead node leaves by itself.
     Etcd {
@@ -381,6 +385,10 @@ fn default_orphan_grace() -> u32 {
     30
 }
 
+fn default_node_grace() -> u32 {
+    300
+}
+
 fn read_hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -446,6 +454,7 @@ mod tests {
             c.store,
             StoreConfig::Kubernetes {
                 orphan_grace: 30,
+                node_grace: 300,
                 ..
             }
         ));

@@ -17,6 +17,7 @@ pub mod node;
 pub mod orphans;
 pub mod pods;
 pub mod presence;
+pub mod reclaim;
 pub mod reconciler;
 pub mod registry;
 pub mod server;

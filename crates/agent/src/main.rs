@@ -127,6 +127,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         StoreConfig::Kubernetes {
             kubeconfig,
             orphan_grace,
+            node_grace,
         } => {
             let agent = until_store_answers(|| async {
                 let store = KubeStore::connect(kubeconfig.as_deref())
@@ -134,7 +135,11 @@ async fn start(args: Args) -> anyhow::Result<()> {
                     .context("connecting to the Kubernetes API")?;
                 let client = store.client();
                 let agent = Agent::start(config.clone(), store).await?;
-                Ok(agent.with_pods(client, Duration::from_secs(orphan_grace.into())))
+                Ok(agent.with_pods(
+                    client,
+                    Duration::from_secs(orphan_grace.into()),
+                    Duration::from_secs(node_grace.into()),
+                ))
             })
             .await?;
             run(agent).await
@@ -203,6 +208,7 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
     let agent = Arc::new(agent);
     let mut ready = agent.start_overlay()?;
     agent.start_orphan_sweep();
+    agent.start_block_reclaim();
     agent.keep_record();
     let metrics_address = agent.config().metrics_address.clone();
     if !metrics_address.is_empty() {
@@ -223,16 +229,20 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let leaving = Arc::clone(&agent);
+    let stopping = Arc::clone(&agent);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
-            () = leaving.has_left() => {}
+            () = stopping.until_stopped() => {}
         }
     };
+    let stopped = Arc::clone(&agent);
     server::serve(agent, listener, shutdown).await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(why) = stopped.failure() {
+        anyhow::bail!(why);
+    }
     tracing::info!("stopped");
     Ok(())
 }

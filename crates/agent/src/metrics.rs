@@ -25,6 +25,7 @@ pub struct Metrics {
     reconcile_operations: Counter,
     drift_repairs: Counter,
     orphan_releases: Counter,
+    blocks_reclaimed: Counter,
     peers: Gauge,
     ipam_allocated: Family<Labels, Gauge>,
     ipam_capacity: Family<Labels, Gauge>,
@@ -47,6 +48,7 @@ impl Metrics {
             reconcile_operations: Counter::default(),
             drift_repairs: Counter::default(),
             orphan_releases: Counter::default(),
+            blocks_reclaimed: Counter::default(),
             peers: Gauge::default(),
             ipam_allocated: Family::default(),
             ipam_capacity: Family::default(),
@@ -86,6 +88,11 @@ impl Metrics {
             "orphan_releases",
             "Attachments released because their pod left the Kubernetes API without a CNI DEL",
             m.orphan_releases.clone(),
+        );
+        registry.register(
+            "blocks_reclaimed",
+            "Address blocks taken back from nodes deleted from the Kubernetes API",
+            m.blocks_reclaimed.clone(),
         );
         registry.register("peers", "Other nodes this node knows", m.peers.clone());
         registry.register(
@@ -128,6 +135,10 @@ impl Metrics {
 
     pub fn orphan_released(&self) {
         self.orphan_releases.inc();
+    }
+
+    pub fn block_reclaimed(&self) {
+        self.blocks_reclaimed.inc();
     }
 
     pub fn set_peers(&self, peers: usize) {

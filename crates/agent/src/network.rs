@@ -200,6 +200,19 @@ impl NetworkState {
             .map_err(|_| unavailable("it is its block's reserved first address".into()))
     }
 
+    /// Claims again every block this node allocates from, for a node whose blocks may have been
+    /// taken back while it was deleted from the cluster. Another node holding one of them is
+    /// [`IpamError::BlockHeld`]: this node can no longer use it.
+    pub async fn claim_held(&self, store: &impl Store, node: &str) -> Result<(), IpamError> {
+        let blocks: Vec<IpNet> = self.allocator.lock().await.blocks().collect();
+        for block in blocks {
+            for p in self.spec.pools.iter().filter(|p| p.pool.holds_block(block)) {
+                claim_block_of(store, &p.pool, node, block.network()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks addresses of a restored record taken.
     pub async fn reserve(&self, ip: IpAddr) -> Result<(), IpamError> {
         self.allocator.lock().await.reserve(ip)

@@ -1,14 +1,15 @@
 //! Kubernetes pods on this node. What a pod asks of its network, by annotation on the pod or
-//! (for the network and the pool) on its namespace; and which pods exist here, kept current by a watch, so
-//! that the address of a pod deleted without a CNI DEL is still freed.
+//! (for the network and the pool) on its namespace; which pods exist here, kept current by a
+//! watch, so that the address of a pod deleted without a CNI DEL is still freed; and whether
+//! another node is gone for good, Node and pods, so that its address blocks can be taken back.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -54,6 +55,8 @@ pub struct Pods {
     node: String,
     /// How long a pod must have been gone before its address is released.
     pub orphan_grace: Duration,
+    /// How long a node must have been gone before its blocks are taken back.
+    pub node_grace: Duration,
     /// The pods on this node; `None` until the watch has listed them once.
     live: RwLock<Option<LivePods>>,
     changed: Notify,
@@ -68,11 +71,12 @@ impl std::fmt::Debug for Pods {
 }
 
 impl Pods {
-    pub fn new(client: Client, node: &str, orphan_grace: Duration) -> Pods {
+    pub fn new(client: Client, node: &str, orphan_grace: Duration, node_grace: Duration) -> Pods {
         Pods {
             client,
             node: node.to_string(),
             orphan_grace,
+            node_grace,
             live: RwLock::new(None),
             changed: Notify::new(),
         }
@@ -121,6 +125,27 @@ impl Pods {
                 .as_ref()
                 .is_some_and(|u| p.metadata.uid.as_ref() != Some(u)),
         })
+    }
+
+    /// Whether `node` is gone for good: the API has no Node of that name and no pod bound to it
+    /// (a deleted Node's pods are deleted after it, and their addresses are in its blocks).
+    pub async fn node_gone(&self, node: &str) -> Result<bool, AgentError> {
+        let failed = |e: kube::Error| AgentError::Kubernetes(e.to_string());
+        let found = Api::<Node>::all(self.client.clone())
+            .get_opt(node)
+            .await
+            .map_err(failed)?;
+        if found.is_some() {
+            return Ok(false);
+        }
+        let bound = ListParams::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .limit(1);
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list_metadata(&bound)
+            .await
+            .map_err(failed)?;
+        Ok(pods.items.is_empty())
     }
 
     /// The pods on this node, once the watch has listed them.

@@ -2,12 +2,16 @@
 //! under a live agent: an etcd lease lost in a long partition, or a Node deleted and registered
 //! again by its kubelet. Whenever a reconcile pass finds this node missing from the cluster view,
 //! the agent puts the record back, unless it has left the cluster. A Kubernetes Node that is
-//! gone stays gone (only its kubelet registers it again; the record follows when it does).
+//! gone stays gone (only its kubelet registers it again; the record follows when it does). A
+//! node that returns claims its address blocks again: while it was deleted the other nodes may
+//! have taken them back, and if one of them now holds a block this node used, the agent stops
+//! so that it starts afresh with blocks (and a VTEP) of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use strait_ipam::IpamError;
 use strait_store::{Store, StoreError};
 
 use crate::agent::{Agent, StartError};
@@ -26,7 +30,10 @@ impl<S: Store> Agent<S> {
                     return;
                 }
                 match agent.announce().await {
-                    Ok(()) => tracing::info!("this node's record was missing; put it back"),
+                    Ok(()) => {
+                        tracing::info!("this node's record was missing; put it back");
+                        agent.claim_held_blocks().await;
+                    }
                     Err(StartError::Announce(StoreError::NotFound { .. })) => tracing::info!(
                         "this node is not registered with the cluster (its Node was deleted); \
                          its record returns when the node is registered again"
@@ -38,5 +45,32 @@ impl<S: Store> Agent<S> {
                 tokio::time::sleep(MIN_INTERVAL).await;
             }
         });
+    }
+
+    /// Claims this node's blocks again, retrying while the store fails; stops the agent when
+    /// another node holds one.
+    async fn claim_held_blocks(&self) {
+        let node = &self.config.node_name;
+        for (name, network) in &self.networks {
+            loop {
+                match network.claim_held(&self.store, node).await {
+                    Ok(()) => break,
+                    Err(IpamError::BlockHeld {
+                        block,
+                        node: holder,
+                    }) => {
+                        return self.fail(format!(
+                            "block {block} of network {name} was taken back while this node was \
+                             deleted from the cluster, and node {holder} holds it now; restart \
+                             straitd to take new blocks"
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(network = %name, error = %e, "cannot claim this node's blocks again; retrying");
+                        tokio::time::sleep(MIN_INTERVAL).await;
+                    }
+                }
+            }
+        }
     }
 }

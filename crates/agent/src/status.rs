@@ -10,7 +10,7 @@ use strait_netlink::Netlink;
 use strait_rpc::{
     NetworkStatus, NodeStatus, PeerInfo, PodInfo, ReconcileStatus, Request, Response, RouteInfo,
 };
-use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
+use strait_store::{Kind, Store, StoreError};
 
 use crate::agent::Agent;
 use crate::cluster::blocks_by_node;
@@ -151,19 +151,7 @@ impl<S: Store> Agent<S> {
         let _exclusive = self.kernel.lock().await;
         self.left.store(true, Ordering::SeqCst);
         let me = &self.config.node_name;
-        let blocks = typed::list::<BlockRecord>(&self.store)
-            .await
-            .map_err(|e| e.to_string())?;
-        for block in blocks.into_iter().filter(|b| b.value.node == *me) {
-            match self
-                .store
-                .delete(Kind::IpBlock, &block.name, Some(block.revision))
-                .await
-            {
-                Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        self.delete_blocks_of(me).await.map_err(|e| e.to_string())?;
         match self.store.delete(Kind::Node, me, None).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.to_string()),

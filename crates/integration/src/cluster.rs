@@ -165,8 +165,13 @@ impl Cluster {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "{} did not converge: {routes}",
-                    node.ns.name
+                    "{} did not converge: {routes}\n{}",
+                    node.ns.name,
+                    self.nodes
+                        .iter()
+                        .map(|n| n.agent_log())
+                        .collect::<Vec<_>>()
+                        .join("\n-----\n")
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -74,7 +74,7 @@ pub struct Node {
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a node on the Kubernetes store waits before releasing the address of a pod the API
-/// no longer has.
+/// no longer has, or taking back the blocks of a Node the API no longer has.
 pub const ORPHAN_GRACE_SECONDS: u64 = 2;
 
 impl Node {
@@ -137,7 +137,7 @@ impl Node {
                 "[store]\nbackend = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl = 3\n"
             ),
             StoreSpec::Kubernetes(kubeconfig) => format!(
-                "[store]\nbackend = \"kubernetes\"\nkubeconfig = \"{}\"\norphan_grace = {ORPHAN_GRACE_SECONDS}\n",
+                "[store]\nbackend = \"kubernetes\"\nkubeconfig = \"{}\"\norphan_grace = {ORPHAN_GRACE_SECONDS}\nnode_grace = {ORPHAN_GRACE_SECONDS}\n",
                 kubeconfig.display()
             ),
             _ => format!(

@@ -1,7 +1,7 @@
 //! What a Kubernetes cluster adds to a pod's network, against a real kube-apiserver: annotations
 //! that choose the network, the pool or the exact address, read from the API at ADD; refusals
-//! that leave nothing behind; and addresses of pods deleted without a CNI DEL released once the
-//! API confirms they are gone.
+//! that leave nothing behind; addresses of pods deleted without a CNI DEL released once the API
+//! confirms they are gone; and the blocks of a deleted Node taken back once no pod is bound to it.
 
 use std::time::{Duration, Instant};
 
@@ -328,20 +328,42 @@ fn an_unreachable_api_makes_add_try_again_later_and_leaves_nothing() {
     assert_eq!(cluster.nodes[0].snapshot(), before);
 }
 
-#[test]
-fn a_node_deleted_from_the_api_leaves_its_peers_and_returns_when_registered_again() {
-    let cluster = cluster();
-    let (a, b) = (cluster.pod(0), cluster.pod(1));
-    cluster.wait_converged(Duration::from_secs(20));
-    assert!(ping(&a.ns, &b.ip));
-    let routes = cluster.nodes[0].ctl(&["routes"]);
-    let block = routes[0]["dst"]
-        .as_str()
-        .expect("a route to node 1's block")
-        .to_string();
+/// The blocks (CIDRs) `node` holds, as the API lists them.
+fn blocks_of(cluster: &Cluster, node: &str) -> Vec<String> {
+    let cp = cluster
+        .control_plane
+        .as_ref()
+        .expect("a Kubernetes cluster");
+    let list: Value =
+        serde_json::from_str(&cp.kubectl_ok(&["get", "ipblocks", "-o", "json"])).expect("JSON");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|b| b["spec"]["node"] == node)
+        .map(|b| b["spec"]["cidr"].as_str().expect("a CIDR").to_string())
+        .collect()
+}
+
+/// Waits until the other nodes have taken back every block of `node`.
+fn wait_blocks_taken_back(cluster: &Cluster, node: &str) {
+    let limit = Duration::from_secs(ORPHAN_GRACE_SECONDS * 5 + 10);
+    let started = Instant::now();
+    while !blocks_of(cluster, node).is_empty() {
+        assert!(
+            started.elapsed() < limit,
+            "{node}'s blocks are still held after {limit:?}:\n{}",
+            cluster.nodes[0].agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Deletes node 1's Node and waits until node 0 no longer lists it as a peer nor routes to
+/// `block`.
+fn delete_node_1(cluster: &Cluster, block: &str) {
     let cp = cluster.control_plane.as_ref().unwrap();
-    let gone = cluster.nodes[1].ns.name.clone();
-    cp.kubectl_ok(&["delete", "node", &gone]);
+    cp.kubectl_ok(&["delete", "node", &cluster.nodes[1].ns.name]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cluster.nodes[0]
         .ctl(&["peers"])
@@ -356,12 +378,103 @@ fn a_node_deleted_from_the_api_leaves_its_peers_and_returns_when_registered_agai
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        cluster.nodes[0].ns.ip(&["route", "show", &block]),
+        cluster.nodes[0].ns.ip(&["route", "show", block]),
         "",
         "no route to the deleted node's block {block} is left"
     );
-    // The kubelet registers the node again: its agent puts its record back, traffic flows.
+}
+
+#[test]
+fn a_node_deleted_from_the_api_leaves_its_peers_and_returns_when_registered_again() {
+    let cluster = cluster();
+    let (a, b) = (cluster.pod(0), cluster.pod(1));
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(ping(&a.ns, &b.ip));
+    let routes = cluster.nodes[0].ctl(&["routes"]);
+    let block = routes[0]["dst"]
+        .as_str()
+        .expect("a route to node 1's block")
+        .to_string();
+    let gone = cluster.nodes[1].ns.name.clone();
+    let held = blocks_of(&cluster, &gone);
+    delete_node_1(&cluster, &block);
+    // No pod of the API is bound to it: after the grace period its blocks (one per network)
+    // are taken back.
+    wait_blocks_taken_back(&cluster, &gone);
+    assert_eq!(
+        cluster.nodes[0].metric("strait_blocks_reclaimed_total"),
+        held.len() as u64
+    );
+
+    // The kubelet registers the node again: its agent claims its block back and puts its record
+    // back; traffic flows.
+    let cp = cluster.control_plane.as_ref().unwrap();
     cp.register_node(&gone);
     cluster.wait_converged(Duration::from_secs(20));
     assert!(ping(&a.ns, &b.ip), "{}", cluster.nodes[1].agent_log());
+    assert_eq!(blocks_of(&cluster, &gone), held);
+}
+
+#[test]
+fn a_deleted_node_keeps_its_blocks_while_pods_are_bound_to_it_and_restarts_if_they_are_taken() {
+    let mut cluster = cluster();
+    let pods = Pods { cluster: &cluster };
+    pods.namespace("apps", json!({}));
+    let a = cluster.pod(0);
+    let bound = pods.create(1, "apps", "bound", json!({}));
+    pods.cni("ADD", &bound).ok();
+    cluster.wait_converged(Duration::from_secs(20));
+    let gone = cluster.nodes[1].ns.name.clone();
+    let held = blocks_of(&cluster, &gone);
+    let block = held
+        .iter()
+        .find(|b| b.starts_with("10.244."))
+        .expect("node 1 holds a block of network strait")
+        .clone();
+    delete_node_1(&cluster, &block);
+
+    // A pod bound to the deleted node still holds its address: the blocks stay.
+    std::thread::sleep(Duration::from_secs(ORPHAN_GRACE_SECONDS * 3));
+    assert_eq!(blocks_of(&cluster, &gone), held);
+
+    // The pod goes (as the pod garbage collector deletes it): node 1 releases it, node 0 takes
+    // the block back, and then a pod on node 0 asks for an address in it.
+    pods.force_delete("apps", "bound");
+    wait_blocks_taken_back(&cluster, &gone);
+    let net: ipnet::Ipv4Net = block.parse().unwrap();
+    let wanted = net.hosts().nth(4).unwrap().to_string();
+    let squatter = pods.create(
+        0,
+        "apps",
+        "squatter",
+        json!({"strait.io/ip-address": wanted}),
+    );
+    assert_eq!(address(&pods.cni("ADD", &squatter).ok()), wanted);
+
+    // Node 1 returns: its block is someone else's now, so its agent stops, saying why; started
+    // again, it takes a new block and its pods reach node 0's.
+    cluster.control_plane.as_ref().unwrap().register_node(&gone);
+    assert!(
+        cluster.nodes[1].wait_agent_exit(Duration::from_secs(20)),
+        "node 1's agent goes on with a block it lost:\n{}",
+        cluster.nodes[1].agent_log()
+    );
+    assert!(
+        cluster.nodes[1]
+            .agent_log()
+            .contains("restart straitd to take new blocks")
+    );
+    cluster.nodes[1].spawn_agent();
+    cluster.nodes[1]
+        .wait_ready(Duration::from_secs(20))
+        .expect("node 1's agent starts again");
+    let fresh = blocks_of(&cluster, &gone);
+    assert!(
+        fresh.iter().any(|b| b.starts_with("10.244.")) && !fresh.contains(&block),
+        "{fresh:?}"
+    );
+    let b = cluster.pod(1);
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(ping(&a.ns, &b.ip), "{}", cluster.nodes[1].agent_log());
+    assert!(ping(&b.ns, &wanted));
 }

@@ -1,0 +1,96 @@
+//! Address blocks of nodes that are gone for good. Deleting a Node from the Kubernetes API (a
+//! machine retired, an instance terminated) deletes its pods but not the blocks it claimed:
+//! without this they would stay held for ever. Every agent looks for blocks whose node has no
+//! record; once the API confirms, after a grace period, that the Node and every pod bound to it
+//! are gone, it deletes them. Each delete is conditional on the block's revision, so of all the
+//! agents trying one succeeds, and a block claimed again meanwhile is left alone. A node that is
+//! registered again while its agent still runs claims its blocks back (see `presence`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
+
+use crate::agent::Agent;
+use crate::pods::Pods;
+
+impl<S: Store> Agent<S> {
+    /// Takes back the blocks of nodes deleted from the API, when the cluster is Kubernetes;
+    /// otherwise does nothing.
+    pub fn start_block_reclaim(self: &Arc<Self>) {
+        let Some(pods) = self.pods.clone() else {
+            return;
+        };
+        let agent = Arc::clone(self);
+        tokio::spawn(async move { agent.reclaim_blocks(&pods).await });
+    }
+
+    async fn reclaim_blocks(&self, pods: &Pods) {
+        let grace = pods.node_grace;
+        let tick = (grace / 2).max(Duration::from_secs(1));
+        let mut missing_since: HashMap<String, Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(tick).await;
+            if !self.cluster.is_synced() {
+                continue;
+            }
+            let view = self.cluster.snapshot();
+            let me = &self.config.node_name;
+            let absent: BTreeSet<&String> = view
+                .blocks
+                .values()
+                .filter(|node| *node != me && !view.nodes.contains_key(*node))
+                .collect();
+            missing_since.retain(|node, _| absent.contains(node));
+            let now = Instant::now();
+            for node in absent {
+                let since = *missing_since.entry(node.clone()).or_insert(now);
+                if now - since < grace {
+                    continue;
+                }
+                match pods.node_gone(node).await {
+                    Ok(true) => match self.delete_blocks_of(node).await {
+                        Ok(taken) => {
+                            for block in taken {
+                                self.metrics.block_reclaimed();
+                                tracing::info!(%node, %block, "took back the block of a node deleted from the cluster");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%node, error = %e, "cannot take back the blocks of a deleted node; trying again later")
+                        }
+                    },
+                    // Registered but its agent is not running, or pods still bound to it: ask
+                    // again after another grace period.
+                    Ok(false) => {
+                        missing_since.insert(node.clone(), now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%node, error = %e, "cannot tell whether a node is gone; asking again later")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the blocks `node` holds, each only if unchanged since listed; returns those this
+    /// call deleted (another agent, or the node itself, may get to some first).
+    pub(crate) async fn delete_blocks_of(&self, node: &str) -> Result<Vec<IpNet>, StoreError> {
+        let mut deleted = Vec::new();
+        let blocks = typed::list::<BlockRecord>(&self.store).await?;
+        for block in blocks.into_iter().filter(|b| b.value.node == node) {
+            match self
+                .store
+                .delete(Kind::IpBlock, &block.name, Some(block.revision))
+                .await
+            {
+                Ok(()) => deleted.push(block.value.cidr),
+                Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+}
