@@ -246,18 +246,20 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         .filter(|p| kept.iter().all(|k| k.name != p.name))
         .collect();
     for node in &cluster.nodes {
-        let held: Vec<String> = node
+        let mut held: Vec<String> = node
             .straitctl(&["pods"])
             .as_array()
             .unwrap()
             .iter()
             .map(strait_integration::cni::address)
             .collect();
-        let expected: Vec<String> = kept
+        let mut expected: Vec<String> = kept
             .iter()
             .filter(|p| p.node == node.name)
             .map(|p| p.ip.clone())
             .collect();
+        held.sort();
+        expected.sort();
         assert_eq!(
             held, expected,
             "{} holds only its running pods' addresses",
