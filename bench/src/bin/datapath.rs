@@ -12,8 +12,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use strait_integration::cluster::{Backend, Cluster};
+use strait_integration::fabric::Fabric;
 use strait_integration::netns::{TestNetns, link};
-use strait_integration::unique;
 use strait_netns::Netns;
 
 const ROUNDS: usize = 5;
@@ -253,43 +253,15 @@ fn hand_same_node(bare: bool) -> Path {
 /// Two nodes on a bridge; pods in 10.98.N.0/26; routed, or over a VXLAN device built by hand.
 fn hand_cross_node(vxlan: bool) -> Path {
     let bare = false;
-    let fabric = TestNetns::new("hf");
-    fabric.ip(&["link", "add", "br0", "type", "bridge"]);
-    fabric.ip(&["link", "set", "br0", "up"]);
+    let fabric = Fabric::new();
     let nodes: Vec<TestNetns> = (0..2).map(|_| TestNetns::new("hx")).collect();
     let mtu = if vxlan { "1450" } else { "1500" };
     let mut pods = Vec::new();
     let mut macs = Vec::new();
+    let mut underlay = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         prepare(node, bare);
-        let port = format!("p{i}{}", &unique("")[3..6]);
-        strait_integration::run_ok(
-            "ip",
-            &[
-                "-n",
-                &fabric.name,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &node.name,
-            ],
-        );
-        fabric.ip(&["link", "set", &port, "master", "br0"]);
-        fabric.ip(&["link", "set", &port, "up"]);
-        node.ip(&[
-            "addr",
-            "add",
-            &format!("192.168.200.{}/24", i + 1),
-            "dev",
-            "eth0",
-        ]);
-        node.ip(&["link", "set", "eth0", "up"]);
+        underlay.push(fabric.attach(node));
         if vxlan {
             let mac = format!("02:00:00:00:00:0{}", i + 1);
             node.ip(&[
@@ -305,7 +277,7 @@ fn hand_cross_node(vxlan: bool) -> Path {
                 "id",
                 "42",
                 "local",
-                &format!("192.168.200.{}", i + 1),
+                &underlay[i],
                 "dev",
                 "eth0",
                 "dstport",
@@ -345,7 +317,7 @@ fn hand_cross_node(vxlan: bool) -> Path {
                     "dev",
                     "vx0",
                     "dst",
-                    &format!("192.168.200.{}", peer + 1),
+                    &underlay[peer],
                     "self",
                     "permanent",
                 ],
@@ -368,7 +340,7 @@ fn hand_cross_node(vxlan: bool) -> Path {
                 "id",
                 "7",
                 "via",
-                &format!("192.168.200.{}", peer + 1),
+                &underlay[peer],
                 "dev",
                 "eth0",
             ]);
