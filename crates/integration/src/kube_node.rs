@@ -16,7 +16,7 @@ use crate::control_plane::{ControlPlane, kube_binary};
 use crate::fabric::Fabric;
 use crate::mount_ns::MountNs;
 use crate::netns::TestNetns;
-use crate::{bin, unique};
+use crate::unique;
 
 /// The image every pod sandbox runs (the tests import it into each node).
 pub const PAUSE_IMAGE: &str = "strait.test/busybox:1";
@@ -257,21 +257,7 @@ state = "/run/containerd"
 
     /// `straitctl -o json ARGS` against the node's agent.
     pub fn straitctl(&self, args: &[&str]) -> Value {
-        let socket = self.host_path("/run/strait/strait.sock");
-        let out = Command::new(bin("straitctl"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(["-o", "json"])
-            .args(args)
-            .output()
-            .expect("straitctl");
-        assert!(
-            out.status.success(),
-            "straitctl {args:?} on {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("straitctl prints JSON")
+        crate::node::straitctl_json(&self.host_path("/run/strait/strait.sock"), args)
     }
 
     /// The containers this node's containerd runs (asked while it still runs).

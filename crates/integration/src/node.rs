@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -352,36 +352,12 @@ impl Node {
 
     /// `straitctl -o json ARGS` against this node's agent.
     pub fn ctl(&self, args: &[&str]) -> Value {
-        let socket = self.socket();
-        let mut all = vec!["--socket", socket.to_str().expect("utf-8"), "-o", "json"];
-        all.extend_from_slice(args);
-        let out = Command::new(bin("straitctl"))
-            .args(&all)
-            .output()
-            .expect("straitctl");
-        assert!(
-            out.status.success(),
-            "straitctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("straitctl prints JSON")
+        straitctl_json(&self.socket(), args)
     }
 
     /// `straitctl ARGS` against this node's agent, which must succeed; returns what it printed.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
-        let socket = self.socket();
-        let out = Command::new(bin("straitctl"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("straitctl");
-        assert!(
-            out.status.success(),
-            "straitctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        straitctl(&self.socket(), args)
     }
 
     /// GET `path` from the agent's HTTP endpoint: the status code and the body.
@@ -413,4 +389,28 @@ impl Drop for Node {
         self.kill_agent();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `straitctl ARGS` against the agent on `socket`, which must succeed; returns what it printed.
+pub fn straitctl(socket: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin("straitctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("straitctl");
+    assert!(
+        out.status.success(),
+        "straitctl {args:?} on {}: {}",
+        socket.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `straitctl -o json ARGS` against the agent on `socket`.
+pub fn straitctl_json(socket: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&straitctl(socket, &all)).expect("straitctl prints JSON")
 }
