@@ -15,10 +15,18 @@ pub struct Fabric {
 /// The underlay prefix every fabric uses.
 pub const PREFIX: &str = "192.168.100";
 
+/// The bridge's own MAC, set so that it never changes. A bridge left to choose takes the lowest
+/// MAC of its ports, so plugging in a node would change it under the neighbour entries of the
+/// nodes already there, and they could not reach the fabric's own address (etcd, the API server)
+/// until those entries expired.
+const BRIDGE_MAC: &str = "02:00:c0:a8:64:fe";
+
 impl Fabric {
     pub fn new() -> Fabric {
         let ns = TestNetns::new("fab");
-        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&[
+            "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+        ]);
         ns.ip(&["link", "set", "br0", "up"]);
         Fabric {
             ns,
