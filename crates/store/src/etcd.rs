@@ -406,11 +406,12 @@ impl EtcdStore {
                 .with_prefix()
                 .with_start_revision(at + 1)
                 .with_progress_notify();
-            let Ok(mut stream) = self
-                .client
-                .clone()
-                .watch(self.kind_prefix(kind), Some(options))
-                .await
+            let Ok(mut stream) = timed(
+                self.client
+                    .clone()
+                    .watch(self.kind_prefix(kind), Some(options)),
+            )
+            .await
             else {
                 tokio::time::sleep(backoff).await;
                 continue;
