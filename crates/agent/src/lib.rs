@@ -10,6 +10,7 @@ pub mod conflist;
 pub mod drift;
 pub mod error;
 pub mod http;
+pub mod install;
 pub mod locks;
 pub mod metrics;
 pub mod network;

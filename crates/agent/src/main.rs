@@ -1,6 +1,6 @@
 //! `straitd`: loads the configuration, starts the agent with the configured cluster store,
 //! opens the socket, writes the conflist (the node's "ready"), and serves until SIGTERM/SIGINT.
-//! `straitd install-plugin DIR` installs the `strait` plugin shipped beside it (a DaemonSet's init
+//! `straitd install-plugin DIR` installs the CNI plugins shipped with it (a DaemonSet's init
 //! container does this on each node).
 
 use std::io::IsTerminal;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_agent::config::StoreConfig;
-use strait_agent::{Agent, Config, conflist, server};
+use strait_agent::{Agent, Config, conflist, install, server};
 use strait_store::{EmbeddedStore, EtcdStore, Kind, KubeStore, Store, StoreError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -31,8 +31,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Tool {
-    /// Copies the `strait` CNI plugin that sits beside this binary into DIR (the node's CNI
-    /// binary directory), replacing any older one atomically, and exits.
+    /// Copies the `strait` CNI plugin that sits beside this binary, and the chained plugins
+    /// shipped in ../lib/strait/cni/, into DIR (the node's CNI binary directory), replacing
+    /// older copies atomically, and exits.
     InstallPlugin { dir: PathBuf },
 }
 
@@ -59,9 +60,15 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
     if let Some(Tool::InstallPlugin { dir }) = &args.command {
-        return match install_plugin(dir) {
-            Ok(path) => {
-                tracing::info!(plugin = %path.display(), "installed");
+        let installed = std::env::current_exe()
+            .context("finding straitd's own path")
+            .and_then(|exe| install::shipped_plugins(&exe))
+            .and_then(|plugins| install::install(&plugins, dir));
+        return match installed {
+            Ok(paths) => {
+                for path in paths {
+                    tracing::info!(plugin = %path.display(), "installed");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -96,24 +103,6 @@ fn describe(e: &anyhow::Error) -> String {
         }
     }
     out
-}
-
-/// Installs the plugin beside this binary as `DIR/strait`: written to a temporary name, then
-/// renamed, so a runtime never runs a half-written plugin and a running one is not disturbed.
-fn install_plugin(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let source = std::env::current_exe()
-        .context("finding straitd's own path")?
-        .with_file_name("strait");
-    let target = dir.join("strait");
-    let staging = dir.join(".strait.installing");
-    std::fs::copy(&source, &staging)
-        .with_context(|| format!("copying {} to {}", source.display(), staging.display()))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", staging.display()))?;
-    std::fs::rename(&staging, &target)
-        .with_context(|| format!("moving the plugin into place at {}", target.display()))?;
-    Ok(target)
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {

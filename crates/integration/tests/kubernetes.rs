@@ -42,6 +42,16 @@ impl Steps {
     }
 }
 
+/// A web server on port 8080 that answers with its pod's name, Ready once it serves.
+fn web_container() -> Value {
+    json!({
+        "name": "web", "image": PAUSE_IMAGE, "imagePullPolicy": "Never",
+        "command": ["sh", "-c",
+            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+    })
+}
+
 fn web_deployment(replicas: u32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -59,12 +69,7 @@ fn web_deployment(replicas: u32) -> Value {
                         "whenUnsatisfiable": "DoNotSchedule",
                         "labelSelector": {"matchLabels": {"app": "web"}},
                     }],
-                    "containers": [{
-                        "name": "web", "image": PAUSE_IMAGE, "imagePullPolicy": "Never",
-                        "command": ["sh", "-c",
-                            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
-                        "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
-                    }],
+                    "containers": [web_container()],
                 },
             },
         },
@@ -138,8 +143,10 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
     );
     cluster.wait_strait_ready();
     for node in &cluster.nodes {
-        let plugin = node.host_path("/opt/cni/bin/strait");
-        assert!(plugin.exists(), "the init container installed the plugin");
+        for plugin in ["strait", "strait-portmap"] {
+            let path = node.host_path(&format!("/opt/cni/bin/{plugin}"));
+            assert!(path.exists(), "the init container installed {plugin}");
+        }
     }
 
     steps.next("a 6-replica Deployment over both nodes, readiness probes passing");
@@ -216,6 +223,9 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         .map(|p| p.node.as_str())
         .collect();
     assert_eq!(nodes_answering.len(), 2, "answered by {answered_by:?}");
+
+    steps.next("a hostPort reaches its pod from the other node, and closes with it");
+    host_port(cluster);
 
     steps.next("kubectl logs");
     let agents = cluster.pods("kube-system", STRAIT_SELECTOR);
@@ -355,6 +365,70 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         || cluster.nodes[0].ns.ip(&["route"]),
     );
     assert_eq!(cluster.nodes[0].straitctl(&["peers"]), json!([]));
+}
+
+/// A pod on node 0 publishing port 8080 as the node's port 18080: node 1 reaches it at node 0's
+/// address; deleting the pod closes the port and frees its address.
+fn host_port(cluster: &KubeCluster) {
+    let (node0, node1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut container = web_container();
+    container["ports"] = json!([{"containerPort": 8080, "hostPort": 18080}]);
+    apply_json(
+        cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hostport", "namespace": "default", "labels": {"app": "hostport"}},
+            "spec": {
+                "nodeName": node0.name,
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container],
+            },
+        }),
+    );
+    cluster.wait_until(
+        "the hostPort pod Ready",
+        MINUTE,
+        || {
+            cluster
+                .pods("default", "app=hostport")
+                .first()
+                .is_some_and(|p| p.ready)
+        },
+        || cluster.kubectl(&["describe", "pod", "hostport"]),
+    );
+    let ip = cluster.pods("default", "app=hostport")[0].ip.clone();
+    let url = format!("http://{}:18080/index.html", node0.address);
+    let fetch = || {
+        node1
+            .command("curl")
+            .args(["-sf", "-m", "3", &url])
+            .output()
+            .expect("curl")
+    };
+    let out = fetch();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hostport",
+        "{url} from {}: {}",
+        node1.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.kubectl(&["delete", "pod", "hostport"]);
+    cluster.wait_until(
+        "the host port closed and the pod's address freed",
+        MINUTE,
+        || {
+            let held = node0.straitctl(&["pods"]);
+            !fetch().status.success()
+                && held
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| strait_integration::cni::address(p) != ip)
+        },
+        || node0.straitctl(&["pods"]).to_string(),
+    );
 }
 
 /// Scales the web Deployment to `replicas` (creating it first) and waits until all are Ready.
