@@ -40,13 +40,16 @@ fn deployment() -> serde_json::Value {
     })
 }
 
-/// The reference network on node `n`: a bridge with a subnet of its own.
+/// The reference network on node `n`: a bridge with a subnet of its own, chained with portmap
+/// as Strait's deployed conflist is.
 fn bridge_conflist(n: usize) -> String {
     json!({
         "cniVersion": "1.0.0", "name": "bench-bridge",
         "plugins": [{
             "type": "bridge", "bridge": "cni-bench0", "isGateway": true,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.88.{n}.0/24")}]]},
+        }, {
+            "type": "portmap", "capabilities": {"portMappings": true}, "snat": true,
         }],
     })
     .to_string()
@@ -91,7 +94,7 @@ fn main() {
     let work = std::env::temp_dir().join(unique("podstart"));
     let images = kubernetes_images(&work, true);
     {
-        let cluster = KubeCluster::start(2, &images, &["bridge", "host-local"]);
+        let cluster = KubeCluster::start(2, &images, &["bridge", "host-local", "portmap"]);
         cluster.apply_strait();
         cluster.wait_strait_ready();
         // The first pods on a node also unpack the image and warm the kubelet: not counted.
