@@ -193,8 +193,8 @@ fn reference(peers: u32) -> Duration {
             p.mac, p.address
         );
     }
-    let dir = std::env::temp_dir().join(strait_integration::unique("batch"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = strait_integration::ScratchDir::new("batch");
+    let dir = scratch.path();
     std::fs::write(dir.join("ip"), ip_batch).unwrap();
     std::fs::write(dir.join("fdb"), fdb_batch).unwrap();
     let started = Instant::now();
@@ -206,7 +206,6 @@ fn reference(peers: u32) -> Duration {
         "{}",
         String::from_utf8_lossy(&ip.stderr)
     );
-    let _ = std::fs::remove_dir_all(dir);
     took
 }
 

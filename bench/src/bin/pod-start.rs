@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use strait_bench::percentile;
+use strait_integration::ScratchDir;
 use strait_integration::images::kubernetes_images;
 use strait_integration::kube_cluster::KubeCluster;
 use strait_integration::kube_node::PAUSE_IMAGE;
-use strait_integration::unique;
 
 const PODS: usize = 30;
 const ROUNDS: usize = 3;
@@ -91,8 +91,8 @@ fn round(cluster: &KubeCluster, prefix: &str) -> Duration {
 }
 
 fn main() {
-    let work = std::env::temp_dir().join(unique("podstart"));
-    let images = kubernetes_images(&work, true);
+    let work = ScratchDir::new("podstart");
+    let images = kubernetes_images(work.path(), true);
     {
         let cluster = KubeCluster::start(2, &images, &["bridge", "host-local", "portmap"]);
         cluster.apply_strait();
@@ -133,5 +133,4 @@ fn main() {
             s.as_secs_f64() / b.as_secs_f64()
         );
     }
-    let _ = std::fs::remove_dir_all(&work);
 }

@@ -8,11 +8,11 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use strait_integration::ScratchDir;
 use strait_integration::images::kubernetes_images;
 use strait_integration::kube_cluster::{KubeCluster, PodView, STRAIT_SELECTOR};
 use strait_integration::kube_node::PAUSE_IMAGE;
 use strait_integration::machine::MachineState;
-use strait_integration::unique;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const CONFLIST: &str = "/etc/cni/net.d/10-strait.conflist";
@@ -80,20 +80,19 @@ fn web_deployment(replicas: u32) -> Value {
 fn strait_networks_a_real_kubernetes_cluster() {
     strait_integration::require_root();
     let before = MachineState::capture();
-    let work = std::env::temp_dir().join(unique("e2e"));
     let mut steps = Steps {
         last: Instant::now(),
         name: "building the images".into(),
     };
     let suite = Instant::now();
     {
-        let images = kubernetes_images(&work, false);
+        let work = ScratchDir::new("e2e");
+        let images = kubernetes_images(work.path(), false);
         steps.next("starting the control plane and two nodes");
         let cluster = KubeCluster::start(2, &images, &[]);
         run(&cluster, &mut steps);
         steps.next("tearing the cluster down");
     }
-    let _ = std::fs::remove_dir_all(&work);
     steps.next("done");
     eprintln!(
         "[e2e] the suite took {:.0} s",
