@@ -223,8 +223,8 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         .collect();
     assert_eq!(nodes_answering.len(), 2, "answered by {answered_by:?}");
 
-    steps.next("a hostPort reaches its pod from the other node, and closes with it");
-    host_port(cluster);
+    steps.next("a hostPort answers the other node and pods on both, and closes with its pod");
+    host_port(cluster, &web);
 
     steps.next("kubectl logs");
     let agents = cluster.pods("kube-system", STRAIT_SELECTOR);
@@ -366,9 +366,9 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
     assert_eq!(cluster.nodes[0].straitctl(&["peers"]), json!([]));
 }
 
-/// A pod on node 0 publishing port 8080 as the node's port 18080: node 1 reaches it at node 0's
-/// address; deleting the pod closes the port and frees its address.
-fn host_port(cluster: &KubeCluster) {
+/// A pod on node 0 publishing port 8080 as the node's port 18080: node 1, and `web` pods on both
+/// nodes, reach it at node 0's address; deleting the pod closes the port and frees its address.
+fn host_port(cluster: &KubeCluster, web: &[PodView]) {
     let (node0, node1) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut container = web_container();
     container["ports"] = json!([{"containerPort": 8080, "hostPort": 18080}]);
@@ -413,6 +413,20 @@ fn host_port(cluster: &KubeCluster) {
         node1.name,
         String::from_utf8_lossy(&out.stderr)
     );
+    // Pods too: across the fabric from node 1, and from node 0 through its own node's address,
+    // sent back into the pod beside them.
+    for node in [node0, node1] {
+        let pod = web.iter().find(|p| p.node == node.name).expect("a web pod");
+        let out = exec(cluster, &pod.name, &format!("timeout 5 wget -q -O - {url}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "hostport",
+            "{url} from pod {} on {}: {}",
+            pod.name,
+            node.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     cluster.kubectl(&["delete", "pod", "hostport"]);
     cluster.wait_until(
         "the host port closed and the pod's address freed",
