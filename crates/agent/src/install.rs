@@ -56,13 +56,21 @@ fn install_one(source: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{} names no file", source.display()))?;
     let target = dir.join(name);
     let staging = dir.join(format!(".{}.installing", name.to_string_lossy()));
-    std::fs::copy(source, &staging)
-        .with_context(|| format!("copying {} to {}", source.display(), staging.display()))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", staging.display()))?;
-    std::fs::rename(&staging, &target)
-        .with_context(|| format!("moving the plugin into place at {}", target.display()))?;
-    Ok(target)
+    let placed = std::fs::copy(source, &staging)
+        .with_context(|| format!("copying {} to {}", source.display(), staging.display()))
+        .and_then(|_| {
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", staging.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&staging, &target)
+                .with_context(|| format!("moving the plugin into place at {}", target.display()))
+        });
+    if placed.is_err() {
+        // A partial copy must not stay behind.
+        let _ = std::fs::remove_file(&staging);
+    }
+    placed.map(|()| target)
 }
 
 #[cfg(test)]
@@ -142,6 +150,40 @@ mod tests {
             shipped_plugins(&exe).unwrap(),
             [root.join("usr/bin/strait")]
         );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_plugin_missing_from_the_image_is_named() {
+        let root = scratch("unshipped");
+        let exe = image_tree(&root, &[]);
+        std::fs::remove_file(root.join("usr/bin/strait")).unwrap();
+        let cni_bin = root.join("cni-bin");
+        std::fs::create_dir_all(&cni_bin).unwrap();
+        let error = install(&shipped_plugins(&exe).unwrap(), &cni_bin).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("usr/bin/strait"), "{text}");
+        assert_eq!(std::fs::read_dir(&cni_bin).unwrap().count(), 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_plugin_that_cannot_be_put_in_place_leaves_no_partial_copy() {
+        let root = scratch("blocked");
+        let exe = image_tree(&root, &[]);
+        let cni_bin = root.join("cni-bin");
+        // A non-empty directory where the plugin goes: the final rename fails.
+        std::fs::create_dir_all(cni_bin.join("strait/inside")).unwrap();
+        let error = install(&shipped_plugins(&exe).unwrap(), &cni_bin).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("moving the plugin into place"),
+            "{error:#}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&cni_bin)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["strait"], "no staging file left");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
