@@ -2,6 +2,7 @@
 //! ([`registry`], [`network`]), the data plane through `strait-dataplane`, and the socket the CNI
 //! plugin and straitctl talk to ([`server`]). `main.rs` only wires these together.
 
+pub mod absences;
 pub mod agent;
 pub mod cluster;
 pub mod cni;

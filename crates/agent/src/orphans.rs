@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_store::Store;
 
+use crate::absences::Absences;
 use crate::agent::Agent;
 use crate::pods::Pods;
 use crate::registry::{Attachment, AttachmentKey};
@@ -30,7 +31,7 @@ impl<S: Store> Agent<S> {
     async fn sweep_orphans(&self, pods: &Pods) {
         let grace = pods.orphan_grace;
         let tick = (grace / 2).max(Duration::from_secs(1));
-        let mut missing_since: HashMap<AttachmentKey, Instant> = HashMap::new();
+        let mut absences = Absences::new(grace);
         loop {
             tokio::select! {
                 () = pods.changed() => {}
@@ -39,28 +40,25 @@ impl<S: Store> Agent<S> {
             let Some(live) = pods.live() else {
                 continue;
             };
-            let now = Instant::now();
-            let mut still_missing = HashMap::new();
-            for a in self.registry.all() {
-                let Some(pod) = a.pod.as_ref().filter(|p| !live.contains(p)) else {
-                    continue;
-                };
-                let since = missing_since.get(&a.key).copied().unwrap_or(now);
-                if now - since < grace {
-                    still_missing.insert(a.key, since);
-                    continue;
-                }
+            let orphans: HashMap<AttachmentKey, Attachment> = self
+                .registry
+                .all()
+                .into_iter()
+                .filter(|a| a.pod.as_ref().is_some_and(|p| !live.contains(p)))
+                .map(|a| (a.key.clone(), a))
+                .collect();
+            for key in absences.overdue(orphans.keys().cloned()) {
+                let a = &orphans[&key];
+                let Some(pod) = a.pod.as_ref() else { continue };
                 match pods.gone(pod).await {
-                    Ok(true) => self.release_orphan(&a).await,
-                    Ok(false) => {}
+                    Ok(true) => self.release_orphan(a).await,
+                    Ok(false) => absences.restart(&key),
                     Err(e) => {
                         tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %e,
                             "cannot tell whether a pod is gone; asking again later");
-                        still_missing.insert(a.key, since);
                     }
                 }
             }
-            missing_since = still_missing;
         }
     }
 

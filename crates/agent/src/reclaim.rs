@@ -6,13 +6,14 @@
 //! agents trying one succeeds, and a block claimed again meanwhile is left alone. A node that is
 //! registered again while its agent still runs claims its blocks back (see `presence`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
 
+use crate::absences::Absences;
 use crate::agent::Agent;
 use crate::pods::Pods;
 
@@ -30,7 +31,7 @@ impl<S: Store> Agent<S> {
     async fn reclaim_blocks(&self, pods: &Pods) {
         let grace = pods.node_grace;
         let tick = (grace / 2).max(Duration::from_secs(1));
-        let mut missing_since: HashMap<String, Instant> = HashMap::new();
+        let mut absences = Absences::new(grace);
         loop {
             tokio::time::sleep(tick).await;
             if !self.cluster.is_synced() {
@@ -43,15 +44,9 @@ impl<S: Store> Agent<S> {
                 .values()
                 .filter(|node| *node != me && !view.nodes.contains_key(*node))
                 .collect();
-            missing_since.retain(|node, _| absent.contains(node));
-            let now = Instant::now();
-            for node in absent {
-                let since = *missing_since.entry(node.clone()).or_insert(now);
-                if now - since < grace {
-                    continue;
-                }
-                match pods.node_gone(node).await {
-                    Ok(true) => match self.delete_blocks_of(node).await {
+            for node in absences.overdue(absent.into_iter().cloned()) {
+                match pods.node_gone(&node).await {
+                    Ok(true) => match self.delete_blocks_of(&node).await {
                         Ok(taken) => {
                             for block in taken {
                                 self.metrics.block_reclaimed();
@@ -64,9 +59,7 @@ impl<S: Store> Agent<S> {
                     },
                     // Registered but its agent is not running, or pods still bound to it: ask
                     // again after another grace period.
-                    Ok(false) => {
-                        missing_since.insert(node.clone(), now);
-                    }
+                    Ok(false) => absences.restart(&node),
                     Err(e) => {
                         tracing::warn!(%node, error = %e, "cannot tell whether a node is gone; asking again later")
                     }
