@@ -1,13 +1,15 @@
 //! The agent: everything the node owns, assembled at start. Start-up order matters: records are
-//! loaded and their addresses re-reserved before anything can allocate; the node is prepared
-//! (forwarding, nftables, leftovers removed) and announced to its peers; then the overlay is
-//! reconciled once before the socket opens ([`Agent::start_overlay`] hands back the signal).
+//! loaded, and their addresses and those the kernel's host veths carry without a record taken
+//! back, before anything can allocate (see [`recovery`]); the node is prepared (forwarding,
+//! nftables) and announced to its peers; then the overlay is reconciled once before the socket
+//! opens ([`Agent::start_overlay`] hands back the signal).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strait_dataplane::ledger::host_veths;
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
 use strait_netlink::Netlink;
 use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
@@ -21,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::network::NetworkState;
 use crate::pods::Pods;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
+use crate::recovery::{self, Recovery};
 use crate::registry::{AttachmentKey, Registry, RegistryError};
 use crate::underlay::{Underlay, UnderlayError};
 use crate::wake::Wake;
@@ -47,6 +50,8 @@ pub struct Agent<S> {
     pub(crate) record_missing: Arc<tokio::sync::Notify>,
     /// The pods on this node, when the cluster is Kubernetes.
     pub(crate) pods: Option<Arc<Pods>>,
+    /// Addresses held without a readable record, and those the node could not take back.
+    pub(crate) recovery: Arc<Recovery>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,8 @@ pub enum StartError {
     Network { network: String, source: AgentError },
     #[error("preparing the node: {0}")]
     Node(#[from] node::NodeError),
+    #[error("taking back the addresses of this node's pods: {0}")]
+    Restore(#[source] AgentError),
     #[error("announcing this node in the cluster store: {0}")]
     Announce(#[source] StoreError),
     #[error("watching for changes: {0}")]
@@ -99,26 +106,22 @@ impl<S: Store> Agent<S> {
             networks.insert(spec.name.clone(), state);
         }
         let records = registry.all();
-        for a in &records {
-            let Some(net) = networks.get(a.network()) else {
-                tracing::warn!(network = %a.key.network, container_id = %a.key.container_id,
-                    "attachment of a network no longer configured; kept until DEL or GC");
-                continue;
-            };
-            for address in &a.addresses {
-                if let Err(e) = net.reserve(address.addr()).await {
-                    tracing::error!(container_id = %a.key.container_id, %address, error = %e,
-                        "cannot re-reserve a recorded address");
-                }
-            }
-        }
-        tracing::info!(attachments = records.len(), "restored pod registry");
-        let known: HashSet<String> = records.into_iter().map(|a| a.host_veth).collect();
+        let kernel = blocking_start(|| {
+            let mut host = Netlink::new().map_err(node::NodeError::from)?;
+            Ok(host_veths(&mut host).map_err(node::NodeError::from)?)
+        })
+        .await?;
+        let recovery = recovery::restore(&store, &config.node_name, &networks, &records, kernel)
+            .await
+            .map_err(StartError::Restore)?;
+        tracing::info!(
+            attachments = records.len(),
+            quarantined = recovery.quarantined().len(),
+            conflicts = recovery.conflicts().len(),
+            "restored pod registry"
+        );
         let ruleset = node::snat_ruleset(&config);
-        let removed = blocking_start(move || Ok(node::prepare(&ruleset, &known)?)).await?;
-        for name in removed {
-            tracing::info!(link = %name, "removed a leftover host veth with no attachment");
-        }
+        blocking_start(move || Ok(node::prepare(&ruleset)?)).await?;
         let agent = Agent {
             config,
             store,
@@ -135,6 +138,7 @@ impl<S: Store> Agent<S> {
             failure: Arc::default(),
             record_missing: Arc::default(),
             pods: None,
+            recovery: Arc::new(recovery),
         };
         agent.announce().await?;
         Ok(agent)

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipnet::IpNet;
+
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
 use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodPlan, add_pod, check_pod, delete_pod, host_veth_name,
@@ -99,7 +101,7 @@ impl<S: Store> Agent<S> {
             Command::Add => self.add(&req, netns).await.map(Some),
             Command::Del => self.del(&req).await.map(|()| None),
             Command::Check => self.check(&req, netns).await.map(|()| None),
-            Command::Status => self.network(req.config.network_name()).map(|_| None),
+            Command::Status => self.cni_status(&req).map(|()| None),
             Command::Gc => self.gc(&req).await.map(|()| None),
             Command::Version => {
                 return Ok(Some(strait_cni::version_reply(b"")));
@@ -123,7 +125,19 @@ impl<S: Store> Agent<S> {
             .map_err(CniError::from)
     }
 
+    /// CNI STATUS: the network exists and the node takes new pods.
+    fn cni_status(&self, req: &CniRequest) -> Result<(), AgentError> {
+        self.network(req.config.network_name())?;
+        match self.recovery.not_ready() {
+            Some(reason) => Err(AgentError::Unavailable { reason }),
+            None => Ok(()),
+        }
+    }
+
     async fn add(&self, req: &CniRequest, ns: Option<Netns>) -> Result<CniResult, AgentError> {
+        if let Some(reason) = self.recovery.not_ready() {
+            return Err(AgentError::NotReady { reason });
+        }
         let intent = match (&self.pods, req.invocation.args.pod()) {
             (Some(pods), Some((namespace, name))) => pods.intent(namespace, name).await?,
             _ => PodIntent::default(),
@@ -193,6 +207,10 @@ impl<S: Store> Agent<S> {
         .await;
         match built {
             Ok(links) => {
+                if fresh {
+                    // A veth of this name held by a pod without a record was just replaced.
+                    self.free_quarantined(&attachment.host_veth).await;
+                }
                 let ours = result_of(&attachment, &links);
                 Ok(match req.config.prev_result.clone() {
                     Some(prev) => prev.chain(ours),
@@ -223,8 +241,28 @@ impl<S: Store> Agent<S> {
             .get(key)
             .map(|a| a.host_veth)
             .unwrap_or_else(|| host_veth_name(&key.network, &key.container_id, &key.ifname));
-        blocking(move || Ok(delete_pod(&mut host_netlink()?, &veth)?)).await?;
+        self.release_veth(&veth).await?;
         self.forget(key).await
+    }
+
+    /// Deletes a host veth (and with it the pod's end), then frees what was quarantined on it
+    /// and forgets its conflicts.
+    async fn release_veth(&self, veth: &str) -> Result<(), AgentError> {
+        let name = veth.to_string();
+        blocking(move || Ok(delete_pod(&mut host_netlink()?, &name)?)).await?;
+        self.free_quarantined(veth).await;
+        Ok(())
+    }
+
+    /// Frees what was quarantined on `veth`, which no longer exists or now serves a new record.
+    async fn free_quarantined(&self, veth: &str) {
+        if let Some(q) = self.recovery.forget(veth)
+            && let Some(net) = q.network.as_deref().and_then(|n| self.networks.get(n))
+        {
+            let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
+            net.release(&addresses).await;
+            tracing::info!(%veth, ?addresses, "released quarantined addresses");
+        }
     }
 
     /// Drops the record and frees its addresses.
@@ -303,6 +341,24 @@ impl<S: Store> Agent<S> {
                     network = %key.network, "garbage-collected attachment"),
                 Err(e) => {
                     tracing::warn!(container_id = %key.container_id, error = %e, "GC could not release");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let listed: HashSet<String> = valid
+            .iter()
+            .map(|(cid, ifname)| host_veth_name(network, cid, ifname))
+            .collect();
+        for veth in self.recovery.quarantined_in(network) {
+            if listed.contains(&veth) {
+                continue;
+            }
+            match self.release_veth(&veth).await {
+                Ok(()) => {
+                    tracing::info!(%veth, network, "garbage-collected a quarantined host veth")
+                }
+                Err(e) => {
+                    tracing::warn!(%veth, error = %e, "GC could not release a quarantined host veth");
                     first_error.get_or_insert(e);
                 }
             }

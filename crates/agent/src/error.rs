@@ -46,6 +46,10 @@ pub enum AgentError {
     Registry(#[from] RegistryError),
     #[error("an agent task failed: {0}")]
     Task(String),
+    #[error("{reason}")]
+    NotReady { reason: String },
+    #[error("{reason}")]
+    Unavailable { reason: String },
 }
 
 impl From<AgentError> for CniError {
@@ -125,6 +129,14 @@ impl From<AgentError> for CniError {
                 "straitd could not write its state directory (full or read-only disk?)",
             ),
             AgentError::Task(_) => (ErrorCode::Internal, "see straitd's log"),
+            AgentError::NotReady { .. } => (
+                ErrorCode::TryAgainLater,
+                "this node takes no new pod until the conflicts `straitctl status` lists are resolved",
+            ),
+            AgentError::Unavailable { .. } => (
+                ErrorCode::PluginNotAvailable,
+                "resolve the conflicts `straitctl status` lists; the node then takes new pods",
+            ),
         };
         CniError::new(code, msg, details)
     }

@@ -45,6 +45,11 @@ async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
             .metrics
             .set_ipam(name, usage.allocated, usage.capacity);
     }
+    let quarantined = agent.recovery.quarantined();
+    agent.metrics.set_recovery(
+        quarantined.iter().map(|q| q.addresses.len()).sum(),
+        agent.recovery.conflicts().len(),
+    );
     agent.metrics.encode()
 }
 
@@ -54,6 +59,9 @@ async fn readyz<S: Store>(State(shared): State<Arc<Shared<S>>>) -> (StatusCode, 
             StatusCode::SERVICE_UNAVAILABLE,
             "not reconciled yet\n".into(),
         );
+    }
+    if let Some(why) = shared.agent.recovery.not_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     }
     let last = shared.agent.last_pass.lock().expect("not poisoned").clone();
     match last {

@@ -21,6 +21,7 @@ pub mod pods;
 pub mod presence;
 pub mod reclaim;
 pub mod reconciler;
+pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod status;

@@ -27,6 +27,8 @@ pub struct Metrics {
     orphan_releases: Counter,
     blocks_reclaimed: Counter,
     peers: Gauge,
+    quarantined_addresses: Gauge,
+    address_conflicts: Gauge,
     ipam_allocated: Family<Labels, Gauge>,
     ipam_capacity: Family<Labels, Gauge>,
 }
@@ -50,6 +52,8 @@ impl Metrics {
             orphan_releases: Counter::default(),
             blocks_reclaimed: Counter::default(),
             peers: Gauge::default(),
+            quarantined_addresses: Gauge::default(),
+            address_conflicts: Gauge::default(),
             ipam_allocated: Family::default(),
             ipam_capacity: Family::default(),
             registry: Registry::default(),
@@ -95,6 +99,16 @@ impl Metrics {
             m.blocks_reclaimed.clone(),
         );
         registry.register("peers", "Other nodes this node knows", m.peers.clone());
+        registry.register(
+            "quarantined_addresses",
+            "Addresses held for host veths that no readable attachment record accounts for",
+            m.quarantined_addresses.clone(),
+        );
+        registry.register(
+            "address_conflicts",
+            "Addresses this node holds but could not take back at start (the node is not ready)",
+            m.address_conflicts.clone(),
+        );
         registry.register(
             "ipam_addresses_allocated",
             "Addresses given to pods, per network",
@@ -145,6 +159,11 @@ impl Metrics {
         self.peers.set(peers as i64);
     }
 
+    pub fn set_recovery(&self, quarantined: usize, conflicts: usize) {
+        self.quarantined_addresses.set(quarantined as i64);
+        self.address_conflicts.set(conflicts as i64);
+    }
+
     pub fn set_ipam(&self, network: &str, allocated: u64, capacity: u64) {
         let labels = vec![("network".to_string(), network.to_string())];
         self.ipam_allocated
@@ -173,6 +192,7 @@ mod tests {
         m.pass(true, 0.01, 3, true);
         m.set_ipam("pods", 2, 63);
         m.orphan_released();
+        m.set_recovery(1, 0);
         let text = m.encode();
         for needle in [
             "strait_cni_requests_total{command=\"ADD\",result=\"ok\"} 1",
@@ -180,6 +200,8 @@ mod tests {
             "strait_reconcile_operations_total 3",
             "strait_drift_repairs_total 1",
             "strait_orphan_releases_total 1",
+            "strait_quarantined_addresses 1",
+            "strait_address_conflicts 0",
             "strait_ipam_addresses_allocated{network=\"pods\"} 2",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

@@ -1,10 +1,8 @@
-//! Node-wide preparation at start: IP forwarding on, the nftables table in place, and host veths
-//! left by a crash (named like ours, with no attachment record) removed.
+//! Node-wide preparation at start: IP forwarding on and the nftables table in place. Host veths
+//! are never swept here: one without a record belongs to a pod that may still run (see
+//! [`crate::recovery`]).
 
-use std::collections::HashSet;
-
-use strait_dataplane::{delete_pod, is_host_veth};
-use strait_netlink::{Netlink, NetlinkError};
+use strait_netlink::NetlinkError;
 use strait_nft::{NftError, Ruleset};
 
 use crate::config::Config;
@@ -15,9 +13,9 @@ pub enum NodeError {
     Forwarding(std::io::Error),
     #[error("installing the nftables table: {0}")]
     Nft(#[from] NftError),
-    #[error("removing leftover interfaces: {0}")]
+    #[error("reading the pods' host interfaces: {0}")]
     Netlink(#[from] NetlinkError),
-    #[error("removing leftover interfaces: {0}")]
+    #[error("reading the pods' host interfaces: {0}")]
     Dataplane(#[from] strait_dataplane::DataplaneError),
 }
 
@@ -40,19 +38,11 @@ pub fn snat_ruleset(config: &Config) -> Ruleset {
     }
 }
 
-/// Prepares the node; returns the names of the leftover veths it removed.
-pub fn prepare(ruleset: &Ruleset, known_veths: &HashSet<String>) -> Result<Vec<String>, NodeError> {
+/// Prepares the node.
+pub fn prepare(ruleset: &Ruleset) -> Result<(), NodeError> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(NodeError::Forwarding)?;
     strait_nft::apply(&strait_nft::render(ruleset))?;
-    let mut host = Netlink::new()?;
-    let mut removed = Vec::new();
-    for link in host.links()? {
-        if is_host_veth(&link.name) && !known_veths.contains(&link.name) {
-            delete_pod(&mut host, &link.name)?;
-            removed.push(link.name);
-        }
-    }
-    Ok(removed)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The pod registry: one record per attachment (network, container id, interface) with what was
-//! given to it. Each record is a crash-safe file written before the CNI answer leaves the agent;
-//! the IPAM allocators are rebuilt from these records on start, so they are also the IPAM ledger.
+//! given to it. Each record is a crash-safe file written before the CNI answer leaves the agent,
+//! and carries its format number. The IPAM allocators are rebuilt from these records on start,
+//! with the kernel's host veths as the second ledger for records that cannot be read.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -43,6 +44,34 @@ pub struct Attachment {
     pub mtu: u32,
 }
 
+/// The record format this straitd writes and reads. Records written before formats were numbered
+/// carry none and are format 1.
+pub const RECORD_FORMAT: u64 = 1;
+
+/// A record as it is written: its format number, then the attachment.
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    format: u64,
+    #[serde(flatten)]
+    attachment: &'a Attachment,
+}
+
+/// Reads one record's bytes.
+fn parse(bytes: &[u8]) -> Result<Attachment, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let format = match value.get("format") {
+        None => 1,
+        Some(f) => f.as_u64().ok_or("its format is not a number")?,
+    };
+    if format != RECORD_FORMAT {
+        return Err(format!(
+            "it has format {format}, and this straitd reads format {RECORD_FORMAT} (written by \
+             another version of straitd?)"
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
 #[derive(Debug)]
 pub struct Registry {
     dir: PathBuf,
@@ -70,7 +99,8 @@ impl Attachment {
 
 impl Registry {
     /// Opens the registry in `dir`, loading every record. A record that cannot be read is moved
-    /// aside (`*.unreadable`) and reported, never silently dropped.
+    /// aside (`*.unreadable`) and reported, never silently dropped; its pod's addresses are taken
+    /// back from the kernel (see [`crate::recovery`]).
     pub fn open(dir: &Path) -> Result<(Registry, Vec<String>), RegistryError> {
         let io_err = |source| RegistryError::Io {
             path: dir.to_path_buf(),
@@ -91,7 +121,7 @@ impl Registry {
             }
             let parsed = fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()));
+                .and_then(|b| parse(&b));
             match parsed {
                 Ok(a) => {
                     records.insert(a.key.clone(), a);
@@ -142,7 +172,11 @@ impl Registry {
             });
         }
         let path = self.path_of(a);
-        let bytes = serde_json::to_vec_pretty(a).expect("records serialize");
+        let bytes = serde_json::to_vec_pretty(&OnDisk {
+            format: RECORD_FORMAT,
+            attachment: a,
+        })
+        .expect("records serialize");
         write_atomic(&path, &bytes, 0o600).map_err(|source| RegistryError::Io { path, source })?;
         self.lock().insert(a.key.clone(), a.clone());
         Ok(())
@@ -196,11 +230,29 @@ mod tests {
         ));
         reg.remove(&attachment("b", "").key).unwrap().unwrap();
         assert!(reg.remove(&attachment("b", "").key).unwrap().is_none());
+        let written = fs::read_to_string(dir.join("st000000000001.json")).unwrap();
+        assert!(written.contains("\"format\": 1"), "{written}");
         fs::write(dir.join("st00000000000f.json"), b"{trunc").unwrap();
+        let newer = written.replace("\"format\": 1", "\"format\": 2");
+        fs::write(dir.join("st00000000000e.json"), newer).unwrap();
+        // Written before records carried a format: read as format 1.
+        let legacy = serde_json::to_vec(&attachment("d", "st00000000000d")).unwrap();
+        fs::write(dir.join("st00000000000d.json"), legacy).unwrap();
         let (again, warnings) = Registry::open(&dir).unwrap();
-        assert_eq!(again.all(), vec![attachment("a", "st000000000001")]);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            again.all(),
+            vec![
+                attachment("a", "st000000000001"),
+                attachment("d", "st00000000000d")
+            ]
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("format 2")),
+            "{warnings:?}"
+        );
         assert!(dir.join("st00000000000f.unreadable").exists());
+        assert!(dir.join("st00000000000e.unreadable").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,8 @@ use strait_dataplane::overlay::{self, Desired};
 use strait_dataplane::overlay_kernel::{apply, read_actual};
 use strait_netlink::Netlink;
 use strait_rpc::{
-    NetworkStatus, NodeStatus, PeerInfo, PodInfo, ReconcileStatus, Request, Response, RouteInfo,
+    ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, ReconcileStatus,
+    Request, Response, RouteInfo,
 };
 use strait_store::{Kind, Store, StoreError};
 
@@ -56,7 +57,8 @@ impl<S: Store> Agent<S> {
         let last = self.last_pass.lock().expect("not poisoned").clone();
         NodeStatus {
             node: self.config.node_name.clone(),
-            ready: last.as_ref().is_some_and(|p| p.errors.is_empty()),
+            ready: last.as_ref().is_some_and(|p| p.errors.is_empty())
+                && self.recovery.not_ready().is_none(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: match &self.config.store {
                 StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
@@ -76,6 +78,27 @@ impl<S: Store> Agent<S> {
                 last_operations: p.operations,
                 last_errors: p.errors,
             }),
+            quarantined: self
+                .recovery
+                .quarantined()
+                .into_iter()
+                .map(|q| QuarantinedInfo {
+                    host_veth: q.veth,
+                    network: q.network,
+                    addresses: q.addresses,
+                })
+                .collect(),
+            conflicts: self
+                .recovery
+                .conflicts()
+                .into_iter()
+                .map(|c| ConflictInfo {
+                    host_veth: c.veth,
+                    address: c.address,
+                    holder: c.holder,
+                    reason: c.reason,
+                })
+                .collect(),
         }
     }
 

@@ -59,6 +59,41 @@ pub fn status(s: &NodeStatus) -> String {
         ]);
     }
     out.push_str(&render(&rows));
+    if !s.conflicts.is_empty() {
+        out.push_str("\nCONFLICTS (the node takes no new pod until their pods are deleted)\n");
+        let mut rows = vec![
+            ["ADDRESS", "HOLDER", "HOST VETH", "WHY"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for c in &s.conflicts {
+            rows.push(vec![
+                c.address.to_string(),
+                c.holder.clone(),
+                c.host_veth.clone(),
+                c.reason.clone(),
+            ]);
+        }
+        out.push_str(&render(&rows));
+    }
+    if !s.quarantined.is_empty() {
+        out.push_str(
+            "\nQUARANTINED (no readable record; held until the runtime deletes the pod)\n",
+        );
+        let mut rows = vec![
+            ["HOST VETH", "NETWORK", "ADDRESSES"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for q in &s.quarantined {
+            rows.push(vec![
+                q.host_veth.clone(),
+                q.network.clone().unwrap_or_else(|| "-".into()),
+                join(&q.addresses),
+            ]);
+        }
+        out.push_str(&render(&rows));
+    }
     out
 }
 

@@ -6,7 +6,7 @@
 //! [`recv_header`] and decodes with [`Request::decode`].
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -76,6 +76,29 @@ pub struct NodeStatus {
     pub peers: usize,
     pub networks: Vec<NetworkStatus>,
     pub reconcile: Option<ReconcileStatus>,
+    /// Host veths carrying addresses that no readable attachment record accounts for: the
+    /// addresses are held (never handed out) until the runtime deletes the pod.
+    #[serde(default)]
+    pub quarantined: Vec<QuarantinedInfo>,
+    /// Addresses the node holds but could not take back at start; while any is listed the node
+    /// is not ready and takes no new pod.
+    #[serde(default)]
+    pub conflicts: Vec<ConflictInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinedInfo {
+    pub host_veth: String,
+    pub network: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    pub host_veth: String,
+    pub address: IpAddr,
+    pub holder: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
