@@ -225,11 +225,13 @@ impl<S: Store> Agent<S> {
     pub fn with_pods(
         mut self,
         client: kube::Client,
+        watch_client: kube::Client,
         orphan_grace: Duration,
         node_grace: Duration,
     ) -> Self {
         self.pods = Some(Arc::new(Pods::new(
             client,
+            watch_client,
             &self.config.node_name,
             orphan_grace,
             node_grace,

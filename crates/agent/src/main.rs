@@ -122,10 +122,11 @@ async fn start(args: Args) -> anyhow::Result<()> {
                 let store = KubeStore::connect(kubeconfig.as_deref())
                     .await
                     .context("connecting to the Kubernetes API")?;
-                let client = store.client();
+                let (client, watch_client) = (store.client(), store.watch_client());
                 let agent = Agent::start(config.clone(), store).await?;
                 Ok(agent.with_pods(
                     client,
+                    watch_client,
                     Duration::from_secs(orphan_grace.into()),
                     Duration::from_secs(node_grace.into()),
                 ))

@@ -1,6 +1,8 @@
 //! One network's state on this node: its pools, the blocks this node holds, the allocator over
 //! them, the pods' MTU, and the node's VXLAN tunnel endpoint. A new block is claimed from the
-//! cluster store only when all are full (or, for the VTEP, when the node holds none yet).
+//! cluster store only when all are full (or, for the VTEP, when the node holds none yet). The
+//! allocator's lock is never held across a store call: a stalled store delays only the requests
+//! that need a new block, never a DEL, a status or the metrics.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -24,6 +26,9 @@ pub struct NetworkState {
     /// This node's VTEP, when a pool of the network uses VXLAN.
     pub vtep: Option<Vtep>,
     allocator: Mutex<Allocator>,
+    /// Held while claiming a block from the store, so that requests needing one wait for the
+    /// claim in flight instead of each claiming another.
+    claiming: Mutex<()>,
 }
 
 /// Claims the first free block of the first of `pools` that has one.
@@ -96,6 +101,7 @@ impl NetworkState {
             vtep,
             spec,
             allocator: Mutex::new(allocator),
+            claiming: Mutex::new(()),
         })
     }
 
@@ -128,16 +134,24 @@ impl NetworkState {
             ],
         };
         let within = pool.map(|_| pools[0].pool.cidr);
-        let mut allocator = self.allocator.lock().await;
-        if let Some(ip) = allocator.allocate_within(false, within) {
+        if let Some(ip) = self.allocator.lock().await.allocate_within(false, within) {
+            return Ok(IpNet::from(ip));
+        }
+        let _one_claim = self.claiming.lock().await;
+        // The claim that was in flight may have made room.
+        if let Some(ip) = self.allocator.lock().await.allocate_within(false, within) {
             return Ok(IpNet::from(ip));
         }
         let block = claim_from(store, pools.into_iter(), node, &self.spec).await?;
+        let mut allocator = self.allocator.lock().await;
         allocator.add_block(block);
-        let ip = allocator
+        allocator
             .allocate_within(false, within)
-            .expect("a fresh block has room");
-        Ok(IpNet::from(ip))
+            .map(IpNet::from)
+            .ok_or_else(|| AgentError::Exhausted {
+                network: self.spec.name.clone(),
+                pools: format!("{block}, claimed just now, is already full"),
+            })
     }
 
     /// The address a pod asked for: it must be in one of the network's pools, free, and in a
@@ -170,20 +184,27 @@ impl NetworkState {
                         .join(", ")
                 ),
             })?;
-        let mut allocator = self.allocator.lock().await;
-        match allocator.reserve(ip) {
+        let taken = || {
+            unavailable(
+                "another pod on this node has it (or it is its block's reserved first address)"
+                    .into(),
+            )
+        };
+        match self.allocator.lock().await.reserve(ip) {
             Ok(()) => return Ok(IpNet::from(ip)),
-            Err(IpamError::AlreadyAllocated { .. }) => {
-                return Err(unavailable(
-                    "another pod on this node has it (or it is its block's reserved first address)"
-                        .into(),
-                ));
-            }
+            Err(IpamError::AlreadyAllocated { .. }) => return Err(taken()),
             Err(IpamError::NotInOwnedBlock { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        match claim_block_of(store, &pool.pool, node, ip).await {
-            Ok(block) => allocator.add_block(block),
+        let _one_claim = self.claiming.lock().await;
+        let claimed = match self.allocator.lock().await.reserve(ip) {
+            // A claim in flight brought the block in.
+            Ok(()) => return Ok(IpNet::from(ip)),
+            Err(IpamError::AlreadyAllocated { .. }) => return Err(taken()),
+            Err(_) => claim_block_of(store, &pool.pool, node, ip).await,
+        };
+        let block = match claimed {
+            Ok(block) => block,
             Err(IpamError::BlockHeld {
                 block,
                 node: holder,
@@ -193,11 +214,16 @@ impl NetworkState {
                 )));
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        let mut allocator = self.allocator.lock().await;
+        allocator.add_block(block);
         allocator
             .reserve(ip)
             .map(|()| IpNet::from(ip))
-            .map_err(|_| unavailable("it is its block's reserved first address".into()))
+            .map_err(|e| match e {
+                IpamError::AlreadyAllocated { .. } => taken(),
+                e => e.into(),
+            })
     }
 
     /// Claims again every block this node allocates from, for a node whose blocks may have been
@@ -211,11 +237,6 @@ impl NetworkState {
             }
         }
         Ok(())
-    }
-
-    /// Marks addresses of a restored record taken.
-    pub async fn reserve(&self, ip: IpAddr) -> Result<(), IpamError> {
-        self.allocator.lock().await.reserve(ip)
     }
 
     pub async fn release(&self, addresses: &[IpNet]) {

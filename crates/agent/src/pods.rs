@@ -51,7 +51,10 @@ impl LivePods {
 }
 
 pub struct Pods {
+    /// For requests (they time out).
     client: Client,
+    /// For the watch of this node's pods.
+    watch_client: Client,
     node: String,
     /// How long a pod must have been gone before its address is released.
     pub orphan_grace: Duration,
@@ -71,9 +74,16 @@ impl std::fmt::Debug for Pods {
 }
 
 impl Pods {
-    pub fn new(client: Client, node: &str, orphan_grace: Duration, node_grace: Duration) -> Pods {
+    pub fn new(
+        client: Client,
+        watch_client: Client,
+        node: &str,
+        orphan_grace: Duration,
+        node_grace: Duration,
+    ) -> Pods {
         Pods {
             client,
+            watch_client,
             node: node.to_string(),
             orphan_grace,
             node_grace,
@@ -160,7 +170,7 @@ impl Pods {
 
     /// Keeps the set of this node's pods current (runs until the process ends).
     pub async fn watch(&self) {
-        let api = Api::<Pod>::all(self.client.clone());
+        let api = Api::<Pod>::all(self.watch_client.clone());
         let selector = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let stream = watcher::watcher(api, selector).default_backoff();
         futures::pin_mut!(stream);

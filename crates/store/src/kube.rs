@@ -31,10 +31,16 @@ pub const NODE_ANNOTATION: &str = "strait.io/node";
 const WATCH_BUFFER: usize = 4096;
 /// How long connecting to the API may take before the request fails as unavailable.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request may wait for the API's next bytes: a half-open connection must not hang
+/// an ADD for ever. Watches wait for events far longer, so they use a client without it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct KubeStore {
+    /// For requests: reads and writes time out.
     client: Client,
+    /// For watches, which idle between events.
+    watch_client: Client,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -134,13 +140,26 @@ impl KubeStore {
         };
         // Fail fast on an API that is not there (yet): the caller retries.
         config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let watch_client =
+            Client::try_from(config.clone()).map_err(|e| unreadable(e.to_string()))?;
+        config.read_timeout = Some(READ_TIMEOUT);
+        config.write_timeout = Some(READ_TIMEOUT);
         let client = Client::try_from(config).map_err(|e| unreadable(e.to_string()))?;
-        Ok(KubeStore { client })
+        Ok(KubeStore {
+            client,
+            watch_client,
+        })
     }
 
-    /// The client, for callers that read more of the cluster than the store does.
+    /// The client for requests (reads and writes time out), for callers that read more of the
+    /// cluster than the store does.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The client for watches (no read timeout: a watch idles between events).
+    pub fn watch_client(&self) -> Client {
+        self.watch_client.clone()
     }
 
     fn custom_api(&self, kind: Kind) -> (Api<DynamicObject>, ApiResource) {
@@ -297,11 +316,12 @@ impl Store for KubeStore {
     async fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         if kind == Kind::Node {
-            let stream =
-                watcher::watcher(self.nodes(), watcher::Config::default()).default_backoff();
+            let nodes = Api::<Node>::all(self.watch_client.clone());
+            let stream = watcher::watcher(nodes, watcher::Config::default()).default_backoff();
             tokio::spawn(pump(stream, tx, |n: &Node| (n.name_any(), node_record(n))));
         } else {
-            let (api, _) = self.custom_api(kind);
+            let ar = resource(kind).expect("a custom resource kind");
+            let api = Api::<DynamicObject>::all_with(self.watch_client.clone(), &ar);
             let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
             tokio::spawn(pump(stream, tx, |o: &DynamicObject| {
                 (o.name_any(), Some(custom(o)))
@@ -384,6 +404,46 @@ async fn pump<K>(
         };
         if tx.send(out).await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API server that accepts connections and never answers, like a half-open connection.
+    #[tokio::test]
+    async fn a_silent_api_makes_a_request_fail_instead_of_hanging() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                accepted.push(conn);
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("strait-kube-silent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+                 clusters: [{{name: c, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
+                 users: [{{name: u, user: {{token: t}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+            ),
+        )
+        .unwrap();
+        let store = KubeStore::connect(Some(&kubeconfig)).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Far above the read timeout: reaching it means the request hung.
+        let answer = tokio::time::timeout(READ_TIMEOUT * 6, store.get(Kind::IpPool, "pool")).await;
+        held.abort();
+        match answer {
+            Ok(Err(StoreError::Unavailable(_))) => {}
+            other => panic!("expected the store to be unavailable, got {other:?}"),
         }
     }
 }
