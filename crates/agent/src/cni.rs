@@ -21,6 +21,7 @@ use strait_netns::Netns;
 use strait_store::Store;
 
 use crate::agent::{Agent, blocking};
+use crate::caller::Caller;
 use crate::error::AgentError;
 use crate::pods::PodIntent;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
@@ -89,6 +90,7 @@ impl<S: Store> Agent<S> {
         &self,
         req: CniRequest,
         netns: Option<OwnedFd>,
+        caller: Caller<'_>,
     ) -> Result<Option<serde_json::Value>, CniError> {
         let started = Instant::now();
         let version = req.config.cni_version;
@@ -98,7 +100,7 @@ impl<S: Store> Agent<S> {
             .transpose()
             .map_err(|e| CniError::from(AgentError::Dataplane(e.into())))?;
         let outcome = match command {
-            Command::Add => self.add(&req, netns).await.map(Some),
+            Command::Add => self.add(&req, netns, caller).await.map(Some),
             Command::Del => self.del(&req).await.map(|()| None),
             Command::Check => self.check(&req, netns).await.map(|()| None),
             Command::Status => self.cni_status(&req).map(|()| None),
@@ -134,7 +136,15 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    async fn add(&self, req: &CniRequest, ns: Option<Netns>) -> Result<CniResult, AgentError> {
+    /// ADD. Checks that its caller is still there, within its budget, before it persists and
+    /// before it touches the kernel; a caller that left during the kernel work finds its pod
+    /// undone.
+    async fn add(
+        &self,
+        req: &CniRequest,
+        ns: Option<Netns>,
+        caller: Caller<'_>,
+    ) -> Result<CniResult, AgentError> {
         if let Some(reason) = self.recovery.not_ready() {
             return Err(AgentError::NotReady { reason });
         }
@@ -185,9 +195,19 @@ impl<S: Store> Agent<S> {
                 (a, true)
             }
         };
-        if let Err(e) = persist(&self.registry, &attachment).await {
+        let persisted = match caller.check() {
+            Ok(()) => persist(&self.registry, &attachment).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = persisted {
             if fresh {
                 net.release(&attachment.addresses).await;
+            }
+            return Err(e);
+        }
+        if let Err(e) = caller.check() {
+            if fresh {
+                self.forget(&key).await?;
             }
             return Err(e);
         }
@@ -206,6 +226,10 @@ impl<S: Store> Agent<S> {
         })
         .await;
         match built {
+            Ok(_) if fresh && caller.is_gone() => {
+                self.release(&key).await?;
+                Err(AgentError::CallerGone)
+            }
             Ok(links) => {
                 if fresh {
                     // A veth of this name held by a pod without a record was just replaced.

@@ -46,6 +46,10 @@ pub enum AgentError {
     Registry(#[from] RegistryError),
     #[error("an agent task failed: {0}")]
     Task(String),
+    #[error("the caller left before the answer")]
+    CallerGone,
+    #[error("the request took longer than straitd's budget of {budget:?}")]
+    OutOfTime { budget: std::time::Duration },
     #[error("{reason}")]
     NotReady { reason: String },
     #[error("{reason}")]
@@ -129,6 +133,14 @@ impl From<AgentError> for CniError {
                 "straitd could not write its state directory (full or read-only disk?)",
             ),
             AgentError::Task(_) => (ErrorCode::Internal, "see straitd's log"),
+            AgentError::CallerGone => (
+                ErrorCode::TryAgainLater,
+                "nothing was left behind; the runtime should retry",
+            ),
+            AgentError::OutOfTime { .. } => (
+                ErrorCode::TryAgainLater,
+                "nothing was left behind (is the cluster store slow? see straitd's log); the runtime should retry",
+            ),
             AgentError::NotReady { .. } => (
                 ErrorCode::TryAgainLater,
                 "this node takes no new pod until the conflicts `straitctl status` lists are resolved",

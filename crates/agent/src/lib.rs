@@ -4,6 +4,7 @@
 
 pub mod absences;
 pub mod agent;
+pub mod caller;
 pub mod cluster;
 pub mod cni;
 pub mod config;

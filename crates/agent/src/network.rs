@@ -39,6 +39,7 @@ async fn claim_from(
     network: &Network,
 ) -> Result<IpNet, AgentError> {
     for p in pools {
+        tracing::info!(network = %network.name, pool = %p.pool.name, "claiming a block");
         match claim_block(store, &p.pool, node).await {
             Ok(block) => {
                 tracing::info!(network = %network.name, pool = %p.pool.name, %block, "claimed block");

@@ -2,7 +2,7 @@
 //! requests served concurrently, in-flight ones finished on shutdown.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
 use crate::agent::Agent;
+use crate::caller::Caller;
 
 /// A client that has not sent its whole request by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,7 +111,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedF
 
 async fn answer<S: Store>(agent: &Agent<S>, mut stream: UnixStream) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Ok((request, netns))) => agent.handle(request, netns).await,
+        Ok(Ok((request, netns))) => {
+            agent
+                .handle(request, netns, Caller::on(stream.as_fd()))
+                .await
+        }
         Ok(Err(e)) => Response::BadRequest(e),
         Err(_) => Response::BadRequest("the request did not arrive in time".into()),
     };

@@ -14,14 +14,20 @@ use strait_rpc::{
 use strait_store::{Kind, Store, StoreError};
 
 use crate::agent::Agent;
+use crate::caller::Caller;
 use crate::cluster::blocks_by_node;
 use crate::config::StoreConfig;
 
 impl<S: Store> Agent<S> {
     /// Answers one request from the socket, with the namespace descriptor it carried.
-    pub async fn handle(&self, request: Request, netns: Option<OwnedFd>) -> Response {
+    pub async fn handle(
+        &self,
+        request: Request,
+        netns: Option<OwnedFd>,
+        caller: Caller<'_>,
+    ) -> Response {
         match request {
-            Request::Cni(req) => match self.handle_cni(*req, netns).await {
+            Request::Cni(req) => match self.handle_cni(*req, netns, caller).await {
                 Ok(json) => Response::CniOk(json),
                 Err(e) => Response::CniError(e),
             },

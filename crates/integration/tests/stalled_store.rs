@@ -1,15 +1,24 @@
-//! No request waits on another: while the cluster store stalls, only the ADD that needs a new block
-//! from it waits; a DEL, `straitctl status` and `/metrics` answer meanwhile.
+//! No request waits on another, and nothing runs after its caller gave up: while the cluster store
+//! stalls, only the ADD that needs a new block from it waits (and gives up with "try again later"
+//! when the store stays away); a DEL, `straitctl status` and `/metrics` answer meanwhile. An ADD
+//! whose caller left while it waited leaves nothing behind.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use strait_integration::bin;
 use strait_integration::cni::{Env, address};
+use strait_integration::inspect::{Snapshot, link_names};
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
+
+/// What the agent logs when an ADD needs a block from the store.
+const CLAIMING: &str = "claiming a block";
 
 /// Holds the embedded store's lock, as a stalled store would, until dropped.
 fn hold_store_lock(store: &Path) -> File {
@@ -23,21 +32,14 @@ fn hold_store_lock(store: &Path) -> File {
     file
 }
 
-/// Waits until process `pid` is blocked on a file lock (a `->` line of /proc/locks).
-fn wait_blocked_on_a_lock(pid: u32) {
+/// Waits until the node's agent has logged `line` `times` times.
+fn wait_logged(node: &Node, line: &str, times: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-        if locks
-            .lines()
-            .filter(|l| l.contains("->"))
-            .any(|l| l.split_whitespace().nth(5) == Some(&pid.to_string()))
-        {
-            return;
-        }
+    while node.agent_log().matches(line).count() < times {
         assert!(
             Instant::now() < deadline,
-            "straitd never waited on the store's lock:\n{locks}"
+            "straitd never logged {line:?}:\n{}",
+            node.agent_log()
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -67,6 +69,7 @@ fn a_stalled_store_holds_up_only_the_add_that_needs_a_new_block() {
     for (i, pod) in pods.iter().take(3).enumerate() {
         node.add(&format!("c{i}"), pod);
     }
+    let claims = node.agent_log().matches(CLAIMING).count();
     let lock = hold_store_lock(&node.store_dir());
     let add = {
         let (node, path) = (std::sync::Arc::clone(&node), pods[3].path());
@@ -77,7 +80,7 @@ fn a_stalled_store_holds_up_only_the_add_that_needs_a_new_block() {
             )
         })
     };
-    wait_blocked_on_a_lock(node.agent_pid().expect("running"));
+    wait_logged(&node, CLAIMING, claims + 1);
 
     // A loaded machine answers these in well under a second; a minute means they waited.
     let limit = Duration::from_secs(60);
@@ -112,4 +115,54 @@ fn a_stalled_store_holds_up_only_the_add_that_needs_a_new_block() {
     drop(lock);
     let added = add.join().unwrap().ok();
     assert!(address(&added).starts_with("10.244.0."), "{added}");
+}
+
+#[test]
+fn an_add_whose_caller_left_while_the_store_stalled_leaves_nothing_behind() {
+    let node = Node::start(NodeSpec {
+        pools: vec![("10.244.0.0/16".into(), 30)],
+        ..NodeSpec::default()
+    });
+    let pods: Vec<TestNetns> = (0..4).map(|_| TestNetns::new("st")).collect();
+    for (i, pod) in pods.iter().take(3).enumerate() {
+        node.add(&format!("c{i}"), pod);
+    }
+    // Block claims are node state that outlives pods: everything else must be as before.
+    let without_blocks = |s: Snapshot| Snapshot {
+        blocks: vec![],
+        ..s
+    };
+    let before = without_blocks(node.snapshot());
+    let claims = node.agent_log().matches(CLAIMING).count();
+    let lock = hold_store_lock(&node.store_dir());
+    let env = Env::attachment("ADD", "c3", &pods[3].path(), "eth0");
+    let mut plugin = Command::new(bin("strait"))
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the plugin runs");
+    plugin
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(node.conf("1.0.0").as_bytes())
+        .expect("the plugin reads its configuration");
+    wait_logged(&node, CLAIMING, claims + 1);
+    // The runtime gives up: the plugin is killed while the agent waits for the store.
+    plugin.kill().expect("kill the plugin");
+    plugin.wait().expect("reap the plugin");
+    drop(lock);
+    wait_logged(&node, "container_id=c3", 1);
+
+    assert_eq!(without_blocks(node.snapshot()), before);
+    assert_eq!(link_names(&pods[3]), ["lo"]);
+    assert!(
+        node.agent_log()
+            .contains("the caller left before the answer"),
+        "{}",
+        node.agent_log()
+    );
 }

@@ -14,8 +14,10 @@ use strait_cni::{
 use strait_netns::{Netns, NetnsError};
 use strait_rpc::{CallError, DEFAULT_SOCKET, Request, Response, call};
 
-/// How long to wait for the agent's answer before giving up with "try again later".
-const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for the agent's answer before giving up with "try again later": half the
+/// kubelet's CRI deadline (2 min), so the runtime still hears the answer; the agent gives up on
+/// its own side after 30 s.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Shutdown};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -222,7 +222,7 @@ pub fn recv_header(fd: RawFd) -> io::Result<Option<OwnedFd>> {
 }
 
 /// Sends one request (with the container's network namespace, when given) and waits for its
-/// response, for at most `timeout` per read or write.
+/// response, for at most `timeout` in all.
 pub fn call(
     socket: &Path,
     request: &Request,
@@ -246,17 +246,38 @@ pub fn call(
             io_err(source)
         }
     })?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let deadline = Instant::now() + timeout;
+    // Each read or write may wait only for what is left of the whole call's time.
+    let left = |stream: &UnixStream| -> io::Result<()> {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?;
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))
+    };
+    left(&stream).map_err(io_err)?;
     send_header(&stream, netns).map_err(io_err)?;
     let body = serde_json::to_vec(request).expect("requests always serialize");
     stream.write_all(&body).map_err(io_err)?;
     stream.shutdown(Shutdown::Write).map_err(io_err)?;
     let mut reply = Vec::new();
-    stream
-        .take(MAX_MESSAGE_BYTES)
-        .read_to_end(&mut reply)
-        .map_err(io_err)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        left(&stream).map_err(io_err)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if reply.len() + n > MAX_MESSAGE_BYTES as usize => {
+                return Err(CallError::Protocol {
+                    socket: socket.to_path_buf(),
+                    reason: format!("the answer is larger than {MAX_MESSAGE_BYTES} bytes"),
+                });
+            }
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        }
+    }
     serde_json::from_slice(&reply).map_err(|e| CallError::Protocol {
         socket: socket.to_path_buf(),
         reason: if reply.is_empty() {

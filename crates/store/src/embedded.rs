@@ -10,7 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
@@ -68,19 +70,40 @@ impl EmbeddedStore {
     }
 }
 
+/// How long a store call waits for the directory's lock before the store counts as unavailable
+/// (another process holds it: a stalled agent, or an operator's tool).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+const LOCK_POLL: Duration = Duration::from_millis(5);
+
 fn lock(root: &Path, exclusive: bool) -> Result<Flock<File>, StoreError> {
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(root.join(".lock"))?;
     let arg = if exclusive {
-        FlockArg::LockExclusive
+        FlockArg::LockExclusiveNonblock
     } else {
-        FlockArg::LockShared
+        FlockArg::LockSharedNonblock
     };
-    Flock::lock(file, arg).map_err(|(_, errno)| StoreError::Io(errno.into()))
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(locked) => return Ok(locked),
+            Err((back, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the embedded store's lock {} is held by another process for more than {LOCK_TIMEOUT:?}",
+                    root.join(".lock").display()
+                )));
+            }
+            Err((_, errno)) => return Err(StoreError::Io(errno.into())),
+        }
+    }
 }
 
 fn list(root: &Path, kind: Kind) -> Result<Vec<Versioned<Value>>, StoreError> {
