@@ -25,6 +25,7 @@ use crate::pods::Pods;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
 use crate::recovery::{self, Recovery};
 use crate::registry::{AttachmentKey, Registry, RegistryError};
+use crate::tasks::{Stop, Tasks};
 use crate::underlay::{Underlay, UnderlayError};
 use crate::wake::Wake;
 use crate::{drift, node};
@@ -43,9 +44,10 @@ pub struct Agent<S> {
     pub(crate) kernel: Arc<tokio::sync::Mutex<()>>,
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
-    pub(crate) left_signal: Arc<tokio::sync::Notify>,
-    /// Why the agent must stop, when it cannot go on (see [`Agent::fail`]).
-    failure: Arc<Mutex<Option<String>>>,
+    /// When and why the agent stops.
+    pub(crate) stop: Arc<Stop>,
+    /// The agent's long-running work, supervised.
+    pub(crate) tasks: Arc<Tasks>,
     /// Signalled by the reconciler when this node's record is missing from the store.
     pub(crate) record_missing: Arc<tokio::sync::Notify>,
     /// The pods on this node, when the cluster is Kubernetes.
@@ -122,6 +124,7 @@ impl<S: Store> Agent<S> {
         );
         let ruleset = node::snat_ruleset(&config);
         blocking_start(move || Ok(node::prepare(&ruleset)?)).await?;
+        let stop = Arc::new(Stop::default());
         let agent = Agent {
             config,
             store,
@@ -134,8 +137,8 @@ impl<S: Store> Agent<S> {
             last_pass: Arc::default(),
             kernel: Arc::default(),
             left: Arc::default(),
-            left_signal: Arc::default(),
-            failure: Arc::default(),
+            stop: Arc::clone(&stop),
+            tasks: Tasks::new(stop),
             record_missing: Arc::default(),
             pods: None,
             recovery: Arc::new(recovery),
@@ -197,9 +200,15 @@ impl<S: Store> Agent<S> {
     pub fn start_overlay(&self) -> Result<watch::Receiver<bool>, StartError> {
         let wake = Arc::new(Wake::default());
         let owned = Arc::new(OwnedLinks::default());
-        spawn_watches(&self.store, &self.cluster, &wake);
-        drift::watch_kernel(Arc::clone(&owned), Arc::clone(&wake)).map_err(StartError::Watch)?;
-        drift::watch_nft(Arc::clone(&wake)).map_err(StartError::Watch)?;
+        spawn_watches(&self.tasks, &self.store, &self.cluster, &wake);
+        drift::watch_kernel(
+            self.tasks.running("kernel events"),
+            Arc::clone(&owned),
+            Arc::clone(&wake),
+        )
+        .map_err(StartError::Watch)?;
+        drift::watch_nft(self.tasks.running("nftables events"), Arc::clone(&wake))
+            .map_err(StartError::Watch)?;
         let (ready, ready_rx) = watch::channel(false);
         let reconciler = Reconciler {
             local: self.local_node(),
@@ -214,7 +223,7 @@ impl<S: Store> Agent<S> {
             left: Arc::clone(&self.left),
             record_missing: Arc::clone(&self.record_missing),
         };
-        tokio::spawn(reconciler.run());
+        self.tasks.spawn("reconciler", reconciler.run());
         Ok(ready_rx)
     }
 
@@ -243,23 +252,30 @@ impl<S: Store> Agent<S> {
         &self.config
     }
 
-    /// Completes once the node has left the cluster.
     /// Completes once the agent must stop: the node has left the cluster, or the agent failed.
     pub async fn until_stopped(&self) {
-        self.left_signal.notified().await
+        self.stop.until().await
     }
 
     /// Stops the agent on an error it cannot recover from while running; the process exits
     /// non-zero, and a supervisor (the DaemonSet) starts it afresh.
     pub(crate) fn fail(&self, why: String) {
-        tracing::error!(error = %why, "stopping");
-        *self.failure.lock().expect("not poisoned") = Some(why);
-        self.left_signal.notify_one();
+        self.stop.fail(why);
     }
 
     /// Why the agent stopped, when it stopped on an error.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().expect("not poisoned").clone()
+        self.stop.failure()
+    }
+
+    /// The agent is about to end: its tasks may stop from now on.
+    pub fn wind_down(&self) {
+        self.tasks.wind_down();
+    }
+
+    /// The supervised tasks that stopped while they should have run.
+    pub fn stopped_tasks(&self) -> Vec<&'static str> {
+        self.tasks.stopped()
     }
 
     pub(crate) fn network(&self, name: &str) -> Result<&NetworkState, AgentError> {

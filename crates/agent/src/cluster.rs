@@ -11,6 +11,7 @@ use std::time::Duration;
 use strait_dataplane::overlay::{ClusterView, Peer, Vtep};
 use strait_store::{BlockRecord, Kind, NodeRecord, Store, Versioned, WatchEvent, typed};
 
+use crate::tasks::Tasks;
 use crate::wake::{Reason, Wake};
 
 #[derive(Debug, Default)]
@@ -93,10 +94,19 @@ fn block(v: Versioned<serde_json::Value>) -> Option<(ipnet::IpNet, String)> {
 }
 
 /// Keeps `cache` current for nodes and blocks, waking the reconciler on every change.
-pub fn spawn_watches(store: &impl Store, cache: &Arc<ClusterCache>, wake: &Arc<Wake>) {
+pub fn spawn_watches(
+    tasks: &Arc<Tasks>,
+    store: &impl Store,
+    cache: &Arc<ClusterCache>,
+    wake: &Arc<Wake>,
+) {
     for kind in [Kind::Node, Kind::IpBlock] {
         let (store, cache, wake) = (store.clone(), Arc::clone(cache), Arc::clone(wake));
-        tokio::spawn(async move {
+        let name = match kind {
+            Kind::Node => "node watch",
+            _ => "block watch",
+        };
+        tasks.spawn(name, async move {
             let mut backoff = Duration::from_millis(200);
             loop {
                 match store.watch(kind).await {

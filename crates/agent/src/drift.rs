@@ -12,6 +12,7 @@ use strait_dataplane::overlay::is_device;
 use strait_netlink::{Event, Monitor, groups};
 
 use crate::reconciler::OwnedLinks;
+use crate::tasks::Running;
 use crate::wake::{Reason, Wake};
 
 /// Does this kernel event touch something the reconciler owns?
@@ -44,7 +45,11 @@ fn concerns_us(event: &Event, owned: &OwnedLinks) -> bool {
 }
 
 /// Starts the thread that turns kernel events into wake-ups.
-pub fn watch_kernel(owned: Arc<OwnedLinks>, wake: Arc<Wake>) -> std::io::Result<()> {
+pub fn watch_kernel(
+    running: Running,
+    owned: Arc<OwnedLinks>,
+    wake: Arc<Wake>,
+) -> std::io::Result<()> {
     let mut monitor = Monitor::new(&[
         groups::LINK,
         groups::NEIGH,
@@ -56,6 +61,7 @@ pub fn watch_kernel(owned: Arc<OwnedLinks>, wake: Arc<Wake>) -> std::io::Result<
     std::thread::Builder::new()
         .name("strait-kernel-events".into())
         .spawn(move || {
+            let _running = running;
             loop {
                 match monitor.events() {
                     Ok(events) => {
@@ -76,11 +82,12 @@ pub fn watch_kernel(owned: Arc<OwnedLinks>, wake: Arc<Wake>) -> std::io::Result<
 }
 
 /// Starts the thread that turns nftables ruleset changes into wake-ups.
-pub fn watch_nft(wake: Arc<Wake>) -> std::io::Result<()> {
+pub fn watch_nft(running: Running, wake: Arc<Wake>) -> std::io::Result<()> {
     let mut monitor = strait_nft::Monitor::new()?;
     std::thread::Builder::new()
         .name("strait-nft-events".into())
         .spawn(move || {
+            let _running = running;
             loop {
                 if monitor.wait().is_err() {
                     std::thread::sleep(std::time::Duration::from_millis(50));

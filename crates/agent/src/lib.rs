@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod status;
+pub mod tasks;
 pub mod underlay;
 pub mod wake;
 

@@ -226,6 +226,7 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
             _ = interrupt.recv() => {}
             () = stopping.until_stopped() => {}
         }
+        stopping.wind_down();
     };
     let stopped = Arc::clone(&agent);
     server::serve(agent, listener, shutdown).await;

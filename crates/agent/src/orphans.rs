@@ -23,9 +23,13 @@ impl<S: Store> Agent<S> {
             return;
         };
         let watched = Arc::clone(&pods);
-        tokio::spawn(async move { watched.watch().await });
+        self.tasks
+            .spawn("pod watch", async move { watched.watch().await });
         let agent = Arc::clone(self);
-        tokio::spawn(async move { agent.sweep_orphans(&pods).await });
+        self.tasks.spawn(
+            "orphan sweep",
+            async move { agent.sweep_orphans(&pods).await },
+        );
     }
 
     async fn sweep_orphans(&self, pods: &Pods) {

@@ -23,7 +23,7 @@ impl<S: Store> Agent<S> {
     /// Puts this node's record back whenever the reconciler finds it missing.
     pub fn keep_record(self: &Arc<Self>) {
         let agent = Arc::clone(self);
-        tokio::spawn(async move {
+        self.tasks.spawn("record keeper", async move {
             loop {
                 agent.record_missing.notified().await;
                 if agent.left.load(Ordering::SeqCst) {

@@ -25,7 +25,10 @@ impl<S: Store> Agent<S> {
             return;
         };
         let agent = Arc::clone(self);
-        tokio::spawn(async move { agent.reclaim_blocks(&pods).await });
+        self.tasks.spawn(
+            "block reclaim",
+            async move { agent.reclaim_blocks(&pods).await },
+        );
     }
 
     async fn reclaim_blocks(&self, pods: &Pods) {

@@ -178,6 +178,7 @@ impl<S: Store> Agent<S> {
             ));
         }
         let _exclusive = self.kernel.lock().await;
+        self.tasks.wind_down();
         self.left.store(true, Ordering::SeqCst);
         let me = &self.config.node_name;
         self.delete_blocks_of(me).await.map_err(|e| e.to_string())?;
@@ -202,7 +203,7 @@ impl<S: Store> Agent<S> {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
         }
         tracing::info!(node = %me, "left the cluster");
-        self.left_signal.notify_one();
+        self.stop.stop();
         Ok(())
     }
 }
