@@ -458,7 +458,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(c.metrics_address, "0.0.0.0:9462");
+        assert_eq!(c.metrics_address, "127.0.0.1:9462");
     }
 
     #[test]
