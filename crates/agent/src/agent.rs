@@ -44,6 +44,9 @@ pub struct Agent<S> {
     pub(crate) kernel: Arc<tokio::sync::Mutex<()>>,
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
+    /// Held (shared) by every ADD; leaving holds it alone, so no ADD runs while the node leaves
+    /// and none after.
+    pub(crate) admission: tokio::sync::RwLock<()>,
     /// When and why the agent stops.
     pub(crate) stop: Arc<Stop>,
     /// The agent's long-running work, supervised.
@@ -60,6 +63,8 @@ pub struct Agent<S> {
 pub enum StartError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("the configuration does not fit this node: {0}")]
+    Unfit(String),
     #[error("finding this node's underlay: {0}")]
     Underlay(#[from] UnderlayError),
     #[error("network {network}: {source}")]
@@ -93,6 +98,9 @@ impl<S: Store> Agent<S> {
         })
         .await?;
         tracing::info!(address = %underlay.address, device = %underlay.device, mtu = underlay.mtu, "underlay");
+        config
+            .check_underlay(&underlay.subnet, underlay.mtu)
+            .map_err(StartError::Unfit)?;
         let (registry, warnings) = Registry::open(&config.state_dir.join("attachments"))?;
         for w in warnings {
             tracing::warn!("{w}");
@@ -137,6 +145,7 @@ impl<S: Store> Agent<S> {
             last_pass: Arc::default(),
             kernel: Arc::default(),
             left: Arc::default(),
+            admission: tokio::sync::RwLock::default(),
             stop: Arc::clone(&stop),
             tasks: Tasks::new(stop),
             record_missing: Arc::default(),

@@ -103,7 +103,7 @@ impl<S: Store> Agent<S> {
             Command::Add => self.add(&req, netns, caller).await.map(Some),
             Command::Del => self.del(&req).await.map(|()| None),
             Command::Check => self.check(&req, netns).await.map(|()| None),
-            Command::Status => self.cni_status(&req).map(|()| None),
+            Command::Status => self.cni_status(&req).await.map(|()| None),
             Command::Gc => self.gc(&req).await.map(|()| None),
             Command::Version => {
                 return Ok(Some(strait_cni::version_reply(b"")));
@@ -127,13 +127,15 @@ impl<S: Store> Agent<S> {
             .map_err(CniError::from)
     }
 
-    /// CNI STATUS: the network exists and the node takes new pods.
-    fn cni_status(&self, req: &CniRequest) -> Result<(), AgentError> {
-        self.network(req.config.network_name())?;
-        match self.recovery.not_ready() {
-            Some(reason) => Err(AgentError::Unavailable { reason }),
-            None => Ok(()),
+    /// CNI STATUS: the network exists, the node takes new pods, and it could give one an address.
+    async fn cni_status(&self, req: &CniRequest) -> Result<(), AgentError> {
+        let net = self.network(req.config.network_name())?;
+        if let Some(reason) = self.recovery.not_ready() {
+            return Err(AgentError::Unavailable { reason });
         }
+        net.can_allocate(&self.store)
+            .await
+            .map_err(|reason| AgentError::Unavailable { reason })
     }
 
     /// ADD. Checks that its caller is still there, within its budget, before it persists and
@@ -145,6 +147,12 @@ impl<S: Store> Agent<S> {
         ns: Option<Netns>,
         caller: Caller<'_>,
     ) -> Result<CniResult, AgentError> {
+        let _admitted = self.admission.read().await;
+        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AgentError::NotReady {
+                reason: "this node has left the cluster".into(),
+            });
+        }
         if let Some(reason) = self.recovery.not_ready() {
             return Err(AgentError::NotReady { reason });
         }

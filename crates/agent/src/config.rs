@@ -192,14 +192,19 @@ impl Network {
         self.pools.iter().any(|p| p.mode == Mode::Vxlan)
     }
 
-    /// The pods' MTU on an underlay of `underlay_mtu`.
-    pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
-        let overhead = if self.uses_vxlan() {
+    /// What encapsulation takes from the underlay's MTU.
+    pub fn overhead(&self) -> u32 {
+        if self.uses_vxlan() {
             strait_dataplane::overlay::VXLAN_OVERHEAD
         } else {
             0
-        };
-        self.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead))
+        }
+    }
+
+    /// The pods' MTU on an underlay of `underlay_mtu`.
+    pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
+        self.mtu
+            .unwrap_or(underlay_mtu.saturating_sub(self.overhead()))
     }
 }
 
@@ -222,6 +227,23 @@ pub struct Config {
 pub struct ConfigError {
     pub path: String,
     pub reason: String,
+}
+
+/// Ranges no pool may touch, and why.
+const RESERVED: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "which means \"this network\""),
+    ("127.0.0.0/8", "the loopback range"),
+    (
+        "169.254.0.0/16",
+        "the link-local range (pods' gateway is 169.254.1.1)",
+    ),
+    ("224.0.0.0/4", "the multicast range"),
+    ("240.0.0.0/4", "the reserved range"),
+];
+
+/// Whether two ranges share an address.
+fn overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 const MIN_MTU: u32 = 576;
@@ -269,6 +291,54 @@ impl Config {
                 .flat_map(|n| n.pools.iter().map(|p| &p.pool)),
         )
         .map_err(|e| e.to_string())?;
+        let mut pool_names: Vec<&str> = networks
+            .iter()
+            .flat_map(|n| n.pools.iter().map(|p| p.pool.name.as_str()))
+            .collect();
+        pool_names.sort();
+        if let Some(w) = pool_names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "two pools are named {:?} (a pool's name defaults to <network>-v4, in lower case): \
+                 set \"name\" on one of them",
+                w[0]
+            ));
+        }
+        for service in &file.service_cidrs {
+            if service.addr() != service.network() {
+                return Err(format!(
+                    "service_cidrs: {service} has host bits set; did you mean {}?",
+                    service.trunc()
+                ));
+            }
+            for n in &networks {
+                if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, service)) {
+                    return Err(format!(
+                        "network {:?}: pool {} overlaps the service range {service}: pods and \
+                         Services need ranges of their own",
+                        n.name, p.pool.cidr
+                    ));
+                }
+            }
+        }
+        if !file.metrics_address.is_empty()
+            && file
+                .metrics_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(format!(
+                "metrics_address {:?} is not an address and port (e.g. \"127.0.0.1:9462\"; \"\" serves none)",
+                file.metrics_address
+            ));
+        }
+        if let StoreConfig::Etcd { endpoints, .. } = &file.store
+            && endpoints.is_empty()
+        {
+            return Err(
+                "store.endpoints is empty: list the etcd cluster's client URLs (e.g. \"http://10.0.0.10:2379\")"
+                    .into(),
+            );
+        }
         let mut vnis: Vec<u32> = networks.iter().map(|n| n.vni).collect();
         vnis.sort();
         if let Some(w) = vnis.windows(2).find(|w| w[0] == w[1]) {
@@ -307,6 +377,37 @@ impl Config {
             service_cidrs: file.service_cidrs,
             networks,
         })
+    }
+
+    /// What only the node can tell: no pool overlaps the subnet of the node's underlay address
+    /// (its routes would shadow the node's own neighbours), and no network asks for a larger MTU
+    /// than the underlay carries.
+    pub fn check_underlay(&self, subnet: &IpNet, underlay_mtu: u32) -> Result<(), String> {
+        for n in &self.networks {
+            if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, subnet)) {
+                return Err(format!(
+                    "network {:?}: pool {} overlaps this node's own subnet {subnet}: choose a \
+                     range the nodes are not on",
+                    n.name, p.pool.cidr
+                ));
+            }
+            let most = underlay_mtu.saturating_sub(n.overhead());
+            if let Some(mtu) = n.mtu
+                && mtu > most
+            {
+                return Err(format!(
+                    "network {:?}: mtu {mtu} is more than the underlay carries ({most}: the \
+                     underlay's {underlay_mtu}{}); lower it or leave it unset",
+                    n.name,
+                    if n.uses_vxlan() {
+                        " less VXLAN's 50"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn network(&self, name: &str) -> Option<&Network> {
@@ -359,6 +460,15 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
         if p.cidr.addr().is_ipv6() {
             return Err(format!(
                 "{at}: pool {}: IPv6 pools are not supported by the data plane yet",
+                p.cidr
+            ));
+        }
+        if let Some((reserved, why)) = RESERVED.iter().find(|(r, _)| {
+            let r: IpNet = r.parse().expect("literal");
+            overlap(&p.cidr, &r)
+        }) {
+            return Err(format!(
+                "{at}: pool {} overlaps {reserved}, {why}: choose a private range such as 10.244.0.0/16",
                 p.cidr
             ));
         }
@@ -462,6 +572,28 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_that_does_not_fit_the_node_is_refused() {
+        let c = parse(MINIMAL).unwrap();
+        let subnet = |s: &str| s.parse::<IpNet>().unwrap();
+        assert!(c.check_underlay(&subnet("192.168.1.0/24"), 1500).is_ok());
+        let err = c
+            .check_underlay(&subnet("10.244.7.0/24"), 1500)
+            .unwrap_err();
+        assert!(err.contains("own subnet"), "{err}");
+        let jumbo =
+            parse(&MINIMAL.replace("name = \"strait\"", "name = \"strait\"\nmtu = 9000")).unwrap();
+        let err = jumbo
+            .check_underlay(&subnet("192.168.1.0/24"), 1500)
+            .unwrap_err();
+        assert!(err.contains("1450"), "{err}");
+        assert!(
+            jumbo
+                .check_underlay(&subnet("192.168.1.0/24"), 9050)
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn wrong_files_are_refused_with_the_reason() {
         let cases = [
             ("", "no [[network]]"),
@@ -500,7 +632,35 @@ mod tests {
                 "cni_version",
             ),
         ];
+        let pool =
+            |cidr: &str| format!("[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"{cidr}\"");
+        let with = |before: &str| format!("{before}\n{MINIMAL}");
+        let more = [
+            (pool("169.254.1.0/24"), "link-local"),
+            (pool("127.0.0.0/16"), "loopback"),
+            (pool("224.0.0.0/16"), "multicast"),
+            (pool("0.0.0.0/0"), "this network"),
+            (with("service_cidrs = [\"10.244.0.0/16\"]"), "service range"),
+            (with("service_cidrs = [\"10.240.0.0/12\"]"), "service range"),
+            (with("service_cidrs = [\"10.96.0.1/12\"]"), "host bits"),
+            (with("metrics_address = \"localhost\""), "metrics_address"),
+            (
+                with("[store]\nbackend = \"etcd\"\nendpoints = []"),
+                "store.endpoints",
+            ),
+            (
+                "[[network]]\nname = \"A\"\nvni = 1\n[[network.pool]]\ncidr = \"10.0.0.0/16\"\n\
+                 [[network]]\nname = \"a\"\n[[network.pool]]\ncidr = \"10.1.0.0/16\""
+                    .to_string(),
+                "two pools are named \"a-v4\"",
+            ),
+        ];
+        let cases = cases
+            .into_iter()
+            .map(|(t, n)| (t.to_string(), n))
+            .chain(more);
         for (text, needle) in cases {
+            let text = text.as_str();
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }

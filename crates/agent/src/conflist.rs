@@ -28,17 +28,30 @@ pub fn render(config: &Config) -> Value {
     })
 }
 
+/// Where the conflist goes; `None` when the configuration asks for none.
+fn path(config: &Config) -> Option<PathBuf> {
+    (!config.cni.conf_dir.as_os_str().is_empty())
+        .then(|| config.cni.conf_dir.join(&config.cni.conf_file))
+}
+
 /// Writes the conflist; `None` when the configuration asks for none.
 pub fn write(config: &Config) -> io::Result<Option<PathBuf>> {
-    if config.cni.conf_dir.as_os_str().is_empty() {
+    let Some(path) = path(config) else {
         return Ok(None);
-    }
+    };
     std::fs::create_dir_all(&config.cni.conf_dir)?;
-    let path = config.cni.conf_dir.join(&config.cni.conf_file);
     let mut bytes = serde_json::to_vec_pretty(&render(config)).expect("JSON serializes");
     bytes.push(b'\n');
     write_atomic(&path, &bytes, 0o644)?;
     Ok(Some(path))
+}
+
+/// Removes the conflist (the node no longer takes pods); gone already is fine.
+pub fn remove(config: &Config) -> io::Result<()> {
+    match path(config).map(std::fs::remove_file) {
+        Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

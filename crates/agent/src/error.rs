@@ -34,6 +34,8 @@ pub enum AgentError {
     },
     #[error("asking the Kubernetes API about the pod failed: {0}")]
     Kubernetes(String),
+    #[error("the Kubernetes API denied straitd access: {0}")]
+    KubernetesDenied(String),
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
     GcWithoutList,
     #[error("the request carried no network namespace")]
@@ -100,9 +102,18 @@ impl From<AgentError> for CniError {
                 ErrorCode::InvalidEnvironment,
                 "send CNI requests through the strait plugin, which opens CNI_NETNS and passes it on",
             ),
+            AgentError::KubernetesDenied(_)
+            | AgentError::Ipam(IpamError::Store(StoreError::Denied(_))) => (
+                ErrorCode::Internal,
+                "straitd's credentials may not do this: check its service account and RBAC (deploy/rbac.yaml)",
+            ),
             AgentError::Ipam(IpamError::Store(StoreError::Unavailable(_))) => (
                 ErrorCode::TryAgainLater,
                 "the cluster store is unreachable; the runtime should retry",
+            ),
+            AgentError::Ipam(IpamError::Store(StoreError::Io(_))) => (
+                ErrorCode::IoFailure,
+                "straitd could not read or write the embedded store's directory (full or read-only disk?)",
             ),
             AgentError::Ipam(_) => (
                 ErrorCode::Internal,
@@ -143,13 +154,49 @@ impl From<AgentError> for CniError {
             ),
             AgentError::NotReady { .. } => (
                 ErrorCode::TryAgainLater,
-                "this node takes no new pod until the conflicts `straitctl status` lists are resolved",
+                "this node takes no new pod now (the message says why; `straitctl status` shows its state)",
             ),
             AgentError::Unavailable { .. } => (
                 ErrorCode::PluginNotAvailable,
-                "resolve the conflicts `straitctl status` lists; the node then takes new pods",
+                "the node cannot take a new pod now; `straitctl status` shows its state",
             ),
         };
         CniError::new(code, msg, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_gets_the_code_that_tells_the_runtime_what_to_do() {
+        let store = |e: StoreError| AgentError::Ipam(IpamError::Store(e));
+        let cases = [
+            (AgentError::Kubernetes("connection reset".into()), 11),
+            (AgentError::KubernetesDenied("forbidden".into()), 104),
+            (store(StoreError::Unavailable("timeout".into())), 11),
+            (store(StoreError::Denied("forbidden".into())), 104),
+            (
+                store(StoreError::Io(std::io::Error::from_raw_os_error(
+                    libc::ENOSPC,
+                ))),
+                5,
+            ),
+            (AgentError::CallerGone, 11),
+            (
+                AgentError::OutOfTime {
+                    budget: std::time::Duration::from_secs(30),
+                },
+                11,
+            ),
+            (AgentError::NotReady { reason: "x".into() }, 11),
+            (AgentError::Unavailable { reason: "x".into() }, 50),
+        ];
+        for (error, code) in cases {
+            let text = error.to_string();
+            let cni = CniError::from(error);
+            assert_eq!(u32::from(cni.code), code, "{text}");
+        }
     }
 }

@@ -10,7 +10,8 @@ use ipnet::IpNet;
 use strait_dataplane::overlay::{Mode, Vtep};
 use strait_dataplane::vtep_mac;
 use strait_ipam::{
-    Allocator, IpamError, Usage, claim_block, claim_block_of, ensure_pool, node_blocks,
+    Allocator, IpamError, Usage, claim_block, claim_block_of, ensure_pool, has_free_block,
+    node_blocks,
 };
 use strait_store::Store;
 use tokio::sync::Mutex;
@@ -238,6 +239,32 @@ impl NetworkState {
             }
         }
         Ok(())
+    }
+
+    /// Whether a pod could get an address now: this node's blocks have room, or a pool has a
+    /// free block; why not, otherwise.
+    pub async fn can_allocate(&self, store: &impl Store) -> Result<(), String> {
+        let usage = self.allocator.lock().await.usage();
+        if usage.allocated < usage.capacity {
+            return Ok(());
+        }
+        for p in &self.spec.pools {
+            match has_free_block(store, &p.pool).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "network {}: this node's blocks are full and the cluster store cannot \
+                         say whether a block is free: {e}",
+                        self.spec.name
+                    ));
+                }
+            }
+        }
+        Err(format!(
+            "network {}: this node's blocks are full and every block of its pools is taken",
+            self.spec.name
+        ))
     }
 
     pub async fn release(&self, addresses: &[IpNet]) {

@@ -50,6 +50,16 @@ impl LivePods {
     }
 }
 
+/// A failed API request: denied (RBAC) is not worth retrying, anything else may be.
+fn kube_failure(e: kube::Error) -> AgentError {
+    match &e {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
+            AgentError::KubernetesDenied(status.message.clone())
+        }
+        _ => AgentError::Kubernetes(e.to_string()),
+    }
+}
+
 pub struct Pods {
     /// For requests (they time out).
     client: Client,
@@ -94,7 +104,7 @@ impl Pods {
 
     /// What the pod `namespace/name` asks for. A pod the API does not know (yet) asks nothing.
     pub async fn intent(&self, namespace: &str, name: &str) -> Result<PodIntent, AgentError> {
-        let failed = |e: kube::Error| AgentError::Kubernetes(e.to_string());
+        let failed = kube_failure;
         let pod = Api::<Pod>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -127,7 +137,7 @@ impl Pods {
         let found = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
             .get_opt(&pod.name)
             .await
-            .map_err(|e| AgentError::Kubernetes(e.to_string()))?;
+            .map_err(kube_failure)?;
         Ok(match found {
             None => true,
             Some(p) => pod
@@ -140,7 +150,7 @@ impl Pods {
     /// Whether `node` is gone for good: the API has no Node of that name and no pod bound to it
     /// (a deleted Node's pods are deleted after it, and their addresses are in its blocks).
     pub async fn node_gone(&self, node: &str) -> Result<bool, AgentError> {
-        let failed = |e: kube::Error| AgentError::Kubernetes(e.to_string());
+        let failed = kube_failure;
         let found = Api::<Node>::all(self.client.clone())
             .get_opt(node)
             .await

@@ -123,4 +123,12 @@ async fn answer<S: Store>(agent: &Agent<S>, mut stream: UnixStream) {
         tracing::warn!(error = %e, "could not send a response; the client went away");
     }
     let _ = stream.shutdown().await;
+    // A request refused half-read: read the rest (bounded), or closing with unread input would
+    // reset the connection and the client would lose the answer.
+    let mut rest = (&mut stream).take(2 * MAX_MESSAGE_BYTES);
+    let _ = tokio::time::timeout(
+        READ_TIMEOUT,
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
 }

@@ -168,9 +168,11 @@ impl<S: Store> Agent<S> {
             .collect())
     }
 
-    /// Leaves the cluster: gives up this node's blocks and record, removes its overlay and its
-    /// nftables table, and stops. Refused while pods are attached.
+    /// Leaves the cluster: gives up this node's blocks and record, removes its overlay, its
+    /// nftables table and its conflist, and stops. Refused while pods are attached.
     async fn leave(&self) -> Result<(), String> {
+        // No ADD is in flight from here on, and none starts.
+        let _no_adds = self.admission.write().await;
         let attached = self.registry.all().len();
         if attached > 0 {
             return Err(format!(
@@ -201,6 +203,9 @@ impl<S: Store> Agent<S> {
         .map_err(|e| e.to_string())??;
         for e in failed {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
+        }
+        if let Err(e) = crate::conflist::remove(&self.config) {
+            tracing::warn!(error = %e, "could not remove the CNI configuration");
         }
         tracing::info!(node = %me, "left the cluster");
         self.stop.stop();

@@ -1,13 +1,16 @@
 //! This node's place on the underlay: its address (VXLAN's outer source, peers' next hop for
-//! routed pools), the device holding it, and that device's MTU.
+//! routed pools) and the subnet it is on, the device holding it, and that device's MTU.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
 use strait_netlink::{Netlink, NetlinkError, TABLE_MAIN};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Underlay {
     pub address: Ipv4Addr,
+    /// The address's subnet on its device.
+    pub subnet: IpNet,
     pub device: String,
     pub mtu: u32,
 }
@@ -27,22 +30,22 @@ pub enum UnderlayError {
 /// Finds the configured address's device, or the address of the default route's device.
 pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underlay, UnderlayError> {
     let links = nl.links()?;
-    let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<Ipv4Addr>, NetlinkError> {
+    let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<(Ipv4Addr, IpNet)>, NetlinkError> {
         Ok(nl
             .addresses(index)?
             .into_iter()
             .filter_map(|a| match a.addr() {
-                IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => Some(v4),
+                IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => Some((v4, a.trunc())),
                 _ => None,
             })
             .collect())
     };
-    let (address, index) = match configured {
+    let ((address, subnet), index) = match configured {
         Some(address) => {
             let mut found = None;
             for link in &links {
-                if v4(nl, link.index)?.contains(&address) {
-                    found = Some((address, link.index));
+                if let Some(a) = v4(nl, link.index)?.into_iter().find(|a| a.0 == address) {
+                    found = Some((a, link.index));
                     break;
                 }
             }
@@ -68,6 +71,7 @@ pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underla
         .ok_or(UnderlayError::Unknown)?;
     Ok(Underlay {
         address,
+        subnet,
         device: link.name,
         mtu: link.mtu,
     })

@@ -1,5 +1,7 @@
 //! CNI_ARGS: the runtime's `KEY=VALUE;KEY=VALUE` extras, of which Strait reads the Kubernetes pod
-//! identity and ignores the rest.
+//! identity and ignores the rest. The identity is stored, printed by straitctl and put into API
+//! paths, so it must be shaped like the names runtimes give (Kubernetes' and podman's): a letter
+//! or digit, then letters, digits, '_', '.' and '-'. Anything else is refused.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +23,25 @@ impl CniArgs {
             }
             map.insert(k.to_string(), v.to_string());
         }
-        Ok(CniArgs(map))
+        let args = CniArgs(map);
+        for key in ["K8S_POD_NAMESPACE", "K8S_POD_NAME"] {
+            if let Some(value) = args.get(key)
+                && !is_name(value)
+            {
+                return Err(format!(
+                    "CNI_ARGS {key} {value:?} is not a name: a letter or digit, then letters, \
+                     digits, '_', '.' and '-', at most {MAX_NAME} characters"
+                ));
+            }
+        }
+        if let Some(uid) = args.get("K8S_POD_UID")
+            && !(uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(format!(
+                "CNI_ARGS K8S_POD_UID {uid:?} is not a Kubernetes UID"
+            ));
+        }
+        Ok(args)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -37,6 +57,19 @@ impl CniArgs {
     pub fn pod_uid(&self) -> Option<&str> {
         self.get("K8S_POD_UID")
     }
+}
+
+/// The longest pod name or namespace (a Kubernetes DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// A runtime's name for a pod or namespace: Kubernetes' DNS names and podman's container names
+/// both are; no path separator, space or control character is.
+fn is_name(value: &str) -> bool {
+    value.len() <= MAX_NAME
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 #[cfg(test)]
@@ -59,5 +92,26 @@ mod tests {
         let err = CniArgs::parse("A=1;oops").unwrap_err();
         assert!(err.contains("oops"), "{err}");
         assert!(CniArgs::parse("=1").is_err());
+    }
+
+    #[test]
+    fn a_pod_identity_must_be_shaped_like_kubernetes_names() {
+        for bad in [
+            "K8S_POD_NAMESPACE=../../etc;K8S_POD_NAME=x",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x/status?\u{1b}[31m",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=-x",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x;K8S_POD_UID=a/b",
+        ] {
+            let err = CniArgs::parse(bad).unwrap_err();
+            assert!(err.contains("K8S_POD_"), "{bad}: {err}");
+        }
+        for good in [
+            "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-7f9c.a-1;K8S_POD_UID=1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            // podman passes the container's name as both.
+            "K8S_POD_NAMESPACE=My_App;K8S_POD_NAME=My_App",
+        ] {
+            assert!(CniArgs::parse(good).is_ok(), "{good}");
+        }
     }
 }

@@ -228,8 +228,34 @@ fn wrong_invocations_get_the_right_code_and_change_nothing() {
             7,
         ),
         ("STATUS in 1.0.0", status.clone(), conf.clone(), 1),
+        (
+            "a pod namespace that climbs out of a path",
+            add.clone()
+                .set("CNI_ARGS", "K8S_POD_NAMESPACE=../../etc;K8S_POD_NAME=web"),
+            conf.clone(),
+            4,
+        ),
+        (
+            "a pod name with a terminal escape",
+            add.clone().set(
+                "CNI_ARGS",
+                "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web\u{1b}[31m",
+            ),
+            conf.clone(),
+            4,
+        ),
+        (
+            "a request larger than the agent reads (GC listing 100,000 attachments)",
+            gc.clone(),
+            with(&conf11, |c| {
+                c["cni.dev/valid-attachments"] = (0..100_000)
+                    .map(|i| json!({"containerID": format!("{i:064}"), "ifname": "eth0"}))
+                    .collect();
+            }),
+            7,
+        ),
     ];
-    assert!(cases.len() >= 20);
+    assert_eq!(cases.len(), 37, "every row of the table runs");
     let node_before = node.snapshot();
     let pods_before = [link_names(&pod), link_names(&busy), link_names(&live)];
     for (what, env, stdin, code) in &cases {
@@ -295,6 +321,23 @@ fn an_agent_that_is_down_means_try_again_and_changes_nothing() {
     .err(11);
 }
 
+/// A request the agent cannot read still gets an answer, not a reset connection.
+#[test]
+fn a_garbled_request_is_answered() {
+    use std::io::{Read, Write};
+    let node = Node::start(NodeSpec::default());
+    let mut conn = std::os::unix::net::UnixStream::connect(node.socket()).unwrap();
+    conn.write_all(b"xgarbage that is no request").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)
+        .expect("the agent answers instead of resetting the connection");
+    assert!(
+        answer.contains("bad_request") && answer.contains("header"),
+        "{answer}"
+    );
+}
+
 #[test]
 fn an_exhausted_pool_is_refused_and_recovers() {
     // Two /30 blocks of a /29: three pod addresses each.
@@ -320,7 +363,17 @@ fn an_exhausted_pool_is_refused_and_recovers() {
     );
     assert_eq!(node.snapshot(), before);
     assert_eq!(link_names(&pods[6]), ["lo"]);
+    // STATUS tells the runtime the node cannot take a pod now, and again that it can.
+    let status = Env::default()
+        .set("CNI_COMMAND", "STATUS")
+        .set("CNI_PATH", "/opt/cni/bin");
+    let unavailable = node.cni(&status, &node.conf("1.1.0")).err(50);
+    assert!(
+        unavailable["msg"].as_str().unwrap().contains("full"),
+        "{unavailable}"
+    );
     node.del("ctr-0", &pods[0]);
+    assert!(node.cni(&status, &node.conf("1.1.0")).ok().is_null());
     let result = node.add("ctr-6", &pods[6]);
     assert!(
         result["ips"][0]["address"]

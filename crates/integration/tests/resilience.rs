@@ -128,8 +128,14 @@ fn a_node_that_leaves_disappears_from_its_peers() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
+    let conflist = cluster.nodes[2].conf_dir().join("10-strait.conflist");
+    assert!(conflist.exists(), "a ready node has its conflist");
     cluster.nodes[2].del(&busy.container_id, &busy.ns);
     cluster.nodes[2].ctl_ok(&["leave"]);
+    assert!(
+        !conflist.exists(),
+        "a node that left keeps telling runtimes to use it"
+    );
     for n in 0..2 {
         let ns = &cluster.nodes[n].ns;
         time_until("peers forget the node", Duration::from_secs(5), || {

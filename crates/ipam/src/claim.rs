@@ -107,6 +107,16 @@ pub async fn claim_block_of(
     }
 }
 
+/// Whether `pool` has a block no node holds.
+pub async fn has_free_block(store: &impl Store, pool: &Pool) -> Result<bool, IpamError> {
+    let held = typed::list::<BlockRecord>(store)
+        .await?
+        .into_iter()
+        .filter(|b| pool.holds_block(b.value.cidr))
+        .count();
+    Ok((held as u128) < pool.block_count())
+}
+
 /// Claims the first free block of `pool` for `node`.
 pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<IpNet, IpamError> {
     let taken: HashSet<IpNet> = typed::list::<BlockRecord>(store)

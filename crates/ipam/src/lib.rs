@@ -10,6 +10,8 @@ mod error;
 mod pool;
 
 pub use allocator::{Allocator, Usage};
-pub use claim::{block_name, claim_block, claim_block_of, ensure_pool, node_blocks};
+pub use claim::{
+    block_name, claim_block, claim_block_of, ensure_pool, has_free_block, node_blocks,
+};
 pub use error::IpamError;
 pub use pool::Pool;

@@ -59,10 +59,20 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
     match call(Path::new(&socket), &request, netns_fd, AGENT_TIMEOUT) {
         Ok(Response::CniOk(json)) => Ok(json),
         Ok(Response::CniError(e)) => Err(e),
+        Ok(Response::BadRequest(why)) => Err(CniError::new(
+            ErrorCode::DecodingFailure,
+            format!("the strait agent could not read the request: {why}"),
+            "the plugin and straitd are different versions, or the request was damaged: install matching binaries",
+        )),
         Ok(other) => Err(CniError::new(
             ErrorCode::Internal,
             format!("the strait agent answered a CNI request with {other:?}"),
             "the plugin and straitd are different versions: install matching binaries",
+        )),
+        Err(e @ CallError::TooLarge { .. }) => Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            e.to_string(),
+            "the network configuration (with its prevResult) must stay within that size",
         )),
         Err(e) => Err(agent_unreachable(command, e)),
     }

@@ -174,6 +174,11 @@ pub enum CallError {
     Io { socket: PathBuf, source: io::Error },
     #[error("the strait agent on {socket} answered something unreadable: {reason}")]
     Protocol { socket: PathBuf, reason: String },
+    /// The request is larger than the agent reads; it was not sent.
+    #[error(
+        "the request is {bytes} bytes, more than the {MAX_MESSAGE_BYTES} the strait agent reads"
+    )]
+    TooLarge { bytes: usize },
 }
 
 fn send_header(stream: &UnixStream, netns: Option<BorrowedFd<'_>>) -> io::Result<()> {
@@ -233,6 +238,10 @@ pub fn call(
         socket: socket.to_path_buf(),
         source,
     };
+    let body = serde_json::to_vec(request).expect("requests always serialize");
+    if body.len() as u64 > MAX_MESSAGE_BYTES {
+        return Err(CallError::TooLarge { bytes: body.len() });
+    }
     let mut stream = UnixStream::connect(socket).map_err(|source| {
         if matches!(
             source.kind(),
@@ -258,7 +267,6 @@ pub fn call(
     };
     left(&stream).map_err(io_err)?;
     send_header(&stream, netns).map_err(io_err)?;
-    let body = serde_json::to_vec(request).expect("requests always serialize");
     stream.write_all(&body).map_err(io_err)?;
     stream.shutdown(Shutdown::Write).map_err(io_err)?;
     let mut reply = Vec::new();

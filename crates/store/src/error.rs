@@ -29,6 +29,8 @@ pub enum StoreError {
     },
     #[error("the cluster store is unavailable: {0}")]
     Unavailable(String),
+    #[error("the cluster store denied straitd access: {0}")]
+    Denied(String),
     #[error("the cluster store: {0}")]
     Io(#[from] io::Error),
 }

@@ -93,6 +93,9 @@ fn map_error(e: kube::Error, kind: Kind, name: &str, expected: u64) -> StoreErro
             name: name.to_string(),
             reason: status.message.clone(),
         },
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
+            StoreError::Denied(status.message.clone())
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
