@@ -47,8 +47,30 @@ impl ClusterCache {
         Arc::clone(&self.view.read().expect("not poisoned"))
     }
 
-    fn apply(&self, kind: Kind, event: WatchEvent) {
+    /// Applies one watch event; whether the view changed (a record rewritten unchanged, as some
+    /// backends report status updates, changes nothing and costs no reconcile pass).
+    fn apply(&self, kind: Kind, event: WatchEvent) -> bool {
         let mut guard = self.view.write().expect("not poisoned");
+        let changed = match (kind, &event) {
+            (Kind::Node, WatchEvent::Reset(_)) | (Kind::IpBlock, WatchEvent::Reset(_)) => true,
+            (Kind::Node, WatchEvent::Put(v)) => match node(v.clone()) {
+                Some((name, peer)) => guard.nodes.get(&name) != Some(&peer),
+                None => false,
+            },
+            (Kind::Node, WatchEvent::Delete(name)) => guard.nodes.contains_key(name),
+            (Kind::IpBlock, WatchEvent::Put(v)) => match block(v.clone()) {
+                Some((cidr, owner)) => guard.blocks.get(&cidr) != Some(&owner),
+                None => false,
+            },
+            (Kind::IpBlock, WatchEvent::Delete(name)) => guard
+                .blocks
+                .keys()
+                .any(|cidr| strait_ipam::block_name(*cidr) == *name),
+            _ => false,
+        };
+        if !changed {
+            return false;
+        }
         let view = Arc::make_mut(&mut guard);
         match (kind, event) {
             (Kind::Node, WatchEvent::Reset(all)) => {
@@ -70,6 +92,7 @@ impl ClusterCache {
             }
             _ => {}
         }
+        true
     }
 }
 
@@ -113,12 +136,14 @@ pub fn spawn_watches(
                     Ok(mut events) => {
                         backoff = Duration::from_millis(200);
                         while let Some(event) = events.recv().await {
-                            cache.apply(kind, event);
+                            let mut changed = cache.apply(kind, event);
                             // One wake-up for everything that arrived together.
                             while let Ok(more) = events.try_recv() {
-                                cache.apply(kind, more);
+                                changed |= cache.apply(kind, more);
                             }
-                            wake.signal(Reason::Store);
+                            if changed {
+                                wake.signal(Reason::Store);
+                            }
                         }
                     }
                     Err(e) => {
@@ -139,4 +164,40 @@ pub fn blocks_by_node(view: &ClusterView) -> BTreeMap<String, Vec<ipnet::IpNet>>
         out.entry(node.clone()).or_default().push(*cidr);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn put(name: &str, value: serde_json::Value, revision: u64) -> WatchEvent {
+        WatchEvent::Put(Versioned {
+            name: name.into(),
+            revision,
+            value,
+        })
+    }
+
+    #[test]
+    fn only_events_that_change_the_view_count() {
+        let cache = ClusterCache::default();
+        let record = json!({"address": "192.168.1.2", "networks": {"n": {"ip": "10.0.0.0", "mac": "02:00:00:00:00:01"}}});
+        assert!(cache.apply(Kind::Node, WatchEvent::Reset(vec![])));
+        assert!(cache.apply(Kind::Node, put("b", record.clone(), 1)));
+        // The same record written again (a new revision, nothing else): no change.
+        assert!(!cache.apply(Kind::Node, put("b", record.clone(), 2)));
+        let mut moved = record.clone();
+        moved["address"] = json!("192.168.1.3");
+        assert!(cache.apply(Kind::Node, put("b", moved, 3)));
+        assert!(cache.apply(Kind::Node, WatchEvent::Delete("b".into())));
+        assert!(!cache.apply(Kind::Node, WatchEvent::Delete("b".into())));
+
+        let block = json!({"pool": "p", "cidr": "10.0.0.64/26", "node": "b"});
+        assert!(cache.apply(Kind::IpBlock, put("10-0-0-64-26", block.clone(), 4)));
+        assert!(!cache.apply(Kind::IpBlock, put("10-0-0-64-26", block, 5)));
+        assert!(cache.apply(Kind::IpBlock, WatchEvent::Delete("10-0-0-64-26".into())));
+        assert!(!cache.apply(Kind::Node, put("c", json!("not a record"), 6)));
+    }
 }

@@ -121,3 +121,40 @@ async fn agents_racing_for_the_last_free_block_get_it_once() {
     assert_eq!(won, vec!["10.50.0.64/26".parse::<ipnet::IpNet>().unwrap()]);
     assert_eq!(refused, 7, "the others are told the pool is exhausted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stray_value_under_the_prefix_is_skipped_not_fatal() {
+    let etcd = Etcd::start();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/s", 10)
+        .await
+        .unwrap();
+    store
+        .create(Kind::IpBlock, "b1", json!({"a": 1}))
+        .await
+        .unwrap();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    raw.put(
+        strait_store::etcd_key("/s", Kind::IpBlock, "junk"),
+        "not json",
+        None,
+    )
+    .await
+    .unwrap();
+    let listed = store
+        .list(Kind::IpBlock)
+        .await
+        .expect("the listing goes on");
+    assert_eq!(
+        listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["b1"]
+    );
+    let mut watch = store.watch(Kind::IpBlock).await.unwrap();
+    assert!(matches!(watch.recv().await, Some(WatchEvent::Reset(all)) if all.len() == 1));
+    store
+        .create(Kind::IpBlock, "b2", json!({"a": 2}))
+        .await
+        .unwrap();
+    assert!(matches!(watch.recv().await, Some(WatchEvent::Put(v)) if v.name == "b2"));
+}

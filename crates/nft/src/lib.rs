@@ -8,6 +8,9 @@ use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
+mod monitor;
+pub use monitor::Monitor;
+
 pub const TABLE: &str = "strait";
 
 /// What the table must do.
@@ -90,41 +93,6 @@ pub fn list() -> Result<Option<String>, NftError> {
         Ok(out) => Ok(Some(out)),
         Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-/// A netfilter socket subscribed to ruleset changes (any table, any family): the cue to check
-/// that our table is still what we made it.
-pub struct Monitor {
-    socket: netlink_sys::Socket,
-    buf: Vec<u8>,
-}
-
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor").finish()
-    }
-}
-
-/// `NFNLGRP_NFTABLES` from linux/netfilter/nfnetlink.h.
-const NFNLGRP_NFTABLES: u32 = 7;
-
-impl Monitor {
-    pub fn new() -> io::Result<Monitor> {
-        let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.add_membership(NFNLGRP_NFTABLES)?;
-        Ok(Monitor {
-            socket,
-            buf: Vec::with_capacity(1 << 16),
-        })
-    }
-
-    /// Blocks until the ruleset changes (or events were lost, which counts as a change).
-    pub fn wait(&mut self) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.reserve(1 << 16);
-        self.socket.recv(&mut self.buf, 0).map(drop)
     }
 }
 

@@ -123,6 +123,21 @@ impl EtcdStore {
         })
     }
 
+    /// Every value that reads as JSON; one that does not is skipped and reported, so that a
+    /// stray key under the prefix cannot freeze every agent's view of the cluster.
+    fn decode_all(&self, kind: Kind, kvs: &[KeyValue]) -> Vec<Versioned<Value>> {
+        kvs.iter()
+            .filter_map(|kv| match self.decode(kind, kv) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %String::from_utf8_lossy(kv.key()),
+                        "skipping a value under the etcd prefix that is not a record");
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// The lease live records hang on, granted (and kept alive) on first use.
     async fn lease(&self) -> Result<i64, StoreError> {
         if let Some(id) = self.live.state.lock().expect("not poisoned").lease {
@@ -222,11 +237,7 @@ impl Store for EtcdStore {
                 .get(self.kind_prefix(kind), Some(options)),
         )
         .await?;
-        answer
-            .kvs()
-            .iter()
-            .map(|kv| self.decode(kind, kv))
-            .collect()
+        Ok(self.decode_all(kind, answer.kvs()))
     }
 
     async fn create(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
@@ -366,12 +377,7 @@ impl EtcdStore {
         )
         .await?;
         let at = answer.header().map_or(0, |h| h.revision());
-        let items = answer
-            .kvs()
-            .iter()
-            .map(|kv| self.decode(kind, kv))
-            .collect::<Result<_, _>>()?;
-        Ok((at, items))
+        Ok((at, self.decode_all(kind, answer.kvs())))
     }
 
     /// Reports a listing, then every change after it; lists again after any break.
@@ -388,7 +394,8 @@ impl EtcdStore {
                 Some(l) => l,
                 None => match self.list_with_revision(kind).await {
                     Ok(l) => l,
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "cannot list the etcd store; retrying");
                         if tx.is_closed() {
                             return;
                         }
@@ -425,7 +432,10 @@ impl EtcdStore {
                     let out = match event.event_type() {
                         EventType::Put => match self.decode(kind, kv) {
                             Ok(v) => WatchEvent::Put(v),
-                            Err(_) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "skipping a value that is not a record");
+                                continue;
+                            }
                         },
                         EventType::Delete => match self.decode_name(kind, kv) {
                             Some(name) => WatchEvent::Delete(name),
