@@ -157,9 +157,10 @@ impl Cluster {
             loop {
                 let routes = node.ctl(&["routes"]);
                 let peers = node.ctl(&["peers"]).as_array().map_or(0, Vec::len);
-                let programmed = routes
-                    .as_array()
-                    .is_some_and(|r| r.iter().all(|r| r["programmed"] == true));
+                // Every peer holds a block, so a converged node has routes, all programmed.
+                let programmed = routes.as_array().is_some_and(|r| {
+                    (want == 0 || !r.is_empty()) && r.iter().all(|r| r["programmed"] == true)
+                });
                 if peers == want && programmed {
                     break;
                 }

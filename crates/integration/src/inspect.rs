@@ -58,12 +58,66 @@ fn dir_names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The JSON lines of `ip -j ARGS` in `ns`, each with the fields that change without anyone
+/// touching the object (counters, ages, the kernel's own flags) removed, sorted.
+fn stable(ns: &TestNetns, args: &[&str]) -> Vec<String> {
+    let mut lines: Vec<String> = ip_json(ns, args)
+        .into_iter()
+        // The kernel's own routes follow addresses (already compared), some only once duplicate
+        // address detection is done.
+        .filter(|v| v["protocol"] != "kernel")
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                for volatile in ["stats", "stats64", "used", "updated", "probes", "state"] {
+                    o.remove(volatile);
+                }
+                if let Some(Value::Array(infos)) = o.get_mut("addr_info") {
+                    for i in infos.iter_mut().filter_map(Value::as_object_mut) {
+                        // Lifetimes count down; duplicate address detection ends by itself.
+                        for volatile in ["valid_life_time", "preferred_life_time", "tentative"] {
+                            i.remove(volatile);
+                        }
+                    }
+                }
+            }
+            v.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Everything Strait could have left in a namespace: its addresses, its routes in every table and
+/// family, its rules, its nexthop objects and its permanent neighbours.
+pub fn netns_state(ns: &TestNetns) -> Vec<String> {
+    let mut all = Vec::new();
+    for args in [
+        &["addr", "show"][..],
+        &["route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+        &["rule", "show"],
+        &["nexthop", "show"],
+        &["neigh", "show", "nud", "permanent"],
+    ] {
+        all.extend(
+            stable(ns, args)
+                .into_iter()
+                .map(|l| format!("{args:?} {l}")),
+        );
+    }
+    all
+}
+
 /// What a node holds that Strait could leak.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub links: Vec<String>,
     pub routes: Vec<String>,
+    /// The node's namespace in full ([`netns_state`]) and its forwarding entries.
+    pub kernel: Vec<String>,
     pub records: Vec<String>,
+    /// The blocks the node holds, as the agent reports them (every store backend), and the
+    /// embedded store's block objects (that backend only).
     pub blocks: Vec<String>,
     pub allocated: u64,
     pub nft: String,
@@ -72,16 +126,32 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn of(node: &Node) -> Snapshot {
         let nft = node.ns.exec("nft", &["list", "table", "inet", "strait"]);
+        let fdb = node.ns.exec("bridge", &["fdb", "show"]);
         let status = node.ctl(&["status"]);
+        let networks = status["networks"].as_array().cloned().unwrap_or_default();
+        let mut blocks: Vec<String> = networks
+            .iter()
+            .flat_map(|n| n["blocks"].as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b.as_str().map(|b| format!("held {b}")))
+            .chain(dir_names(&node.store_dir().join("ipblocks")))
+            .collect();
+        blocks.sort();
+        let mut kernel = netns_state(&node.ns);
+        kernel.extend(
+            String::from_utf8_lossy(&fdb.stdout)
+                .lines()
+                .map(|l| format!("fdb {l}")),
+        );
         Snapshot {
             links: link_names(&node.ns),
             routes: strait_routes(&node.ns),
+            kernel,
             records: dir_names(&node.state_dir().join("attachments")),
-            blocks: dir_names(&node.store_dir().join("ipblocks")),
-            allocated: status["networks"]
-                .as_array()
-                .map(|n| n.iter().map(|n| n["allocated"].as_u64().unwrap_or(0)).sum())
-                .unwrap_or(0),
+            blocks,
+            allocated: networks
+                .iter()
+                .map(|n| n["allocated"].as_u64().unwrap_or(0))
+                .sum(),
             nft: String::from_utf8_lossy(&nft.stdout).into_owned(),
         }
     }

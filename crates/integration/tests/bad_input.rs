@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use strait_integration::cni::Env;
-use strait_integration::inspect::link_names;
+use strait_integration::inspect::{link_names, netns_state};
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec, StoreSpec};
 
@@ -257,7 +257,7 @@ fn wrong_invocations_get_the_right_code_and_change_nothing() {
     ];
     assert_eq!(cases.len(), 37, "every row of the table runs");
     let node_before = node.snapshot();
-    let pods_before = [link_names(&pod), link_names(&busy), link_names(&live)];
+    let pods_before = [netns_state(&pod), netns_state(&busy), netns_state(&live)];
     for (what, env, stdin, code) in &cases {
         let outcome = node.cni(env, stdin);
         let err = std::panic::catch_unwind(|| outcome.err(*code))
@@ -272,7 +272,7 @@ fn wrong_invocations_get_the_right_code_and_change_nothing() {
             "{what} left something behind: {err}"
         );
         assert_eq!(
-            [link_names(&pod), link_names(&busy), link_names(&live)],
+            [netns_state(&pod), netns_state(&busy), netns_state(&live)],
             pods_before,
             "{what}"
         );

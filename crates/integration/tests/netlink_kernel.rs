@@ -116,7 +116,7 @@ fn a_vxlan_device_reads_back_as_created_and_takes_a_batch_of_thousands() {
 fn the_monitor_sees_routes_and_links_change() {
     let ns = TestNetns::new("mon");
     let netns = Netns::open(ns.path()).unwrap();
-    let mut monitor = netns
+    let monitor = netns
         .run(|| Monitor::new(&[groups::LINK, groups::IPV4_ROUTE]))
         .unwrap()
         .unwrap();
@@ -134,21 +134,21 @@ fn the_monitor_sees_routes_and_links_change() {
     };
     nl.send_request(route.replace_request()).unwrap();
     ns.ip(&["route", "del", "10.7.0.0/26"]);
-    let mut saw_deletion = false;
-    while !saw_deletion {
-        for event in monitor.events().unwrap() {
-            if let Event::Route(netlink_packet_route::RouteNetlinkMessage::DelRoute(_)) = event {
-                saw_deletion = true;
-            }
-        }
-    }
+    until_seen(monitor, |events| {
+        events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Route(netlink_packet_route::RouteNetlinkMessage::DelRoute(_))
+            )
+        })
+    });
 }
 
 #[test]
 fn routes_through_a_nexthop_object_read_back_and_go_with_it() {
     let ns = TestNetns::new("nh");
     let netns = Netns::open(ns.path()).unwrap();
-    let mut monitor = netns
+    let monitor = netns
         .run(|| Monitor::new(&[groups::NEXTHOP]))
         .unwrap()
         .unwrap();
@@ -209,12 +209,21 @@ fn routes_through_a_nexthop_object_read_back_and_go_with_it() {
             .all(|r| r.protocol != 83),
         "the route went with it"
     );
-    let mut saw_deletion = false;
-    while !saw_deletion {
-        saw_deletion = monitor
-            .events()
-            .unwrap()
+    until_seen(monitor, |events| {
+        events
             .iter()
-            .any(|e| matches!(e, Event::Nexthop(n) if n.deleted));
+            .any(|e| matches!(e, Event::Nexthop(n) if n.deleted))
+    });
+}
+
+/// Reads `monitor` until `seen` holds for a batch of events; fails after ten seconds instead of
+/// waiting for ever (the monitor's reads block).
+fn until_seen(mut monitor: Monitor, seen: impl Fn(&[Event]) -> bool + Send + 'static) {
+    let reader = std::thread::spawn(move || while !seen(&monitor.events().unwrap()) {});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !reader.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the event never came");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    reader.join().unwrap();
 }
