@@ -2,13 +2,13 @@
 //! distinct, nothing leaks after GC, and running pods keep their traffic.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use strait_integration::bin;
-use strait_integration::cni::{Env, address, invoke};
-use strait_integration::inspect::link_names;
+use strait_integration::cni::{Env, Outcome, address, invoke};
+use strait_integration::inspect::{ip_json, link_names};
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::traffic::ping;
@@ -61,6 +61,21 @@ enum Slot {
     Abandoned(String),
 }
 
+/// Requests the agent's death cut short: it took them and died before answering.
+#[derive(Debug, Default)]
+struct Interrupted {
+    adds: AtomicUsize,
+    dels: AtomicUsize,
+}
+
+/// Whether the agent died while it had this request.
+fn cut_short(outcome: &Outcome) -> bool {
+    !outcome.success
+        && ["without an answer", "Connection reset", "Broken pipe"]
+            .iter()
+            .any(|s| outcome.stdout.contains(s))
+}
+
 /// One runtime under churn until `stop`: picks a slot at random, ADDs a free one and DELs a
 /// running one. A failed ADD is answered with DEL (retried until the agent is back), except when
 /// the agent died during the call: then the runtime "crashes" too and abandons the slot, which
@@ -72,6 +87,7 @@ fn runtime(
     slots: &mut [Slot],
     tag: &str,
     stop: &AtomicBool,
+    interrupted: &Interrupted,
 ) {
     let mut seed = tag
         .bytes()
@@ -84,7 +100,14 @@ fn runtime(
         let i = (seed >> 33) as usize % slots.len();
         let del_until_done = |cid: &str| {
             let env = Env::attachment("DEL", cid, &pods[i].path(), "eth0");
-            while !invoke(plugin, &env, conf).success {
+            loop {
+                let outcome = invoke(plugin, &env, conf);
+                if outcome.success {
+                    break;
+                }
+                if cut_short(&outcome) {
+                    interrupted.dels.fetch_add(1, Ordering::Relaxed);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
@@ -102,6 +125,9 @@ fn runtime(
                     &Env::attachment("ADD", &cid, &pods[i].path(), "eth0"),
                     conf,
                 );
+                if cut_short(&outcome) {
+                    interrupted.adds.fetch_add(1, Ordering::Relaxed);
+                }
                 slots[i] = if outcome.success {
                     Slot::Added(cid)
                 } else if outcome.stdout.contains("not running") {
@@ -114,6 +140,16 @@ fn runtime(
             }
         }
     }
+}
+
+/// The IPv4 addresses on a pod's interfaces.
+fn pod_addresses(pod: &TestNetns) -> Vec<String> {
+    ip_json(pod, &["-4", "addr", "show"])
+        .iter()
+        .filter(|l| l["ifname"] != "lo")
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["local"].as_str().map(String::from))
+        .collect()
 }
 
 #[test]
@@ -135,17 +171,29 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
     const SLOTS: usize = 8;
     let pods: Vec<TestNetns> = (0..RUNTIMES * SLOTS).map(|_| TestNetns::new("b")).collect();
     let mut slots = vec![Slot::Free; pods.len()];
-    for round in 0..3u64 {
+    let interrupted = Interrupted::default();
+    // Crash rounds until the kills have cut short both an ADD and a DEL (at least three rounds,
+    // at most ten).
+    let mut round = 0u64;
+    while round < 3
+        || interrupted.adds.load(Ordering::Relaxed) == 0
+        || interrupted.dels.load(Ordering::Relaxed) == 0
+    {
+        assert!(
+            round < 10,
+            "ten kills never landed inside both an ADD and a DEL: {interrupted:?}"
+        );
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             for (r, (pods, slots)) in pods.chunks(SLOTS).zip(slots.chunks_mut(SLOTS)).enumerate() {
-                let (plugin, conf, stop) = (&plugin, &conf, &stop);
+                let (plugin, conf, stop, interrupted) = (&plugin, &conf, &stop, &interrupted);
                 s.spawn(move || {
-                    runtime(plugin, conf, pods, slots, &format!("r{round}-rt{r}"), stop)
+                    let tag = format!("r{round}-rt{r}");
+                    runtime(plugin, conf, pods, slots, &tag, stop, interrupted)
                 });
             }
             // Kill at a different point of the burst each round.
-            std::thread::sleep(Duration::from_millis(40 + 70 * round));
+            std::thread::sleep(Duration::from_millis(40 + 70 * (round % 3)));
             node.kill_agent();
             assert!(
                 ping(&steady[0], &steady_ips[1]),
@@ -166,7 +214,27 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
             "round {round}: an address is held twice: {held:?}"
         );
         assert!(ping(&steady[0], &steady_ips[1]));
+        // And in the kernel: no two pods carry one address, no address is routed to two veths.
+        let mut carried: Vec<String> = pods
+            .iter()
+            .chain(&steady)
+            .flat_map(|p| pod_addresses(p))
+            .collect();
+        let count = carried.len();
+        carried.sort();
+        carried.dedup();
+        assert_eq!(carried.len(), count, "round {round}: a pod address is doubled");
+        let routed: Vec<String> = node
+            .snapshot()
+            .routes
+            .iter()
+            .map(|r| r.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        let distinct: HashSet<&String> = routed.iter().collect();
+        assert_eq!(distinct.len(), routed.len(), "round {round}: {routed:?}");
+        round += 1;
     }
+    eprintln!("{round} crashes cut short {interrupted:?}");
     let added: Vec<&String> = slots
         .iter()
         .filter_map(|s| match s {
@@ -180,7 +248,7 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
         .count();
     assert!(!added.is_empty(), "the burst added pods: {slots:?}");
     eprintln!(
-        "after 3 crashes: {} pods running, {abandoned} abandoned by their runtime",
+        "after {round} crashes: {} pods running, {abandoned} abandoned by their runtime",
         added.len()
     );
 
