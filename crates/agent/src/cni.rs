@@ -213,7 +213,10 @@ impl<S: Store> Agent<S> {
             }
             return Err(e);
         }
-        if let Err(e) = caller.check() {
+        let may_go_on = caller
+            .check()
+            .and_then(|()| Ok(strait_dataplane::fault::inject("after-persist")?));
+        if let Err(e) = may_go_on {
             if fresh {
                 self.forget(&key).await?;
             }

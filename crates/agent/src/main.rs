@@ -107,6 +107,9 @@ fn describe(e: &anyhow::Error) -> String {
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    if let (true, Ok(step)) = (cfg!(debug_assertions), std::env::var("STRAIT_FAULT")) {
+        tracing::warn!(%step, "fault injection is on: every ADD fails at this step");
+    }
     match config.store.clone() {
         StoreConfig::Embedded { path } => {
             let store = EmbeddedStore::open(&path)

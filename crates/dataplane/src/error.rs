@@ -16,6 +16,8 @@ pub enum DataplaneError {
     },
     #[error(transparent)]
     Netlink(NetlinkError),
+    #[error("a fault was injected {0} (STRAIT_FAULT)")]
+    Injected(&'static str),
 }
 
 impl From<NetlinkError> for DataplaneError {

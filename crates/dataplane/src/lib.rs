@@ -10,6 +10,7 @@
 //!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod.
 
 mod error;
+pub mod fault;
 pub mod ledger;
 mod naming;
 pub mod overlay;

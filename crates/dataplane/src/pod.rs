@@ -8,6 +8,7 @@ use strait_netlink::{Link, MacAddr, Netlink, NetlinkError, Route, Scope, TABLE_M
 use strait_netns::Netns;
 
 use crate::error::DataplaneError;
+use crate::fault;
 use crate::naming::{GATEWAY_V4, ROUTE_PROTOCOL};
 use crate::undo::Undo;
 
@@ -102,6 +103,7 @@ pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLink
         let _ = h.delete_link(&veth);
     });
 
+    fault::inject("after-veth")?;
     let host_link = must_exist(undo.ctx().link_by_name(&plan.host_veth)?, &plan.host_veth)?;
     let pod_link = must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?;
     let host_mac = host_link.mac.ok_or_else(|| no_mac(&plan.host_veth))?;
@@ -110,6 +112,7 @@ pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLink
     for address in &plan.addresses {
         pod.add_address(pod_link.index, *address)?;
     }
+    fault::inject("after-address")?;
     pod.set_link_up(pod_link.index)?;
     pod.set_permanent_neighbour(pod_link.index, IpAddr::V4(GATEWAY_V4), host_mac)?;
     for r in plan.pod_routes(pod_link.index) {
@@ -121,9 +124,11 @@ pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLink
     for r in plan.host_routes(host_link.index) {
         host.add_route(&r)?;
     }
+    fault::inject("after-route")?;
     for address in &plan.addresses {
         host.set_permanent_neighbour(host_link.index, address.addr(), pod_mac)?;
     }
+    fault::inject("after-neighbour")?;
     let links = PodLinks {
         host: must_exist(host.link_by_name(&plan.host_veth)?, &plan.host_veth)?,
         pod: must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?,

@@ -30,6 +30,8 @@ pub struct NodeSpec {
     pub store: StoreSpec,
     /// The fabric to plug into; a private one when absent.
     pub fabric: Option<Arc<Fabric>>,
+    /// Extra environment for straitd (e.g. `STRAIT_FAULT`).
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// Which cluster store a test node uses.
@@ -55,6 +57,7 @@ impl Default for NodeSpec {
             extra: String::new(),
             store: StoreSpec::Own,
             fabric: None,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -208,6 +211,7 @@ impl Node {
                 "STRAIT_LOG",
                 std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.spec.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -321,6 +321,41 @@ fn an_agent_that_is_down_means_try_again_and_changes_nothing() {
     .err(11);
 }
 
+/// An ADD that fails at any step of its work, once it has an address, undoes all of it: the
+/// record, the address, and whatever it built in the kernel on both ends.
+#[test]
+fn an_add_failing_at_any_step_leaves_nothing_behind() {
+    for step in strait_dataplane::fault::STEPS {
+        let node = Node::start(NodeSpec {
+            agent_env: vec![("STRAIT_FAULT".into(), step.into())],
+            ..NodeSpec::default()
+        });
+        let pod = TestNetns::new("ft");
+        let (node_before, pod_before) = (node.snapshot(), netns_state(&pod));
+        let err = node
+            .cni(
+                &Env::attachment("ADD", "ctr-fault", &pod.path(), "eth0"),
+                &node.conf("1.0.0"),
+            )
+            .err(102);
+        assert!(err["msg"].as_str().unwrap().contains(step), "{err}");
+        assert_eq!(
+            node.snapshot(),
+            node_before,
+            "{step} left something on the node"
+        );
+        assert_eq!(
+            netns_state(&pod),
+            pod_before,
+            "{step} left something in the pod"
+        );
+        assert!(
+            node.agent_log().contains("fault injection is on"),
+            "{step}: the agent says so"
+        );
+    }
+}
+
 /// A request the agent cannot read still gets an answer, not a reset connection.
 #[test]
 fn a_garbled_request_is_answered() {

@@ -223,7 +223,11 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
         let count = carried.len();
         carried.sort();
         carried.dedup();
-        assert_eq!(carried.len(), count, "round {round}: a pod address is doubled");
+        assert_eq!(
+            carried.len(),
+            count,
+            "round {round}: a pod address is doubled"
+        );
         let routed: Vec<String> = node
             .snapshot()
             .routes
