@@ -218,7 +218,7 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
         let mut carried: Vec<String> = pods
             .iter()
             .chain(&steady)
-            .flat_map(|p| pod_addresses(p))
+            .flat_map(pod_addresses)
             .collect();
         let count = carried.len();
         carried.sort();
