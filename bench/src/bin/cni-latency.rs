@@ -1,7 +1,10 @@
-//! CNI ADD and DEL latency: Strait against the reference `bridge` + `host-local` plugins, in the
-//! same run, from the same node namespace, each plugin executed the same way a runtime does.
+//! CNI ADD and DEL latency: Strait against every usual configuration of the reference plugins, in
+//! the same run, from the same node namespace, each executed the way a runtime does: `bridge` +
+//! `host-local` with `ipMasq` (per-pod iptables rules) and without (its fastest), `ptp` +
+//! `host-local`, and the floor: the same kernel plumbing Strait does for a pod, done by two
+//! `ip -batch` processes (one on the node, one in the pod; no IPAM, no neighbour entries).
 //! 200 pods one after another, then 200 pods from two parallel callers. Prints p50/p99 and the
-//! ratio Strait / reference (lower is better).
+//! ratio Strait / each reference (lower is better), and against the fastest plugin reference.
 //!
 //! Run as root after `cargo build --release --workspace`: `bench/run cni-latency`.
 
@@ -106,83 +109,194 @@ fn measure(subject: &Subject, node: &Netns, pods: &[TestNetns], callers: usize, 
     Run { add, del }
 }
 
+/// The floor: what any plugin must at least spend on Strait's plumbing, as a shell script that
+/// answers like a plugin (address from a hash of the container id).
+const FLOOR: &str = r#"#!/bin/bash
+set -e
+ns=${CNI_NETNS##*/}
+h=$(printf %s "$CNI_CONTAINERID" | cksum | cut -d' ' -f1)
+veth=flr$(printf %08x "$h")
+ip=10.95.$(( (h >> 8) & 255 )).$(( h & 255 ))
+case $CNI_COMMAND in
+ADD)
+  ip -batch - <<EOF
+link add $veth type veth peer name $CNI_IFNAME netns $ns
+link set $veth up
+route replace $ip/32 dev $veth scope link
+EOF
+  ip -n "$ns" -batch - <<EOF
+addr add $ip/32 dev $CNI_IFNAME
+link set $CNI_IFNAME up
+route add 169.254.1.1 dev $CNI_IFNAME scope link
+route add default via 169.254.1.1 dev $CNI_IFNAME
+EOF
+  echo '{"cniVersion":"1.0.0"}' ;;
+DEL) ip link del "$veth" 2>/dev/null || true ;;
+esac
+"#;
+
+/// A reference plugin of Debian's with `host-local` IPAM.
+fn reference(
+    name: &'static str,
+    plugin: &str,
+    extra: serde_json::Value,
+    subnet: &str,
+    dir: &Path,
+) -> Subject {
+    let mut conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": name.replace('+', "-"), "type": plugin,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join(name)},
+    });
+    for (k, v) in extra.as_object().expect("an object") {
+        conf[k] = v.clone();
+    }
+    Subject {
+        name,
+        plugin: PathBuf::from("/usr/lib/cni").join(plugin),
+        conf: conf.to_string(),
+        cni_path: "/usr/lib/cni".into(),
+    }
+}
+
 fn main() {
     strait_integration::require_root();
     let node = Node::start(NodeSpec::default());
     let node_ns = Netns::open(node.ns.path()).expect("node namespace");
-    let ipam_dir = node.dir.join("host-local");
-    let strait = Subject {
-        name: "strait",
-        plugin: bin("strait"),
-        conf: node.conf("1.0.0"),
-        cni_path: format!("{}:/usr/lib/cni", bin("strait").parent().unwrap().display()),
-    };
-    let reference = Subject {
-        name: "bridge+host-local",
-        plugin: PathBuf::from("/usr/lib/cni/bridge"),
-        conf: serde_json::json!({
-            "cniVersion": "1.0.0", "name": "reference", "type": "bridge",
-            "bridge": "cniref0", "isGateway": true, "ipMasq": true,
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]],
-                     "dataDir": ipam_dir},
-        })
-        .to_string(),
-        cni_path: "/usr/lib/cni".into(),
-    };
+    let floor_script = node.dir.join("floor");
+    std::fs::write(&floor_script, FLOOR).expect("write the floor script");
+    std::fs::set_permissions(
+        &floor_script,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("make it executable");
+    let subjects = [
+        Subject {
+            name: "strait",
+            plugin: bin("strait"),
+            conf: node.conf("1.0.0"),
+            cni_path: format!("{}:/usr/lib/cni", bin("strait").parent().unwrap().display()),
+        },
+        reference(
+            "bridge+ipMasq",
+            "bridge",
+            serde_json::json!({"bridge": "cniref0", "isGateway": true, "ipMasq": true}),
+            "10.99.0.0/16",
+            &node.dir,
+        ),
+        reference(
+            "bridge",
+            "bridge",
+            serde_json::json!({"bridge": "cniref1", "isGateway": true, "ipMasq": false}),
+            "10.98.0.0/16",
+            &node.dir,
+        ),
+        reference(
+            "ptp",
+            "ptp",
+            serde_json::json!({"ipMasq": false}),
+            "10.97.0.0/16",
+            &node.dir,
+        ),
+        Subject {
+            name: "floor (2x ip -batch)",
+            plugin: floor_script.clone(),
+            conf: r#"{"cniVersion":"1.0.0","name":"floor","type":"floor"}"#.into(),
+            cni_path: "/usr/lib/cni".into(),
+        },
+    ];
     assert!(
-        Path::new(&reference.plugin).exists(),
+        Path::new("/usr/lib/cni/bridge").exists(),
         "install containernetworking-plugins"
     );
     let pods: Vec<TestNetns> = (0..PODS).map(|_| TestNetns::new("bn")).collect();
 
-    // Warm both up (page cache, first block claim, bridge creation), then measure, interleaved.
-    for s in [&strait, &reference] {
+    // Warm every subject up (page cache, first block claim, bridge creation).
+    for s in &subjects {
         measure(s, &node_ns, &pods[..4], 1, "warm");
     }
     println!(
-        "CNI latency, {PODS} pods per run (ms; ratio = strait / reference, lower is better)\n"
-    );
-    println!(
-        "{:<22}{:>10}{:>10}{:>10}{:>10}",
-        "run", "ADD p50", "ADD p99", "DEL p50", "DEL p99"
+        "CNI latency, {PODS} pods per run (ms; ratio = strait / that reference, lower is better)\n"
     );
     for callers in [1, 2] {
-        let ours = measure(&strait, &node_ns, &pods, callers, &format!("s{callers}"));
-        let theirs = measure(&reference, &node_ns, &pods, callers, &format!("r{callers}"));
-        let figures = |r: &Run| {
-            [
-                percentile(&r.add, 50.0),
-                percentile(&r.add, 99.0),
-                percentile(&r.del, 50.0),
-                percentile(&r.del, 99.0),
-            ]
-        };
-        let (o, t) = (figures(&ours), figures(&theirs));
+        let runs: Vec<[Duration; 4]> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let r = measure(s, &node_ns, &pods, callers, &format!("s{i}c{callers}"));
+                // Strait's DELs finish their work after answering: let it end before the next
+                // subject is measured, so that it does not slow that one down.
+                node.wait_released(|p| p["releasing"] == true);
+                [
+                    percentile(&r.add, 50.0),
+                    percentile(&r.add, 99.0),
+                    percentile(&r.del, 50.0),
+                    percentile(&r.del, 99.0),
+                ]
+            })
+            .collect();
         let mode = if callers == 1 {
             "sequential"
         } else {
             "2 parallel callers"
         };
-        let row = |label: String, f: [Duration; 4]| {
+        println!(
+            "{mode}:\n  {:<22}{:>9}{:>9}{:>9}{:>9}   {:>10}{:>10}",
+            "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
+        );
+        let ours = runs[0];
+        for (s, f) in subjects.iter().zip(&runs) {
+            let ratios = if s.name == "strait" {
+                String::new()
+            } else {
+                format!(
+                    "   {:>10.3}{:>10.3}",
+                    ms(ours[0]) / ms(f[0]),
+                    ms(ours[2]) / ms(f[2])
+                )
+            };
             println!(
-                "{label:<22}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{ratios}",
+                s.name,
                 ms(f[0]),
                 ms(f[1]),
                 ms(f[2]),
                 ms(f[3])
             );
+        }
+        // How much of Strait's time is the agent's (its log), the rest being the plugin's start
+        // and the socket.
+        let inside = |command: &str| {
+            let needle = format!("done command=\"{command}\"");
+            let log = node.agent_log();
+            let mut took: Vec<Duration> = log
+                .lines()
+                .filter(|l| l.contains(&needle) && l.contains(&format!("s0c{callers}-")))
+                .filter_map(|l| {
+                    l.split("elapsed_ms=")
+                        .nth(1)?
+                        .split(' ')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .map(|ms: f64| Duration::from_secs_f64(ms / 1e3))
+                .collect();
+            took.sort();
+            took.get(took.len() / 2).copied().unwrap_or_default()
         };
-        println!("{mode}:");
-        row("  strait".into(), o);
-        row(format!("  {}", reference.name), t);
         println!(
-            "{:<22}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
-            "  ratio",
-            ms(o[0]) / ms(t[0]),
-            ms(o[1]) / ms(t[1]),
-            ms(o[2]) / ms(t[2]),
-            ms(o[3]) / ms(t[3])
+            "  strait inside the agent: ADD p50 {:.2}, DEL p50 {:.2}",
+            ms(inside("ADD")),
+            ms(inside("DEL"))
+        );
+        // The fastest plugin reference (the floor is no plugin), for ADD and for DEL.
+        let plugins = &runs[1..runs.len() - 1];
+        let fastest = |i: usize| plugins.iter().map(|f| f[i]).min().expect("references");
+        println!(
+            "  strait / fastest plugin reference: ADD p50 {:.3}, DEL p50 {:.3}\n",
+            ms(ours[0]) / ms(fastest(0)),
+            ms(ours[2]) / ms(fastest(2))
         );
     }
-    // The reference leaves its bridge behind by design; the node namespace goes with the node.
+    // The bridges stay behind by design; the node namespace goes with the node.
 }

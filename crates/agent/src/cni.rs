@@ -87,7 +87,7 @@ impl<S: Store> Agent<S> {
     /// Carries out one CNI command; the answer is in the request's version. `netns` is the
     /// container's namespace as the plugin opened it.
     pub async fn handle_cni(
-        &self,
+        self: &Arc<Self>,
         req: CniRequest,
         netns: Option<OwnedFd>,
         caller: Caller<'_>,
@@ -171,7 +171,14 @@ impl<S: Store> Agent<S> {
         let netns = req.invocation.netns.clone();
         let (attachment, fresh) = match self.registry.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
-            Some(existing) => (Attachment { netns, ..existing }, false),
+            Some(existing) => (
+                Attachment {
+                    netns,
+                    releasing: false,
+                    ..existing
+                },
+                false,
+            ),
             None => {
                 let node = &self.config.node_name;
                 let address = match &intent.address {
@@ -199,6 +206,7 @@ impl<S: Store> Agent<S> {
                     }),
                     addresses: vec![address],
                     mtu: net.mtu,
+                    releasing: false,
                 };
                 (a, true)
             }
@@ -261,10 +269,64 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    async fn del(&self, req: &CniRequest) -> Result<(), AgentError> {
+    /// DEL. With a record, it answers once the record says "releasing" (durably): removing the
+    /// host veth takes the kernel 13-25 ms, and is done after the answer, holding the
+    /// attachment's lock; only then do the record and its addresses go, so no address is handed
+    /// out while a device still carries it. A restart finishes what a crash interrupted.
+    async fn del(self: &Arc<Self>, req: &CniRequest) -> Result<(), AgentError> {
         let key = key_of(req);
-        let _one_at_a_time = self.locks.lock(&key).await;
-        self.release(&key).await
+        let one_at_a_time = self.locks.lock(&key).await;
+        let Some(a) = self.registry.get(&key) else {
+            return self.release(&key).await;
+        };
+        if !a.releasing {
+            persist(
+                &self.registry,
+                &Attachment {
+                    releasing: true,
+                    ..a
+                },
+            )
+            .await?;
+        }
+        let agent = Arc::clone(self);
+        tokio::spawn(async move {
+            let _one_at_a_time = one_at_a_time;
+            agent.finish_release(&key).await;
+        });
+        Ok(())
+    }
+
+    /// Finishes the releases whose DEL a previous run of the agent answered but did not complete.
+    pub fn resume_releases(self: &Arc<Self>) {
+        for a in self.registry.all().into_iter().filter(|a| a.releasing) {
+            let agent = Arc::clone(self);
+            tokio::spawn(async move {
+                let _one_at_a_time = agent.locks.lock(&a.key).await;
+                agent.finish_release(&a.key).await;
+            });
+        }
+    }
+
+    /// Completes the release of an attachment whose DEL has answered, trying a few times; what
+    /// still fails is left to the next start (or a GC). Call with the key's lock held.
+    pub(crate) async fn finish_release(&self, key: &AttachmentKey) {
+        let mut pause = std::time::Duration::from_millis(200);
+        for attempt in 1..=3 {
+            let released = match strait_dataplane::fault::inject("before-release") {
+                Ok(()) => self.release(key).await,
+                Err(e) => Err(e.into()),
+            };
+            match released {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(container_id = %key.container_id, attempt, error = %e,
+                        "could not finish releasing an attachment");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+            }
+        }
     }
 
     /// Removes an attachment's data plane, then its record and addresses. The host veth name
@@ -440,6 +502,7 @@ mod tests {
             addresses: vec!["10.0.0.5/32".parse().unwrap()],
             host_veth: "st000000000001".into(),
             mtu: 1450,
+            releasing: false,
         }
     }
 

@@ -202,6 +202,7 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
     let mut ready = agent.start_overlay()?;
     agent.start_orphan_sweep();
     agent.start_block_reclaim();
+    agent.resume_releases();
     agent.keep_record();
     let metrics_address = agent.config().metrics_address.clone();
     if !metrics_address.is_empty() {

@@ -250,6 +250,7 @@ mod tests {
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             host_veth: veth.into(),
             mtu: 1450,
+            releasing: false,
         }
     }
 

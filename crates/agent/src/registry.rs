@@ -42,6 +42,10 @@ pub struct Attachment {
     pub addresses: Vec<IpNet>,
     pub host_veth: String,
     pub mtu: u32,
+    /// DEL has answered; its data plane is being removed, after which the record and its
+    /// addresses go. A restart finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub releasing: bool,
 }
 
 /// The record format this straitd writes and reads. Records written before formats were numbered
@@ -214,6 +218,7 @@ mod tests {
             addresses: vec!["10.0.0.5/32".parse().unwrap()],
             host_veth: veth.into(),
             mtu: 1450,
+            releasing: false,
         }
     }
 

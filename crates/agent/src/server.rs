@@ -109,7 +109,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedF
     Ok((Request::decode(&body)?, netns))
 }
 
-async fn answer<S: Store>(agent: &Agent<S>, mut stream: UnixStream) {
+async fn answer<S: Store>(agent: &Arc<Agent<S>>, mut stream: UnixStream) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Ok(Ok((request, netns))) => {
             agent

@@ -2,6 +2,7 @@
 //! and leaving the cluster.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use strait_dataplane::overlay::{self, Desired};
@@ -21,7 +22,7 @@ use crate::config::StoreConfig;
 impl<S: Store> Agent<S> {
     /// Answers one request from the socket, with the namespace descriptor it carried.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         request: Request,
         netns: Option<OwnedFd>,
         caller: Caller<'_>,
@@ -120,6 +121,7 @@ impl<S: Store> Agent<S> {
                 pod: a.pod.map(|p| format!("{}/{}", p.namespace, p.name)),
                 addresses: a.addresses,
                 host_veth: a.host_veth,
+                releasing: a.releasing,
             })
             .collect()
     }

@@ -124,7 +124,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What `node` holds once the releases its DELs started are done.
     pub fn of(node: &Node) -> Snapshot {
+        node.wait_released(|p| p["releasing"] == true);
         let nft = node.ns.exec("nft", &["list", "table", "inet", "strait"]);
         let fdb = node.ns.exec("bridge", &["fdb", "show"]);
         let status = node.ctl(&["status"]);

@@ -310,12 +310,28 @@ impl Node {
         .ok()
     }
 
+    /// DEL `container_id`, and wait until the agent has finished releasing it (DEL answers
+    /// first; the data plane goes right after).
     pub fn del(&self, container_id: &str, pod: &TestNetns) {
         self.cni(
             &Env::attachment("DEL", container_id, &pod.path(), "eth0"),
             &self.conf("1.0.0"),
         )
         .ok();
+        self.wait_released(|p| p["container_id"] == container_id);
+    }
+
+    /// Waits (at most 10 s) until no attachment `which` picks is listed any more.
+    pub fn wait_released(&self, which: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pods = self.ctl(&["pods"]);
+            if !pods.as_array().is_some_and(|all| all.iter().any(&which)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never released: {pods}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// ADDs and DELs a throwaway pod so the node holds its first block: block claims are node

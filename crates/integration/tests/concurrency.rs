@@ -215,11 +215,7 @@ fn killing_the_agent_mid_burst_assigns_nothing_twice_and_gc_leaves_no_leak() {
         );
         assert!(ping(&steady[0], &steady_ips[1]));
         // And in the kernel: no two pods carry one address, no address is routed to two veths.
-        let mut carried: Vec<String> = pods
-            .iter()
-            .chain(&steady)
-            .flat_map(pod_addresses)
-            .collect();
+        let mut carried: Vec<String> = pods.iter().chain(&steady).flat_map(pod_addresses).collect();
         let count = carried.len();
         carried.sort();
         carried.dedup();

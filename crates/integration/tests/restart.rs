@@ -215,3 +215,41 @@ fn an_address_in_another_nodes_block_keeps_the_node_unready_until_its_pod_is_del
     let a2 = address(&node.add("c2", &p2));
     assert_ne!(a2, a1);
 }
+
+#[test]
+fn a_release_a_crash_interrupted_is_finished_by_the_next_start() {
+    let mut node = Node::start(NodeSpec {
+        agent_env: vec![("STRAIT_FAULT".into(), "before-release".into())],
+        ..NodeSpec::default()
+    });
+    let pod = TestNetns::new("rs");
+    let a1 = address(&node.add("c1", &pod));
+    // DEL answers, but the release behind it cannot finish in this run.
+    node.cni(
+        &Env::attachment("DEL", "c1", &pod.path(), "eth0"),
+        &node.conf("1.0.0"),
+    )
+    .ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !node.agent_log().contains("could not finish releasing") {
+        assert!(std::time::Instant::now() < deadline, "{}", node.agent_log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pods = node.ctl(&["pods"]);
+    assert_eq!(pods[0]["releasing"], true, "{pods}");
+    // Its address stays taken while its device still carries it.
+    assert_eq!(pod_address(&pod).as_deref(), Some(a1.as_str()));
+    let other = TestNetns::new("rs");
+    assert_ne!(address(&node.add("c2", &other)), a1);
+
+    node.kill_agent();
+    node.spec.agent_env.clear();
+    restart(&mut node);
+    node.wait_released(|p| p["container_id"] == "c1");
+    assert_eq!(
+        link_names(&pod),
+        ["lo"],
+        "the next start finished the release"
+    );
+    assert_eq!(node.snapshot().allocated, 1);
+}

@@ -151,6 +151,9 @@ pub struct PodInfo {
     pub pod: Option<String>,
     pub addresses: Vec<IpNet>,
     pub host_veth: String,
+    /// Deleted by the runtime; its data plane is being removed, then its addresses are freed.
+    #[serde(default)]
+    pub releasing: bool,
 }
 
 impl Request {
