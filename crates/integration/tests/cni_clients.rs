@@ -50,11 +50,12 @@ fn cnitool_adds_checks_and_deletes_with_the_conflist_the_agent_wrote() {
     run(cnitool(&node, "del", &a, &[]));
     run(cnitool(&node, "del", &b, &[]));
     run(cnitool(&node, "del", &b, &[]));
+    // The snapshot waits for the releases the DELs started.
+    assert_eq!(node.snapshot(), before);
     assert_eq!(
         (link_names(&a), link_names(&b)),
         (vec!["lo".to_string()], vec!["lo".to_string()])
     );
-    assert_eq!(node.snapshot(), before);
 }
 
 #[test]
@@ -115,8 +116,8 @@ chain = [
     ));
 
     run(cnitool(&node, "del", &pod, &[("CAP_ARGS", caps)]));
-    assert_eq!(link_names(&pod), ["lo"]);
     let after = node.snapshot();
+    assert_eq!(link_names(&pod), ["lo"]);
     assert_eq!(after.links, before.links, "no veth, no ifb left");
     assert_eq!(after, before);
     let rules_after = node.ns.exec("iptables-save", &["-t", "nat"]);

@@ -116,11 +116,17 @@ impl<'a> Pods<'a> {
         ]);
     }
 
+    /// Runs a CNI command for the sandbox; a DEL that succeeded returns once its release is
+    /// done.
     fn cni(&self, command: &str, sandbox: &Sandbox) -> Outcome {
         let node = &self.cluster.nodes[sandbox.node];
         let env = Env::attachment(command, &sandbox.container_id, &sandbox.ns.path(), "eth0")
             .set("CNI_ARGS", &sandbox.args);
-        node.cni(&env, &node.conf("1.0.0"))
+        let outcome = node.cni(&env, &node.conf("1.0.0"));
+        if command == "DEL" && outcome.success {
+            node.wait_released(|p| p["container_id"] == sandbox.container_id.as_str());
+        }
+        outcome
     }
 }
 

@@ -249,6 +249,19 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         },
         || cluster.kubectl(&["get", "pods", "-o", "wide"]),
     );
+    // A DEL answers before its release is done; wait for those to finish.
+    cluster.wait_until(
+        "every release done",
+        MINUTE,
+        || {
+            cluster.nodes.iter().all(|n| {
+                n.straitctl(&["pods"])
+                    .as_array()
+                    .is_some_and(|all| all.iter().all(|p| p["releasing"] != true))
+            })
+        },
+        || cluster.kubectl(&["get", "pods", "-o", "wide"]),
+    );
     let kept = cluster.pods("default", "app=web");
     let freed: Vec<&PodView> = web
         .iter()
