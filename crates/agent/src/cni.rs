@@ -23,8 +23,8 @@ use strait_store::Store;
 use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
-use crate::pods::PodIntent;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
+use crate::tenancy::{PodIntent, fixed_address_refusal};
 
 fn key_of(req: &CniRequest) -> AttachmentKey {
     AttachmentKey {
@@ -157,7 +157,10 @@ impl<S: Store> Agent<S> {
             return Err(AgentError::NotReady { reason });
         }
         let intent = match (&self.pods, req.invocation.args.pod()) {
-            (Some(pods), Some((namespace, name))) => pods.intent(namespace, name).await?,
+            (Some(pods), Some((namespace, name))) => {
+                pods.intent(namespace, name, req.config.network_name())
+                    .await?
+            }
             _ => PodIntent::default(),
         };
         let network = intent
@@ -187,6 +190,16 @@ impl<S: Store> Agent<S> {
                             address: text.clone(),
                             reason: "it is not an IP address".into(),
                         })?;
+                        if let Some(p) = net.spec.pools.iter().find(|p| p.pool.cidr.contains(&ip))
+                            && let Some(reason) =
+                                fixed_address_refusal(&intent, &p.pool.name, p.fixed_addresses)
+                        {
+                            return Err(AgentError::NotAllowed {
+                                reason: format!(
+                                    "the requested address {ip} cannot be used: {reason}"
+                                ),
+                            });
+                        }
                         net.allocate_fixed(&self.store, node, ip).await?
                     }
                     None => {

@@ -33,6 +33,10 @@ pub struct FileConfig {
     /// Service ranges: never masqueraded to.
     #[serde(default)]
     pub service_cidrs: Vec<IpNet>,
+    /// Seconds a block of this node's must have been empty before it goes back to its pool (the
+    /// block holding a VTEP stays); 0 keeps empty blocks.
+    #[serde(default = "default_empty_block_grace")]
+    pub empty_block_grace: u32,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConfig>,
 }
@@ -133,6 +137,10 @@ pub struct PoolConfig {
     pub block_prefix: u8,
     /// Overrides the network's mode for this pool.
     pub mode: Option<Mode>,
+    /// Whether pods may ask for a fixed address of this pool (`strait.io/ip-address`), where
+    /// their namespace allows the pool. Off by default.
+    #[serde(default)]
+    pub fixed_addresses: bool,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -162,6 +170,9 @@ fn default_etcd_prefix() -> String {
 fn default_lease_ttl() -> u32 {
     15
 }
+fn default_empty_block_grace() -> u32 {
+    600
+}
 fn default_block_prefix() -> u8 {
     26
 }
@@ -184,6 +195,7 @@ pub struct Network {
 pub struct NetworkPool {
     pub pool: Pool,
     pub mode: Mode,
+    pub fixed_addresses: bool,
 }
 
 impl Network {
@@ -219,6 +231,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub cni: CniConfig,
     pub service_cidrs: Vec<IpNet>,
+    pub empty_block_grace: u32,
     pub networks: Vec<Network>,
 }
 
@@ -375,6 +388,7 @@ impl Config {
             store: file.store,
             cni: file.cni,
             service_cidrs: file.service_cidrs,
+            empty_block_grace: file.empty_block_grace,
             networks,
         })
     }
@@ -480,6 +494,7 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
         pools.push(NetworkPool {
             pool: Pool::new(&name, p.cidr, p.block_prefix).map_err(|e| format!("{at}: {e}"))?,
             mode: p.mode.unwrap_or(n.mode),
+            fixed_addresses: p.fixed_addresses,
         });
     }
     Ok(Network {

@@ -48,6 +48,8 @@ pub enum AgentError {
     Registry(#[from] RegistryError),
     #[error("an agent task failed: {0}")]
     Task(String),
+    #[error("{reason}")]
+    NotAllowed { reason: String },
     #[error("the caller left before the answer")]
     CallerGone,
     #[error("the request took longer than straitd's budget of {budget:?}")]
@@ -144,6 +146,10 @@ impl From<AgentError> for CniError {
                 "straitd could not write its state directory (full or read-only disk?)",
             ),
             AgentError::Task(_) => (ErrorCode::Internal, "see straitd's log"),
+            AgentError::NotAllowed { .. } => (
+                ErrorCode::NotAllowed,
+                "remove the annotation, or ask the cluster admin to allow it for the namespace",
+            ),
             AgentError::CallerGone => (
                 ErrorCode::TryAgainLater,
                 "nothing was left behind; the runtime should retry",
@@ -184,6 +190,7 @@ mod tests {
                 5,
             ),
             (AgentError::CallerGone, 11),
+            (AgentError::NotAllowed { reason: "x".into() }, 106),
             (
                 AgentError::OutOfTime {
                     budget: std::time::Duration::from_secs(30),

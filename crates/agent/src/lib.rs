@@ -4,6 +4,7 @@
 
 pub mod absences;
 pub mod agent;
+pub mod blocks;
 pub mod caller;
 pub mod cluster;
 pub mod cni;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod server;
 pub mod status;
 pub mod tasks;
+pub mod tenancy;
 pub mod underlay;
 pub mod wake;
 

@@ -203,6 +203,7 @@ async fn run<S: Store>(agent: Agent<S>) -> anyhow::Result<()> {
     agent.start_orphan_sweep();
     agent.start_block_reclaim();
     agent.resume_releases();
+    agent.start_block_return();
     agent.keep_record();
     let metrics_address = agent.config().metrics_address.clone();
     if !metrics_address.is_empty() {

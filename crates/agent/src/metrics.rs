@@ -26,6 +26,7 @@ pub struct Metrics {
     drift_repairs: Counter,
     orphan_releases: Counter,
     blocks_reclaimed: Counter,
+    blocks_returned: Counter,
     peers: Gauge,
     quarantined_addresses: Gauge,
     address_conflicts: Gauge,
@@ -51,6 +52,7 @@ impl Metrics {
             drift_repairs: Counter::default(),
             orphan_releases: Counter::default(),
             blocks_reclaimed: Counter::default(),
+            blocks_returned: Counter::default(),
             peers: Gauge::default(),
             quarantined_addresses: Gauge::default(),
             address_conflicts: Gauge::default(),
@@ -97,6 +99,11 @@ impl Metrics {
             "blocks_reclaimed",
             "Address blocks taken back from nodes deleted from the Kubernetes API",
             m.blocks_reclaimed.clone(),
+        );
+        registry.register(
+            "blocks_returned",
+            "Empty address blocks this node gave back to their pools",
+            m.blocks_returned.clone(),
         );
         registry.register("peers", "Other nodes this node knows", m.peers.clone());
         registry.register(
@@ -153,6 +160,10 @@ impl Metrics {
 
     pub fn block_reclaimed(&self) {
         self.blocks_reclaimed.inc();
+    }
+
+    pub fn block_returned(&self) {
+        self.blocks_returned.inc();
     }
 
     pub fn set_peers(&self, peers: usize) {

@@ -267,6 +267,24 @@ impl NetworkState {
         ))
     }
 
+    /// The blocks of this node's that hold no allocated address, except the VTEP's.
+    pub async fn empty_blocks(&self) -> Vec<IpNet> {
+        let vtep = self.vtep.map(|v| IpAddr::V4(v.ip));
+        let mut empty = self.allocator.lock().await.empty_blocks();
+        empty.retain(|b| vtep.is_none_or(|ip| !b.contains(&ip)));
+        empty
+    }
+
+    /// Stops allocating from `block` if it is still empty; whether it did.
+    pub async fn withdraw_block(&self, block: IpNet) -> bool {
+        self.allocator.lock().await.remove_empty(block)
+    }
+
+    /// Allocates from `block` again (giving it back failed).
+    pub async fn restore_block(&self, block: IpNet) {
+        self.allocator.lock().await.add_block(block);
+    }
+
     pub async fn release(&self, addresses: &[IpNet]) {
         let mut allocator = self.allocator.lock().await;
         for a in addresses {

@@ -1,5 +1,5 @@
-//! Kubernetes pods on this node. What a pod asks of its network, by annotation on the pod or
-//! (for the network and the pool) on its namespace; which pods exist here, kept current by a
+//! Kubernetes pods on this node. What a pod asks of its network, read from its annotations and
+//! its namespace's (and decided by [`crate::tenancy`]); which pods exist here, kept current by a
 //! watch, so that the address of a pod deleted without a CNI DEL is still freed; and whether
 //! another node is gone for good, Node and pods, so that its address blocks can be taken back.
 
@@ -17,21 +17,7 @@ use tokio::sync::Notify;
 
 use crate::error::AgentError;
 use crate::registry::PodRef;
-
-/// On a pod or its namespace: the network the pod joins.
-pub const NETWORK_ANNOTATION: &str = "strait.io/network";
-/// On a pod or its namespace: the pool of its network its address comes from.
-pub const POOL_ANNOTATION: &str = "strait.io/pool";
-/// On a pod: the address it must have.
-pub const ADDRESS_ANNOTATION: &str = "strait.io/ip-address";
-
-/// What a pod asked for; everything absent means "the defaults".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodIntent {
-    pub network: Option<String>,
-    pub pool: Option<String>,
-    pub address: Option<String>,
-}
+use crate::tenancy::{self, PodIntent};
 
 /// A pod, by namespace and name.
 pub type PodName = (String, String);
@@ -102,33 +88,32 @@ impl Pods {
         }
     }
 
-    /// What the pod `namespace/name` asks for. A pod the API does not know (yet) asks nothing.
-    pub async fn intent(&self, namespace: &str, name: &str) -> Result<PodIntent, AgentError> {
-        let failed = kube_failure;
+    /// What the pod `namespace/name` gets, within what its namespace allows; `default_network`
+    /// is the network the runtime's configuration names. A pod the API does not know (yet) gets
+    /// its namespace's defaults.
+    pub async fn intent(
+        &self,
+        namespace: &str,
+        name: &str,
+        default_network: &str,
+    ) -> Result<PodIntent, AgentError> {
         let pod = Api::<Pod>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
-            .map_err(failed)?;
-        let Some(pod) = pod else {
-            return Ok(PodIntent::default());
-        };
-        let on_pod = |key: &str| pod.annotations().get(key).cloned();
-        let (mut network, mut pool) = (on_pod(NETWORK_ANNOTATION), on_pod(POOL_ANNOTATION));
-        if network.is_none() || pool.is_none() {
-            let ns = Api::<Namespace>::all(self.client.clone())
-                .get_opt(namespace)
-                .await
-                .map_err(failed)?;
-            let on_namespace =
-                |key: &str| ns.as_ref().and_then(|n| n.annotations().get(key).cloned());
-            network = network.or_else(|| on_namespace(NETWORK_ANNOTATION));
-            pool = pool.or_else(|| on_namespace(POOL_ANNOTATION));
-        }
-        Ok(PodIntent {
-            network,
-            pool,
-            address: on_pod(ADDRESS_ANNOTATION),
-        })
+            .map_err(kube_failure)?;
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get_opt(namespace)
+            .await
+            .map_err(kube_failure)?;
+        let annotations =
+            |o: Option<std::collections::BTreeMap<String, String>>| o.unwrap_or_default();
+        tenancy::decide(
+            namespace,
+            &annotations(pod.map(|p| p.metadata.annotations.unwrap_or_default())),
+            &annotations(ns.map(|n| n.metadata.annotations.unwrap_or_default())),
+            default_network,
+        )
+        .map_err(|reason| AgentError::NotAllowed { reason })
     }
 
     /// Whether the API no longer has `pod`: there is no pod of its name, or (when the reference

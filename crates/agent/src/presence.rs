@@ -18,29 +18,42 @@ use crate::agent::{Agent, StartError};
 
 /// The least time between two attempts, however often the record is found missing.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The most time between two attempts while the record cannot be put back.
+const MAX_INTERVAL: Duration = Duration::from_secs(10);
 
 impl<S: Store> Agent<S> {
-    /// Puts this node's record back whenever the reconciler finds it missing.
+    /// Puts this node's record back whenever the reconciler finds it missing, trying again (1 s,
+    /// doubling up to 10 s) until it is back: the event that makes it possible again (a Node
+    /// registered anew) may change nothing else, and so wake nothing else.
     pub fn keep_record(self: &Arc<Self>) {
         let agent = Arc::clone(self);
         self.tasks.spawn("record keeper", async move {
             loop {
                 agent.record_missing.notified().await;
-                if agent.left.load(Ordering::SeqCst) {
-                    return;
-                }
-                match agent.announce().await {
-                    Ok(()) => {
-                        tracing::info!("this node's record was missing; put it back");
-                        agent.claim_held_blocks().await;
+                let mut pause = MIN_INTERVAL;
+                for attempt in 0u32.. {
+                    if agent.left.load(Ordering::SeqCst) {
+                        return;
                     }
-                    Err(StartError::Announce(StoreError::NotFound { .. })) => tracing::info!(
-                        "this node is not registered with the cluster (its Node was deleted); \
-                         its record returns when the node is registered again"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot put this node's record back; retrying on the next pass")
+                    match agent.announce().await {
+                        Ok(()) => {
+                            tracing::info!("this node's record was missing; put it back");
+                            agent.claim_held_blocks().await;
+                            break;
+                        }
+                        Err(StartError::Announce(StoreError::NotFound { .. })) if attempt == 0 => {
+                            tracing::info!(
+                                "this node is not registered with the cluster (its Node was \
+                                 deleted); its record returns when the node is registered again"
+                            )
+                        }
+                        Err(StartError::Announce(StoreError::NotFound { .. })) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot put this node's record back; retrying")
+                        }
                     }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_INTERVAL);
                 }
                 tokio::time::sleep(MIN_INTERVAL).await;
             }

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     Internal,
     /// 105: the address the pod asked for is taken, or belongs to another node's block.
     AddressUnavailable,
+    /// 106: the pod's namespace does not allow what the pod asked for.
+    NotAllowed,
 }
 
 impl ErrorCode {
@@ -62,10 +64,11 @@ impl ErrorCode {
             ErrorCode::CheckFailed => 103,
             ErrorCode::Internal => 104,
             ErrorCode::AddressUnavailable => 105,
+            ErrorCode::NotAllowed => 106,
         }
     }
 
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 16] = [
         ErrorCode::IncompatibleVersion,
         ErrorCode::UnsupportedField,
         ErrorCode::UnknownContainer,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::CheckFailed,
         ErrorCode::Internal,
         ErrorCode::AddressUnavailable,
+        ErrorCode::NotAllowed,
     ];
 }
 

@@ -25,13 +25,16 @@ pub struct NodeSpec {
     pub pools: Vec<(String, u8)>,
     /// `vxlan` or `routed`.
     pub mode: String,
-    /// Extra TOML placed before the network (e.g. a `[cni]` section).
+    /// Extra TOML right after the top-level keys: more of them, a `[cni]` section, another
+    /// `[[network]]`.
     pub extra: String,
     pub store: StoreSpec,
     /// The fabric to plug into; a private one when absent.
     pub fabric: Option<Arc<Fabric>>,
     /// Extra environment for straitd (e.g. `STRAIT_FAULT`).
     pub agent_env: Vec<(String, String)>,
+    /// Extra TOML for every pool (e.g. `fixed_addresses = true`).
+    pub pool_extra: String,
 }
 
 /// Which cluster store a test node uses.
@@ -58,6 +61,7 @@ impl Default for NodeSpec {
             store: StoreSpec::Own,
             fabric: None,
             agent_env: Vec::new(),
+            pool_extra: String::new(),
         }
     }
 }
@@ -159,22 +163,26 @@ impl Node {
                 _ => format!("name = \"{}-{i}\"\n", self.spec.network),
             };
             pools.push_str(&format!(
-                "[[network.pool]]\n{name}cidr = \"{cidr}\"\nblock_prefix = {prefix}\n"
+                "[[network.pool]]\n{name}cidr = \"{cidr}\"\nblock_prefix = {prefix}\n{}",
+                self.spec.pool_extra
             ));
         }
+        // `extra` follows the top-level keys, so it may add some; the store's table comes after.
         let conf_dir = format!("conf_dir = \"{}\"", self.conf_dir().display());
-        let extra = if self.spec.extra.contains("[cni]") {
-            self.spec
+        let (extra, cni) = if self.spec.extra.contains("[cni]") {
+            let with_dir = self
+                .spec
                 .extra
-                .replace("[cni]", &format!("[cni]\n{conf_dir}"))
+                .replace("[cni]", &format!("[cni]\n{conf_dir}"));
+            (with_dir, String::new())
         } else {
-            format!("{}\n[cni]\n{conf_dir}", self.spec.extra)
+            (self.spec.extra.clone(), format!("[cni]\n{conf_dir}\n"))
         };
         format!(
             "node_name = \"{node}\"\nnode_address = \"{address}\"\n\
              state_dir = \"{state}\"\nsocket = \"{socket}\"\n\
              service_cidrs = [\"10.96.0.0/12\"]\n\
-             {store}{extra}\n\
+             {extra}\n{store}{cni}\n\
              [[network]]\nname = \"{network}\"\nmode = \"{mode}\"\n{pools}",
             node = self.ns.name,
             address = self.address,

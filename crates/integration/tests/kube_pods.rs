@@ -24,6 +24,7 @@ fn cluster() -> Cluster {
     let template = NodeSpec {
         pools: vec![("10.244.0.0/16".into(), 26), ("10.245.0.0/16".into(), 26)],
         extra: OTHER_NETWORK.into(),
+        pool_extra: "fixed_addresses = true\n".into(),
         ..NodeSpec::default()
     };
     Cluster::start_with(2, Backend::Kubernetes, template)
@@ -140,13 +141,19 @@ fn listed(cluster: &Cluster, node: usize, container_id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// What the admin lets namespace "apps" use: both pools of network strait.
+fn apps() -> Value {
+    json!({"strait.io/allowed-pools": "strait-0,strait-1"})
+}
+
 #[test]
-fn annotations_choose_the_address_the_pool_and_the_network() {
+fn annotations_choose_the_address_the_pool_and_the_network_within_the_namespace() {
     let cluster = cluster();
     let pods = Pods { cluster: &cluster };
-    pods.namespace("apps", json!({}));
+    pods.namespace("apps", apps());
     pods.namespace("isolated", json!({"strait.io/network": "other"}));
     pods.namespace("second", json!({"strait.io/pool": "strait-1"}));
+    pods.namespace("closed", json!({}));
     for node in &cluster.nodes {
         node.warm_up();
     }
@@ -169,21 +176,13 @@ fn annotations_choose_the_address_the_pool_and_the_network() {
     );
     assert!(ping(&fixed.ns, &plain_ip), "and back");
 
-    // A pool by name, on the pod or on its namespace; the pod's wins.
+    // A pool by name: the namespace's, or one it allows on the pod.
     let pooled = pods.create(0, "apps", "pooled", json!({"strait.io/pool": "strait-1"}));
     let pooled_ip = address(&pods.cni("ADD", &pooled).ok());
     assert!(pooled_ip.starts_with("10.245."), "{pooled_ip}");
     let by_namespace = pods.create(0, "second", "by-namespace", json!({}));
     let ip = address(&pods.cni("ADD", &by_namespace).ok());
     assert!(ip.starts_with("10.245."), "{ip}");
-    let overridden = pods.create(
-        0,
-        "second",
-        "overridden",
-        json!({"strait.io/pool": "strait-0"}),
-    );
-    let ip = address(&pods.cni("ADD", &overridden).ok());
-    assert!(ip.starts_with("10.244."), "{ip}");
 
     // A network chosen by the namespace: served, listed and released under that network.
     let isolated = pods.create(1, "isolated", "inside", json!({}));
@@ -208,6 +207,36 @@ fn annotations_choose_the_address_the_pool_and_the_network() {
 
     // Refusals: the right code, advice, and nothing left on the node.
     let before: Vec<_> = cluster.nodes.iter().map(|n| n.snapshot()).collect();
+    // A pod cannot leave what its namespace allows.
+    let outside = [
+        (
+            "second",
+            json!({"strait.io/pool": "strait-0"}),
+            "choose pool",
+        ),
+        (
+            "second",
+            json!({"strait.io/network": "other"}),
+            "choose network",
+        ),
+        (
+            "isolated",
+            json!({"strait.io/network": "strait"}),
+            "choose network",
+        ),
+        (
+            "closed",
+            json!({"strait.io/ip-address": "10.244.9.9"}),
+            "may not take",
+        ),
+        ("apps", json!({"strait.io/pool": "nope"}), "choose pool"),
+    ];
+    for (i, (namespace, annotations, needle)) in outside.into_iter().enumerate() {
+        let sandbox = pods.create(0, namespace, &format!("outside-{i}"), annotations.clone());
+        let error = pods.cni("ADD", &sandbox).err(106);
+        let msg = error["msg"].as_str().unwrap();
+        assert!(msg.contains(needle), "{namespace} {annotations}: {error}");
+    }
     let refused = [
         (
             0,
@@ -233,7 +262,6 @@ fn annotations_choose_the_address_the_pool_and_the_network() {
             7,
             "none of network",
         ),
-        (0, json!({"strait.io/pool": "nope"}), 7, "no pool"),
     ];
     for (i, (node, annotations, code, needle)) in refused.into_iter().enumerate() {
         let sandbox = pods.create(node, "apps", &format!("refused-{i}"), annotations.clone());
@@ -270,7 +298,7 @@ fn wait_released(cluster: &Cluster, node: usize, container_id: &str) -> Duration
 fn a_pod_deleted_without_a_del_gives_its_address_back() {
     let cluster = cluster();
     let pods = Pods { cluster: &cluster };
-    pods.namespace("apps", json!({}));
+    pods.namespace("apps", apps());
     cluster.nodes[0].warm_up();
     let empty = cluster.nodes[0].snapshot();
 
@@ -320,7 +348,7 @@ fn an_unreachable_api_makes_add_try_again_later_and_leaves_nothing() {
     let mut cluster = cluster();
     let sandbox = {
         let pods = Pods { cluster: &cluster };
-        pods.namespace("apps", json!({}));
+        pods.namespace("apps", apps());
         pods.create(0, "apps", "waiting", json!({}))
     };
     cluster.nodes[0].warm_up();
@@ -425,7 +453,7 @@ fn a_node_deleted_from_the_api_leaves_its_peers_and_returns_when_registered_agai
 fn a_deleted_node_keeps_its_blocks_while_pods_are_bound_to_it_and_restarts_if_they_are_taken() {
     let mut cluster = cluster();
     let pods = Pods { cluster: &cluster };
-    pods.namespace("apps", json!({}));
+    pods.namespace("apps", apps());
     let a = cluster.pod(0);
     let bound = pods.create(1, "apps", "bound", json!({}));
     pods.cni("ADD", &bound).ok();

@@ -99,6 +99,24 @@ impl Allocator {
             .is_some_and(|(net, block)| block.free(offset_in(*net, ip).expect("contained")))
     }
 
+    /// The blocks no address is allocated from.
+    pub fn empty_blocks(&self) -> Vec<IpNet> {
+        self.blocks
+            .iter()
+            .filter(|(_, b)| b.allocated() == 0)
+            .map(|(net, _)| *net)
+            .collect()
+    }
+
+    /// Stops allocating from `block` if no address of it is allocated; whether it did.
+    pub fn remove_empty(&mut self, block: IpNet) -> bool {
+        let empty = self.blocks.get(&block).is_some_and(|b| b.allocated() == 0);
+        if empty {
+            self.blocks.remove(&block);
+        }
+        empty
+    }
+
     pub fn usage(&self) -> Usage {
         self.blocks.values().fold(Usage::default(), |u, b| Usage {
             allocated: u.allocated + b.allocated(),
@@ -112,6 +130,27 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn only_an_empty_block_is_given_up() {
+        let mut a = Allocator::new();
+        let (b1, b2): (IpNet, IpNet) = (
+            "10.0.0.0/30".parse().unwrap(),
+            "10.0.0.4/30".parse().unwrap(),
+        );
+        a.add_block(b1);
+        a.add_block(b2);
+        a.reserve(ip("10.0.0.5")).unwrap();
+        assert_eq!(a.empty_blocks(), vec![b1]);
+        assert!(!a.remove_empty(b2));
+        assert!(a.remove_empty(b1));
+        assert_eq!(a.blocks().collect::<Vec<_>>(), vec![b2]);
+        assert_eq!(
+            a.allocate(false),
+            Some(ip("10.0.0.6")),
+            "only from what is left"
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -1,0 +1,82 @@
+//! Empty blocks go back to their pool: a block of this node's that has held no address for
+//! `empty_block_grace` (the one holding the VTEP excepted) stops being allocated from and its
+//! claim is deleted from the store, so that no node keeps blocks it does not use (a fixed
+//! address once made a node claim its whole block for as long as it lived).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use strait_ipam::block_name;
+use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
+
+use crate::absences::Absences;
+use crate::agent::Agent;
+
+impl<S: Store> Agent<S> {
+    /// Returns empty blocks to their pools, unless the configuration keeps them.
+    pub fn start_block_return(self: &Arc<Self>) {
+        if self.config.empty_block_grace == 0 {
+            return;
+        }
+        let agent = Arc::clone(self);
+        self.tasks.spawn("empty block return", async move {
+            agent.return_empty_blocks().await
+        });
+    }
+
+    async fn return_empty_blocks(&self) {
+        let grace = Duration::from_secs(self.config.empty_block_grace.into());
+        let tick = (grace / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut empty = Absences::new(grace);
+        loop {
+            tokio::time::sleep(tick).await;
+            let mut now_empty = Vec::new();
+            for (name, net) in &self.networks {
+                now_empty.extend(
+                    net.empty_blocks()
+                        .await
+                        .into_iter()
+                        .map(|b| (name.clone(), b)),
+                );
+            }
+            for (network, block) in empty.overdue(now_empty) {
+                let net = &self.networks[&network];
+                if !net.withdraw_block(block).await {
+                    continue;
+                }
+                match self.give_back(block).await {
+                    Ok(()) => {
+                        tracing::info!(%network, %block, "returned an empty block to its pool");
+                        self.metrics.block_returned();
+                    }
+                    Err(e) => {
+                        tracing::warn!(%network, %block, error = %e,
+                            "could not return an empty block; keeping it");
+                        net.restore_block(block).await;
+                        empty.restart(&(network, block));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes this node's claim on `block`, if it is still this node's.
+    async fn give_back(&self, block: IpNet) -> Result<(), StoreError> {
+        let name = block_name(block);
+        let Some(held) = typed::get::<BlockRecord>(&self.store, &name).await? else {
+            return Ok(());
+        };
+        if held.value.node != self.config.node_name {
+            return Ok(());
+        }
+        match self
+            .store
+            .delete(Kind::IpBlock, &name, Some(held.revision))
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
