@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::cluster::{ClusterCache, spawn_watches};
 use crate::config::Config;
 use crate::error::AgentError;
+use crate::freed::Freed;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::network::NetworkState;
@@ -57,6 +58,8 @@ pub struct Agent<S> {
     pub(crate) pods: Option<Arc<Pods>>,
     /// Addresses held without a readable record, and those the node could not take back.
     pub(crate) recovery: Arc<Recovery>,
+    /// Addresses freed lately, by namespace.
+    pub(crate) freed: Freed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,7 @@ impl<S: Store> Agent<S> {
         let ruleset = node::snat_ruleset(&config);
         blocking_start(move || Ok(node::prepare(&ruleset)?)).await?;
         let stop = Arc::new(Stop::default());
+        let freed = Freed::new(Duration::from_secs(config.freed_address_hold.into()));
         let agent = Agent {
             config,
             store,
@@ -151,6 +155,7 @@ impl<S: Store> Agent<S> {
             record_missing: Arc::default(),
             pods: None,
             recovery: Arc::new(recovery),
+            freed,
         };
         agent.announce().await?;
         Ok(agent)

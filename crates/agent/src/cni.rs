@@ -200,6 +200,14 @@ impl<S: Store> Agent<S> {
                                 ),
                             });
                         }
+                        if let Some((namespace, _)) = req.invocation.args.pod()
+                            && let Some(reason) = self.freed.refusal(ip, namespace)
+                        {
+                            return Err(AgentError::AddressUnavailable {
+                                address: ip,
+                                reason,
+                            });
+                        }
                         net.allocate_fixed(&self.store, node, ip).await?
                     }
                     None => {
@@ -383,6 +391,10 @@ impl<S: Store> Agent<S> {
             && let Some(net) = self.networks.get(a.network())
         {
             net.release(&a.addresses).await;
+            if let Some(pod) = &a.pod {
+                self.freed
+                    .record(&pod.namespace, a.addresses.iter().map(IpNet::addr));
+            }
         }
         Ok(())
     }

@@ -37,6 +37,10 @@ pub struct FileConfig {
     /// block holding a VTEP stays); 0 keeps empty blocks.
     #[serde(default = "default_empty_block_grace")]
     pub empty_block_grace: u32,
+    /// Seconds during which an address a namespace freed cannot be asked for (as a fixed
+    /// address) by another namespace.
+    #[serde(default = "default_freed_address_hold")]
+    pub freed_address_hold: u32,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConfig>,
 }
@@ -173,6 +177,9 @@ fn default_lease_ttl() -> u32 {
 fn default_empty_block_grace() -> u32 {
     600
 }
+fn default_freed_address_hold() -> u32 {
+    300
+}
 fn default_block_prefix() -> u8 {
     26
 }
@@ -232,6 +239,7 @@ pub struct Config {
     pub cni: CniConfig,
     pub service_cidrs: Vec<IpNet>,
     pub empty_block_grace: u32,
+    pub freed_address_hold: u32,
     pub networks: Vec<Network>,
 }
 
@@ -389,6 +397,7 @@ impl Config {
             cni: file.cni,
             service_cidrs: file.service_cidrs,
             empty_block_grace: file.empty_block_grace,
+            freed_address_hold: file.freed_address_hold,
             networks,
         })
     }

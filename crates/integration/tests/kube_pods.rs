@@ -277,6 +277,17 @@ fn annotations_choose_the_address_the_pool_and_the_network_within_the_namespace(
     }
     let after: Vec<_> = cluster.nodes.iter().map(|n| n.snapshot()).collect();
     assert_eq!(before, after, "refused ADDs leave nothing behind");
+
+    // An address one namespace frees is not another's to ask for, for a while; its own may.
+    pods.namespace("neighbour", json!({"strait.io/allowed-pools": "strait-0"}));
+    pods.cni("DEL", &fixed).ok();
+    let wanted = json!({"strait.io/ip-address": "10.244.3.7"});
+    let rival = pods.create(0, "neighbour", "rival", wanted.clone());
+    let error = pods.cni("ADD", &rival).err(105);
+    let msg = error["msg"].as_str().unwrap();
+    assert!(msg.contains("namespace apps freed it"), "{error}");
+    let again = pods.create(0, "apps", "again", wanted);
+    assert_eq!(address(&pods.cni("ADD", &again).ok()), "10.244.3.7");
 }
 
 /// Waits until `container_id` is no longer attached on `node`.
