@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    raise_descriptor_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,6 +90,23 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{}", describe(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lifts the soft limit on open descriptors to the hard one: the agent holds one per request,
+/// per pod namespace it works in and per watch, and runtimes often start it with 1024.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The agent's Unix socket: root-only (0600 in a 0700 directory), one request per connection,
-//! requests served concurrently, in-flight ones finished on shutdown.
+//! requests served concurrently (at most 256 at once), in-flight ones finished on shutdown.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -12,6 +12,7 @@ use strait_rpc::{MAX_MESSAGE_BYTES, Request, Response};
 use strait_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::agent::Agent;
@@ -19,6 +20,8 @@ use crate::caller::Caller;
 
 /// A client that has not sent its whole request by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many connections are served at once.
+const MAX_CONNECTIONS: usize = 256;
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,14 +57,23 @@ pub async fn serve<S: Store>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut in_flight = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        // More clients than slots wait in the kernel's backlog, not on the agent's descriptors.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let agent = Arc::clone(&agent);
-                    in_flight.spawn(async move { answer(&agent, stream).await });
+                    in_flight.spawn(async move {
+                        let _slot = slot;
+                        answer(&agent, stream).await
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
