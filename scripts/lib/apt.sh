@@ -13,6 +13,7 @@ release_mirror() {
       }
       types = suites = comps = uris = signed = ""
     }
+    FNR == 1 && NR > 1 { flush() }
     /^[[:space:]]*$/ { flush(); next }
     /^Types:/      { sub(/^Types:[[:space:]]*/, "");      types = $0 }
     /^URIs:/       { sub(/^URIs:[[:space:]]*/, "");       uris = $0 }
@@ -22,6 +23,19 @@ release_mirror() {
     END { if (!found) flush(); if (!found) exit 1 }
   ' /etc/apt/sources.list.d/*.sources 2>/dev/null && return
   [ -f /etc/apt/sources.list ] || return 0
-  sed -E 's/\[[^]]*\]//' /etc/apt/sources.list |
-    awk -v want="$codename" '$1 == "deb" && $3 == want { print $2 "|"; exit }'
+  # deb [opt=value ...] URI suite components: keep signed-by, drop the other options.
+  awk -v want="$codename" '
+    $1 != "deb" { next }
+    {
+      signed = ""
+      if ($2 ~ /^\[/) {
+        opts = $0; sub(/^deb[[:space:]]*\[/, "", opts); sub(/\].*/, "", opts)
+        n = split(opts, o, /[[:space:]]+/)
+        for (i = 1; i <= n; i++) if (o[i] ~ /^signed-by=/) { signed = o[i]; sub(/^signed-by=/, "", signed) }
+        line = $0; sub(/^deb[[:space:]]*\[[^]]*\][[:space:]]*/, "", line); split(line, f, /[[:space:]]+/)
+        uri = f[1]; suite = f[2]
+      } else { uri = $2; suite = $3 }
+      if (suite == want) { print uri "|" signed; exit }
+    }
+  ' /etc/apt/sources.list
 }

@@ -42,6 +42,9 @@ impl<S: Store> Agent<S> {
             }
             for (network, block) in empty.overdue(now_empty) {
                 let net = &self.networks[&network];
+                // No claim runs while the block goes: a fixed address in it would otherwise be
+                // found "already this node's" just before the block is given away.
+                let _no_claims = net.hold_claims().await;
                 if !net.withdraw_block(block).await {
                     continue;
                 }
@@ -51,14 +54,25 @@ impl<S: Store> Agent<S> {
                         self.metrics.block_returned();
                     }
                     Err(e) => {
-                        tracing::warn!(%network, %block, error = %e,
-                            "could not return an empty block; keeping it");
-                        net.restore_block(block).await;
+                        // The delete may have gone through all the same: allocate from the block
+                        // again only if the store says it is still this node's.
+                        let still_ours = self.holds(block).await.unwrap_or(false);
+                        tracing::warn!(%network, %block, error = %e, still_ours,
+                            "could not return an empty block");
+                        if still_ours {
+                            net.restore_block(block).await;
+                        }
                         empty.restart(&(network, block));
                     }
                 }
             }
         }
+    }
+
+    /// Whether the store says `block` is this node's.
+    async fn holds(&self, block: IpNet) -> Result<bool, StoreError> {
+        let held = typed::get::<BlockRecord>(&self.store, &block_name(block)).await?;
+        Ok(held.is_some_and(|b| b.value.node == self.config.node_name))
     }
 
     /// Deletes this node's claim on `block`, if it is still this node's.

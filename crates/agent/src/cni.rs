@@ -247,7 +247,7 @@ impl<S: Store> Agent<S> {
             .and_then(|()| Ok(strait_dataplane::fault::inject("after-persist")?));
         if let Err(e) = may_go_on {
             if fresh {
-                self.forget(&key).await?;
+                self.forget_after_failure(&key).await;
             }
             return Err(e);
         }
@@ -283,7 +283,7 @@ impl<S: Store> Agent<S> {
             }
             Err(e) => {
                 if fresh {
-                    self.forget(&key).await?;
+                    self.forget_after_failure(&key).await;
                 }
                 Err(e)
             }
@@ -300,15 +300,20 @@ impl<S: Store> Agent<S> {
         let Some(a) = self.registry.get(&key) else {
             return self.release(&key).await;
         };
-        if !a.releasing {
-            persist(
+        if !a.releasing
+            && let Err(e) = persist(
                 &self.registry,
                 &Attachment {
                     releasing: true,
                     ..a
                 },
             )
-            .await?;
+            .await
+        {
+            // A full or read-only disk: release now, as DEL always must.
+            tracing::warn!(container_id = %key.container_id, error = %e,
+                "cannot record the release; releasing before answering");
+            return self.release(&key).await;
         }
         let agent = Arc::clone(self);
         tokio::spawn(async move {
@@ -380,6 +385,15 @@ impl<S: Store> Agent<S> {
             let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
             net.release(&addresses).await;
             tracing::info!(%veth, ?addresses, "released quarantined addresses");
+        }
+    }
+
+    /// Drops the record of an ADD that failed; a failure to do so is logged, the ADD's own error
+    /// being the one to answer (the record then waits for the runtime's DEL or a GC).
+    async fn forget_after_failure(&self, key: &AttachmentKey) {
+        if let Err(e) = self.forget(key).await {
+            tracing::warn!(container_id = %key.container_id, error = %e,
+                "could not drop the record of a failed ADD");
         }
     }
 

@@ -275,6 +275,12 @@ impl NetworkState {
         empty
     }
 
+    /// Holds off block claims (for the time a block is being given back, so that no request
+    /// takes it as still this node's meanwhile).
+    pub async fn hold_claims(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.claiming.lock().await
+    }
+
     /// Stops allocating from `block` if it is still empty; whether it did.
     pub async fn withdraw_block(&self, block: IpNet) -> bool {
         self.allocator.lock().await.remove_empty(block)

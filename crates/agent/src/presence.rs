@@ -4,8 +4,9 @@
 //! the agent puts the record back, unless it has left the cluster. A Kubernetes Node that is
 //! gone stays gone (only its kubelet registers it again; the record follows when it does). A
 //! node that returns claims its address blocks again: while it was deleted the other nodes may
-//! have taken them back, and if one of them now holds a block this node used, the agent stops
-//! so that it starts afresh with blocks (and a VTEP) of its own.
+//! have taken them back, and if one of them now holds a block this node used, the agent stops;
+//! started again it takes blocks (and a VTEP) of its own, and stays not ready while pods still
+//! hold addresses of the lost block (see [`crate::recovery`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,6 +65,7 @@ impl<S: Store> Agent<S> {
     /// another node holds one.
     async fn claim_held_blocks(&self) {
         let node = &self.config.node_name;
+        let mut pause = MIN_INTERVAL;
         for (name, network) in &self.networks {
             loop {
                 match network.claim_held(&self.store, node).await {
@@ -80,7 +82,8 @@ impl<S: Store> Agent<S> {
                     }
                     Err(e) => {
                         tracing::warn!(network = %name, error = %e, "cannot claim this node's blocks again; retrying");
-                        tokio::time::sleep(MIN_INTERVAL).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_INTERVAL);
                     }
                 }
             }

@@ -181,6 +181,13 @@ impl<S: Store> Agent<S> {
                 "{attached} pod attachment(s) remain on this node: delete them (or let the runtime run CNI GC) first"
             ));
         }
+        let quarantined = self.recovery.quarantined().len();
+        if quarantined > 0 {
+            return Err(format!(
+                "{quarantined} host veth(s) without a record still carry pod addresses (straitctl \
+                 status lists them): delete their pods (or let the runtime run CNI GC) first"
+            ));
+        }
         let _exclusive = self.kernel.lock().await;
         self.tasks.wind_down();
         self.left.store(true, Ordering::SeqCst);

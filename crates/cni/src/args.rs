@@ -23,9 +23,14 @@ impl CniArgs {
             }
             map.insert(k.to_string(), v.to_string());
         }
-        let args = CniArgs(map);
+        Ok(CniArgs(map))
+    }
+
+    /// Checks the pod identity an ADD stores (a DEL or CHECK of an attachment stored under any
+    /// name must still work).
+    pub fn check_pod_identity(&self) -> Result<(), String> {
         for key in ["K8S_POD_NAMESPACE", "K8S_POD_NAME"] {
-            if let Some(value) = args.get(key)
+            if let Some(value) = self.get(key)
                 && !is_name(value)
             {
                 return Err(format!(
@@ -34,14 +39,14 @@ impl CniArgs {
                 ));
             }
         }
-        if let Some(uid) = args.get("K8S_POD_UID")
+        if let Some(uid) = self.get("K8S_POD_UID")
             && !(uid.len() <= 64 && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         {
             return Err(format!(
                 "CNI_ARGS K8S_POD_UID {uid:?} is not a Kubernetes UID"
             ));
         }
-        Ok(args)
+        Ok(())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -103,7 +108,10 @@ mod tests {
             "K8S_POD_NAMESPACE=default;K8S_POD_NAME=",
             "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x;K8S_POD_UID=a/b",
         ] {
-            let err = CniArgs::parse(bad).unwrap_err();
+            let err = CniArgs::parse(bad)
+                .unwrap()
+                .check_pod_identity()
+                .unwrap_err();
             assert!(err.contains("K8S_POD_"), "{bad}: {err}");
         }
         for good in [
@@ -111,7 +119,10 @@ mod tests {
             // podman passes the container's name as both.
             "K8S_POD_NAMESPACE=My_App;K8S_POD_NAME=My_App",
         ] {
-            assert!(CniArgs::parse(good).is_ok(), "{good}");
+            assert!(
+                CniArgs::parse(good).unwrap().check_pod_identity().is_ok(),
+                "{good}"
+            );
         }
     }
 }

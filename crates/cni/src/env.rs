@@ -126,6 +126,11 @@ impl Invocation {
         }
         inv.args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())
             .map_err(|e| invalid_env(e, "CNI_ARGS must be KEY=VALUE pairs separated by ';'"))?;
+        if inv.command == Command::Add {
+            inv.args.check_pod_identity().map_err(|e| {
+                invalid_env(e, "the runtime must pass the pod's own namespace and name")
+            })?;
+        }
         Ok(inv)
     }
 }
