@@ -429,6 +429,13 @@ impl<S: Store> Agent<S> {
                 req.invocation.netns.as_deref().unwrap_or("(none)")
             ));
         }
+        problems.extend(
+            self.recovery
+                .conflicts()
+                .into_iter()
+                .filter(|c| c.veth == a.host_veth)
+                .map(|c| format!("address {} cannot be kept: {}", c.address, c.reason)),
+        );
         if let Some(prev) = &req.config.prev_result {
             problems.extend(prev_result_problems(prev, &a));
         }

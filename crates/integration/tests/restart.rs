@@ -201,6 +201,17 @@ fn an_address_in_another_nodes_block_keeps_the_node_unready_until_its_pod_is_del
     let error = refused.err(11);
     assert!(error["msg"].as_str().unwrap().contains(&a1), "{error}");
     assert_eq!(link_names(&p2), ["lo"], "a refused ADD left something");
+    // CHECK of the pod says so too.
+    let check = node.cni(
+        &Env::attachment("CHECK", "c1", &p1.path(), "eth0"),
+        &node.conf("1.0.0"),
+    );
+    assert!(
+        check.err(103)["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be kept")
+    );
     let status_call = Env::default()
         .set("CNI_COMMAND", "STATUS")
         .set("CNI_PATH", "/opt/cni/bin");
