@@ -85,6 +85,26 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Polls `check` (every 10 ms) until it holds and returns how long that took; panics, saying
+/// what was awaited and what `detail` tells then, after `limit`.
+pub fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not within {limit:?}\n{}",
+            detail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
 /// Runs a command and returns its output; panics if it cannot start.
 pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)

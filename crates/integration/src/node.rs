@@ -331,15 +331,17 @@ impl Node {
 
     /// Waits (at most 10 s) until no attachment `which` picks is listed any more.
     pub fn wait_released(&self, which: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pods = self.ctl(&["pods"]);
-            if !pods.as_array().is_some_and(|all| all.iter().any(&which)) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never released: {pods}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let listed = || self.ctl(&["pods"]);
+        crate::wait_until(
+            "the release",
+            Duration::from_secs(10),
+            || {
+                !listed()
+                    .as_array()
+                    .is_some_and(|all| all.iter().any(&which))
+            },
+            || listed().to_string(),
+        );
     }
 
     /// ADDs and DELs a throwaway pod so the node holds its first block: block claims are node

@@ -1,11 +1,12 @@
 //! A node gives back the blocks it no longer uses: a block empty for the grace period returns to
 //! its pool, in the store too; the block holding the VTEP stays; a later pod claims a block again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_integration::cni::address;
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
+use strait_integration::wait_until;
 
 fn held(node: &Node) -> Vec<String> {
     node.ctl(&["status"])["networks"][0]["blocks"]
@@ -40,11 +41,12 @@ fn an_empty_block_goes_back_to_its_pool_and_the_vteps_block_stays() {
     assert_eq!(held(&node), ["10.244.0.0/30", "10.244.0.4/30"]);
     node.del("c3", &pods[3]);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while held(&node).len() > 1 {
-        assert!(Instant::now() < deadline, "{}", node.agent_log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the empty block's return",
+        Duration::from_secs(30),
+        || held(&node).len() == 1,
+        || node.agent_log(),
+    );
     assert_eq!(held(&node), ["10.244.0.0/30"]);
     assert_eq!(
         claims(&node),

@@ -520,15 +520,12 @@ fn a_deleted_node_keeps_its_blocks_while_pods_are_bound_to_it_and_restarts_if_th
     );
     // Unless node 1 released the gone pod before it stopped, its record still holds an address
     // of the lost block: the node takes no pod until the orphan sweep has released it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cluster.nodes[1].ctl(&["status"])["ready"] != true {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node 1 never became ready:\n{}",
-            cluster.nodes[1].agent_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    strait_integration::wait_until(
+        "node 1 ready",
+        Duration::from_secs(30),
+        || cluster.nodes[1].ctl(&["status"])["ready"] == true,
+        || cluster.nodes[1].agent_log(),
+    );
     let b = cluster.pod(1);
     cluster.wait_converged(Duration::from_secs(20));
     assert!(ping(&a.ns, &b.ip), "{}", cluster.nodes[1].agent_log());

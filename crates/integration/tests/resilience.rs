@@ -3,7 +3,7 @@
 //! no packet; an etcd outage stops nothing that runs, and everything converges when it returns.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_integration::cluster::{Backend, Cluster};
 use strait_integration::inspect::ip_json;
@@ -12,12 +12,7 @@ use strait_integration::traffic::ping;
 
 /// Polls `check` until it holds; returns how long that took. Panics after `limit`.
 fn time_until(what: &str, limit: Duration, check: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    started.elapsed()
+    strait_integration::wait_until(what, limit, check, String::new)
 }
 
 fn lines(ns: &TestNetns, program: &str, args: &[&str]) -> String {

@@ -241,11 +241,12 @@ fn a_release_a_crash_interrupted_is_finished_by_the_next_start() {
         &node.conf("1.0.0"),
     )
     .ok();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !node.agent_log().contains("could not finish releasing") {
-        assert!(std::time::Instant::now() < deadline, "{}", node.agent_log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    strait_integration::wait_until(
+        "the failed release",
+        std::time::Duration::from_secs(30),
+        || node.agent_log().contains("could not finish releasing"),
+        || node.agent_log(),
+    );
     let pods = node.ctl(&["pods"]);
     assert_eq!(pods[0]["releasing"], true, "{pods}");
     // Its address stays taken while its device still carries it.

@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use strait_integration::bin;
 use strait_integration::cni::{Env, address};
 use strait_integration::inspect::{Snapshot, link_names};
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
+use strait_integration::{bin, wait_until};
 
 /// What the agent logs when an ADD needs a block from the store.
 const CLAIMING: &str = "claiming a block";
@@ -34,15 +34,12 @@ fn hold_store_lock(store: &Path) -> File {
 
 /// Waits until the node's agent has logged `line` `times` times.
 fn wait_logged(node: &Node, line: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.agent_log().matches(line).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "straitd never logged {line:?}:\n{}",
-            node.agent_log()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("straitd logging {line:?}"),
+        Duration::from_secs(30),
+        || node.agent_log().matches(line).count() >= times,
+        || node.agent_log(),
+    );
 }
 
 /// Runs `f` on a thread and waits for it, at most `limit`; `None` if it was still running.
