@@ -21,7 +21,8 @@ use strait_netlink::{Netlink, TABLE_MAIN};
 use strait_netns::Netns;
 use strait_store::{BlockRecord, Kind, NodeRecord, Vtep, etcd_key};
 
-const POOL: &str = "10.64.0.0/10";
+/// Clear of the test nodes' service range (10.96.0.0/12).
+const POOL: &str = "10.128.0.0/10";
 const DEVICE: &str = "strait.4096";
 const JOINS: u32 = 20;
 
@@ -35,7 +36,7 @@ struct Peer {
 }
 
 fn peer(i: u32) -> Peer {
-    let block_start = u32::from(Ipv4Addr::new(10, 64, 0, 0)) + i * 64;
+    let block_start = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 64;
     let [_, b, c, d] = i.to_be_bytes();
     Peer {
         name: format!("peer-{i}"),

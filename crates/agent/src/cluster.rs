@@ -51,48 +51,45 @@ impl ClusterCache {
     /// backends report status updates, changes nothing and costs no reconcile pass).
     fn apply(&self, kind: Kind, event: WatchEvent) -> bool {
         let mut guard = self.view.write().expect("not poisoned");
-        let changed = match (kind, &event) {
-            (Kind::Node, WatchEvent::Reset(_)) | (Kind::IpBlock, WatchEvent::Reset(_)) => true,
-            (Kind::Node, WatchEvent::Put(v)) => match node(v.clone()) {
-                Some((name, peer)) => guard.nodes.get(&name) != Some(&peer),
-                None => false,
-            },
-            (Kind::Node, WatchEvent::Delete(name)) => guard.nodes.contains_key(name),
-            (Kind::IpBlock, WatchEvent::Put(v)) => match block(v.clone()) {
-                Some((cidr, owner)) => guard.blocks.get(&cidr) != Some(&owner),
-                None => false,
-            },
-            (Kind::IpBlock, WatchEvent::Delete(name)) => guard
-                .blocks
-                .keys()
-                .any(|cidr| strait_ipam::block_name(*cidr) == *name),
-            _ => false,
-        };
-        if !changed {
-            return false;
-        }
-        let view = Arc::make_mut(&mut guard);
         match (kind, event) {
             (Kind::Node, WatchEvent::Reset(all)) => {
-                view.nodes = all.into_iter().filter_map(node).collect();
+                Arc::make_mut(&mut guard).nodes = all.into_iter().filter_map(node).collect();
                 self.nodes_synced.store(true, Ordering::SeqCst);
-            }
-            (Kind::Node, WatchEvent::Put(v)) => view.nodes.extend(node(v)),
-            (Kind::Node, WatchEvent::Delete(name)) => {
-                view.nodes.remove(&name);
+                true
             }
             (Kind::IpBlock, WatchEvent::Reset(all)) => {
-                view.blocks = all.into_iter().filter_map(block).collect();
+                Arc::make_mut(&mut guard).blocks = all.into_iter().filter_map(block).collect();
                 self.blocks_synced.store(true, Ordering::SeqCst);
+                true
             }
-            (Kind::IpBlock, WatchEvent::Put(v)) => view.blocks.extend(block(v)),
+            (Kind::Node, WatchEvent::Put(v)) => match node(v) {
+                Some((name, peer)) if guard.nodes.get(&name) != Some(&peer) => {
+                    Arc::make_mut(&mut guard).nodes.insert(name, peer);
+                    true
+                }
+                _ => false,
+            },
+            (Kind::IpBlock, WatchEvent::Put(v)) => match block(v) {
+                Some((cidr, owner)) if guard.blocks.get(&cidr) != Some(&owner) => {
+                    Arc::make_mut(&mut guard).blocks.insert(cidr, owner);
+                    true
+                }
+                _ => false,
+            },
+            (Kind::Node, WatchEvent::Delete(name)) => {
+                guard.nodes.contains_key(&name)
+                    && Arc::make_mut(&mut guard).nodes.remove(&name).is_some()
+            }
             (Kind::IpBlock, WatchEvent::Delete(name)) => {
-                view.blocks
-                    .retain(|cidr, _| strait_ipam::block_name(*cidr) != name);
+                let cidr = guard
+                    .blocks
+                    .keys()
+                    .find(|cidr| strait_ipam::block_name(**cidr) == name)
+                    .copied();
+                cidr.is_some_and(|c| Arc::make_mut(&mut guard).blocks.remove(&c).is_some())
             }
-            _ => {}
+            _ => false,
         }
-        true
     }
 }
 
