@@ -1,5 +1,5 @@
-//! The CNI commands as the agent carries them out. ADD persists the attachment before touching
-//! the kernel and undoes everything if a step fails; DEL and GC release even when the netns is
+//! The CNI commands as the agent carries them out. ADD persists the attachment while it builds
+//! the pod's network and undoes both if either fails; DEL and GC release even when the netns is
 //! gone; CHECK reports every difference it finds.
 
 use std::collections::HashSet;
@@ -80,7 +80,11 @@ fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
 
 async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentError> {
     let (registry, a) = (Arc::clone(registry), a.clone());
-    blocking(move || Ok(registry.put(&a)?)).await
+    blocking(move || {
+        strait_dataplane::fault::inject("persist")?;
+        Ok(registry.put(&a)?)
+    })
+    .await
 }
 
 impl<S: Store> Agent<S> {
@@ -232,27 +236,19 @@ impl<S: Store> Agent<S> {
                 (a, true)
             }
         };
-        let persisted = match caller.check() {
-            Ok(()) => persist(&self.registry, &attachment).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = persisted {
+        if let Err(e) = caller.check() {
             if fresh {
                 net.release(&attachment.addresses).await;
             }
             return Err(e);
         }
-        let may_go_on = caller
-            .check()
-            .and_then(|()| Ok(strait_dataplane::fault::inject("after-persist")?));
-        if let Err(e) = may_go_on {
-            if fresh {
-                self.forget_after_failure(&key).await;
-            }
-            return Err(e);
-        }
+        // The record is written while the veth pair is created; no address reaches the kernel
+        // before the record is durable, so after a crash every address a device carries has its
+        // record (a veth without one carries none, and goes with its DEL or a GC). The ADD
+        // waits for the slower of the two instead of their sum.
+        let (written, record_written) = std::sync::mpsc::sync_channel::<bool>(1);
         let plan = plan_of(&attachment);
-        let built = blocking(move || {
+        let kernel = blocking(move || {
             let mut host = host_netlink()?;
             if !fresh {
                 if check_pod(&mut host, &plan, Some(&ns))?.is_empty()
@@ -262,9 +258,31 @@ impl<S: Store> Agent<S> {
                 }
                 delete_pod(&mut host, &plan.host_veth)?;
             }
-            Ok(add_pod(&mut host, &plan, &ns)?)
-        })
-        .await;
+            Ok(add_pod(&mut host, &plan, &ns, || {
+                match record_written.recv() {
+                    Ok(true) => Ok(()),
+                    _ => Err(DataplaneError::Stopped(
+                        "its record could not be written".into(),
+                    )),
+                }
+            })?)
+        });
+        let record = async {
+            let persisted = persist(&self.registry, &attachment).await;
+            let _ = written.send(persisted.is_ok());
+            persisted
+        };
+        let (persisted, built) = tokio::join!(record, kernel);
+        let built = match persisted {
+            Ok(()) => built,
+            // A repeated ADD keeps its earlier record, and the pod its network.
+            Err(e) => {
+                if fresh {
+                    net.release(&attachment.addresses).await;
+                }
+                return Err(e);
+            }
+        };
         match built {
             Ok(_) if fresh && caller.is_gone() => {
                 self.release(&key).await?;

@@ -93,12 +93,17 @@ impl Recovery {
         ))
     }
 
-    /// The veths whose quarantined addresses lie in `network`'s pools.
+    /// The veths whose quarantined addresses lie in `network`'s pools, and those that carry no
+    /// address at all (an ADD cut short before its record was written leaves one; it carries no
+    /// traffic, and the first GC that does not list it removes it).
     pub fn quarantined_in(&self, network: &str) -> Vec<String> {
-        self.lock()
-            .quarantined
+        let held = self.lock();
+        held.quarantined
             .values()
-            .filter(|q| q.network.as_deref() == Some(network))
+            .filter(|q| match &q.network {
+                Some(n) => n == network,
+                None => q.addresses.is_empty() && !held.conflicts.iter().any(|c| c.veth == q.veth),
+            })
             .map(|q| q.veth.clone())
             .collect()
     }
@@ -304,9 +309,33 @@ mod tests {
             "{why}"
         );
         assert_eq!(recovery.quarantined_in("n"), vec!["sta".to_string()]);
+        assert!(recovery.quarantined_in("m").is_empty());
         assert!(recovery.forget("stb").is_none());
         assert_eq!(recovery.forget("sta").unwrap().addresses.len(), 1);
         assert_eq!(recovery.not_ready(), None);
         assert!(recovery.quarantined().is_empty());
+    }
+
+    #[test]
+    fn a_veth_carrying_nothing_goes_to_any_networks_gc_unless_it_is_in_conflict() {
+        let recovery = Recovery::default();
+        for veth in ["ste", "stf"] {
+            recovery.lock().quarantined.insert(
+                veth.into(),
+                Quarantined {
+                    veth: veth.into(),
+                    network: None,
+                    addresses: vec![],
+                },
+            );
+        }
+        recovery.lock().conflicts.push(Conflict {
+            veth: "stf".into(),
+            address: "192.0.2.1".parse().unwrap(),
+            holder: "a pod without a readable record".into(),
+            reason: "no configured network has a pool with this address".into(),
+        });
+        assert_eq!(recovery.quarantined_in("n"), vec!["ste".to_string()]);
+        assert_eq!(recovery.quarantined_in("m"), vec!["ste".to_string()]);
     }
 }

@@ -16,6 +16,8 @@ pub enum DataplaneError {
     },
     #[error(transparent)]
     Netlink(NetlinkError),
+    #[error("the pod's network was not finished: {0}")]
+    Stopped(String),
     #[error("a fault was injected {0} (STRAIT_FAULT)")]
     Injected(&'static str),
 }

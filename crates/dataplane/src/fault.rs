@@ -4,14 +4,9 @@
 
 use crate::error::DataplaneError;
 
-/// The steps of an ADD where a fault can be injected, in order.
-pub const STEPS: [&str; 5] = [
-    "after-persist",
-    "after-veth",
-    "after-address",
-    "after-route",
-    "after-neighbour",
-];
+/// The steps of an ADD where a fault can be injected: writing the record (concurrent with the
+/// kernel work), then the kernel work's steps in order.
+pub const STEPS: [&str; 4] = ["persist", "after-veth", "after-pod-side", "after-host-side"];
 
 /// Fails with [`DataplaneError::Injected`] when `STRAIT_FAULT` names `step` (debug builds).
 pub fn inject(step: &'static str) -> Result<(), DataplaneError> {

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use strait_netlink::{Link, MacAddr, Netlink, NetlinkError, Route, Scope, TABLE_MAIN};
+use strait_netlink::{
+    Link, MacAddr, Neighbour, Netlink, NetlinkError, Route, Scope, TABLE_MAIN, add_address_request,
+};
 use strait_netns::Netns;
 
 use crate::error::DataplaneError;
@@ -24,7 +26,7 @@ pub struct PodPlan {
     pub mtu: u32,
 }
 
-/// The two ends as the kernel reports them after setup.
+/// The two ends as the kernel reported them once created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLinks {
     pub host: Link,
@@ -76,21 +78,26 @@ fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
     })
 }
 
-/// Builds the pod's network. On failure, everything created so far is removed again.
-pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLinks, DataplaneError> {
+/// Builds the pod's network. On failure, everything created so far is removed again. The host
+/// end is created up; each side's link, addresses, neighbour and routes then go in one
+/// pipelined write. `before_addresses` runs once the veth pair exists and before any address
+/// reaches the kernel; its error stops and undoes the build.
+pub fn add_pod(
+    host: &mut Netlink,
+    plan: &PodPlan,
+    ns: &Netns,
+    before_addresses: impl FnOnce() -> Result<(), DataplaneError>,
+) -> Result<PodLinks, DataplaneError> {
     let mut pod = Netlink::in_netns(ns)?;
-    let taken = || DataplaneError::IfnameTaken {
-        ifname: plan.ifname.clone(),
-        netns: plan.netns.display().to_string(),
-    };
-    if pod.link_by_name(&plan.ifname)?.is_some() {
-        return Err(taken());
-    }
-    // Left by an interrupted earlier attempt for this same attachment (the name is its hash).
+    // Left by an interrupted earlier attempt for this same attachment (the name is its hash);
+    // once it is gone, only the pod's interface name can be taken.
     host.delete_link(&plan.host_veth)?;
     host.add_veth(&plan.host_veth, &plan.ifname, ns, plan.mtu)
         .map_err(|e| match e {
-            e if e.is_exists() => taken(),
+            e if e.is_exists() => DataplaneError::IfnameTaken {
+                ifname: plan.ifname.clone(),
+                netns: plan.netns.display().to_string(),
+            },
             e if e.is_unsupported() => DataplaneError::KernelFeatureMissing {
                 what: "veth interfaces",
                 source: e,
@@ -108,33 +115,44 @@ pub fn add_pod(host: &mut Netlink, plan: &PodPlan, ns: &Netns) -> Result<PodLink
     let pod_link = must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?;
     let host_mac = host_link.mac.ok_or_else(|| no_mac(&plan.host_veth))?;
     let pod_mac = pod_link.mac.ok_or_else(|| no_mac(&plan.ifname))?;
+    before_addresses()?;
 
-    for address in &plan.addresses {
-        pod.add_address(pod_link.index, *address)?;
-    }
-    fault::inject("after-address")?;
-    pod.set_link_up(pod_link.index)?;
-    pod.set_permanent_neighbour(pod_link.index, IpAddr::V4(GATEWAY_V4), host_mac)?;
-    for r in plan.pod_routes(pod_link.index) {
-        pod.add_route(&r)?;
-    }
+    let mut pod_side = vec![Link::up_request(pod_link.index)];
+    pod_side.extend(
+        plan.addresses
+            .iter()
+            .map(|a| add_address_request(pod_link.index, *a)),
+    );
+    pod_side.push(Neighbour::set_request(
+        pod_link.index,
+        IpAddr::V4(GATEWAY_V4),
+        host_mac,
+    ));
+    pod_side.extend(
+        plan.pod_routes(pod_link.index)
+            .iter()
+            .map(Route::add_request),
+    );
+    pod.send_all(pod_side)?;
+    fault::inject("after-pod-side")?;
 
-    let host = undo.ctx();
-    host.set_link_up(host_link.index)?;
-    for r in plan.host_routes(host_link.index) {
-        host.add_route(&r)?;
-    }
-    fault::inject("after-route")?;
-    for address in &plan.addresses {
-        host.set_permanent_neighbour(host_link.index, address.addr(), pod_mac)?;
-    }
-    fault::inject("after-neighbour")?;
-    let links = PodLinks {
-        host: must_exist(host.link_by_name(&plan.host_veth)?, &plan.host_veth)?,
-        pod: must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?,
-    };
+    let host_side = plan
+        .host_routes(host_link.index)
+        .iter()
+        .map(Route::add_request)
+        .chain(
+            plan.addresses
+                .iter()
+                .map(|a| Neighbour::set_request(host_link.index, a.addr(), pod_mac)),
+        )
+        .collect();
+    undo.ctx().send_all(host_side)?;
+    fault::inject("after-host-side")?;
     undo.commit();
-    Ok(links)
+    Ok(PodLinks {
+        host: host_link,
+        pod: pod_link,
+    })
 }
 
 fn no_mac(name: &str) -> DataplaneError {

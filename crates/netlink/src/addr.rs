@@ -8,7 +8,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::NetlinkError;
-use crate::socket::Netlink;
+use crate::socket::{Netlink, Request};
 
 pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
@@ -18,22 +18,27 @@ pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
     }
 }
 
+/// Adds `address` (with its prefix length) to link `index`; adding it again is not an error.
+pub fn add_address_request(index: u32, address: IpNet) -> Request {
+    let mut m = AddressMessage::default();
+    m.header.family = family_of(address.addr());
+    m.header.prefix_len = address.prefix_len();
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Address(address.addr()));
+    if address.addr().is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(address.addr()));
+    }
+    Request::route(
+        RouteNetlinkMessage::NewAddress(m),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        format!("add address {address} to link {index}"),
+    )
+}
+
 impl Netlink {
     /// Adds `address` (with its prefix length) to the link; adding it again is not an error.
     pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<(), NetlinkError> {
-        let mut m = AddressMessage::default();
-        m.header.family = family_of(address.addr());
-        m.header.prefix_len = address.prefix_len();
-        m.header.index = index;
-        m.attributes.push(AddressAttribute::Address(address.addr()));
-        if address.addr().is_ipv4() {
-            m.attributes.push(AddressAttribute::Local(address.addr()));
-        }
-        self.ack(
-            RouteNetlinkMessage::NewAddress(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("add address {address} to link {index}"),
-        )
+        self.send_request(add_address_request(index, address))
     }
 
     /// The addresses on link `index`, with their prefix lengths.

@@ -12,6 +12,7 @@ mod nexthop;
 mod route;
 mod socket;
 
+pub use addr::add_address_request;
 pub use error::NetlinkError;
 pub use fdb::FdbEntry;
 pub use link::{Link, MacAddr, Vxlan, VxlanSpec};

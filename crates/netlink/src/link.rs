@@ -12,7 +12,7 @@ use netlink_packet_route::link::{
 };
 
 use crate::error::NetlinkError;
-use crate::socket::Netlink;
+use crate::socket::{Netlink, Request};
 use strait_netns::Netns;
 
 /// An Ethernet address.
@@ -100,6 +100,19 @@ fn vxlan_of(data: &[InfoVxlan]) -> Vxlan {
 }
 
 impl Link {
+    /// Brings link `index` up.
+    pub fn up_request(index: u32) -> Request {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        Request::route(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            format!("set link {index} up"),
+        )
+    }
+
     fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             index: m.header.index,
@@ -164,8 +177,9 @@ impl Netlink {
         Ok(links_in(answers))
     }
 
-    /// Creates a veth pair: `name` here and `peer_name` directly inside `peer_ns`, both with `mtu`
-    /// and both down. Fails with EEXIST if either name is taken.
+    /// Creates a veth pair: `name` here, up, and `peer_name` directly inside `peer_ns`, down (the
+    /// kernel cannot open a peer before the pair is linked), both with `mtu`. Fails with EEXIST
+    /// if either name is taken.
     pub fn add_veth(
         &mut self,
         name: &str,
@@ -180,6 +194,8 @@ impl Netlink {
             LinkAttribute::NetNsFd(peer_ns.fd().as_raw_fd()),
         ];
         let mut m = LinkMessage::default();
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
         m.attributes = vec![
             LinkAttribute::IfName(name.to_string()),
             LinkAttribute::Mtu(mtu),
@@ -241,13 +257,7 @@ impl Netlink {
     }
 
     pub fn set_link_up(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.flags = LinkFlags::Up;
-        m.header.change_mask = LinkFlags::Up;
-        self.ack(RouteNetlinkMessage::SetLink(m), 0, || {
-            format!("set link {index} up")
-        })
+        self.send_request(Link::up_request(index))
     }
 
     /// Deletes a link; a link that is already gone is not an error.

@@ -142,6 +142,15 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 impl Route {
+    /// Adds the route; fails with EEXIST if one with the same destination is there.
+    pub fn add_request(&self) -> Request {
+        Request::route(
+            RouteNetlinkMessage::NewRoute(self.to_message()),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add route {self:?}"),
+        )
+    }
+
     /// Adds the route or replaces the one with the same destination.
     pub fn replace_request(&self) -> Request {
         Request::route(
@@ -165,11 +174,7 @@ impl Route {
 impl Netlink {
     /// Adds a route; fails with EEXIST if one with the same destination is there.
     pub fn add_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
-        self.ack(
-            RouteNetlinkMessage::NewRoute(route.to_message()),
-            NLM_F_CREATE | NLM_F_EXCL,
-            || format!("add route {route:?}"),
-        )
+        self.send_request(route.add_request())
     }
 
     /// The route the kernel would use to reach `dst` (a FIB lookup), if any.

@@ -69,8 +69,13 @@ impl Netlink {
 
     /// Sends one prepared change and waits for its ACK.
     pub fn send_request(&mut self, request: Request) -> Result<(), NetlinkError> {
-        let mut results = self.batch(vec![request]);
-        results.pop().expect("one result per request")
+        self.send_all(vec![request])
+    }
+
+    /// Sends changes that belong together, pipelined and applied in order, and returns the
+    /// first failure (the kernel still tries the ones after it).
+    pub fn send_all(&mut self, requests: Vec<Request>) -> Result<(), NetlinkError> {
+        self.batch(requests).into_iter().collect()
     }
 
     /// Dumps objects netlink-packet-route does not model: sends `message_type` with `payload`
