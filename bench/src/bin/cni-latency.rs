@@ -10,7 +10,6 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,9 +30,10 @@ struct Subject {
     cni_path: String,
 }
 
-/// Runs one CNI command of `subject` from inside `node` and returns how long it took.
-fn call(subject: &Subject, node: &Netns, command: &str, id: &str, pod: &TestNetns) -> Duration {
-    let node_fd = node.fd().as_raw_fd();
+/// Runs one CNI command of `subject` and returns how long it took. The calling thread is inside
+/// the node's namespace; the plugin is started the way runtimes start one (posix_spawn, a
+/// vfork: nothing of the caller's memory is copied), so its start costs what it costs there.
+fn call(subject: &Subject, command: &str, id: &str, pod: &TestNetns) -> Duration {
     let mut c = Command::new(&subject.plugin);
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -45,15 +45,6 @@ fn call(subject: &Subject, node: &Netns, command: &str, id: &str, pod: &TestNetn
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe; the child enters the node's namespace before exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(node_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let started = Instant::now();
     let mut child = c.spawn().expect("plugin starts");
     child
@@ -79,6 +70,18 @@ struct Run {
     del: Vec<Duration>,
 }
 
+/// Moves the calling thread (only it: a namespace is per thread) into `node`.
+fn enter(node: &Netns) {
+    // SAFETY: setns on a descriptor we own, for this thread alone.
+    let entered = unsafe { libc::setns(node.fd().as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        entered,
+        0,
+        "entering the node's namespace: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// ADDs then DELs `pods` with `callers` parallel callers, timing every call.
 fn measure(subject: &Subject, node: &Netns, pods: &[TestNetns], callers: usize, tag: &str) -> Run {
     let timed = |command: &str| -> Vec<Duration> {
@@ -88,12 +91,11 @@ fn measure(subject: &Subject, node: &Netns, pods: &[TestNetns], callers: usize, 
                 .enumerate()
                 .map(|(w, chunk)| {
                     s.spawn(move || {
+                        enter(node);
                         chunk
                             .iter()
                             .enumerate()
-                            .map(|(i, pod)| {
-                                call(subject, node, command, &format!("{tag}-{w}-{i}"), pod)
-                            })
+                            .map(|(i, pod)| call(subject, command, &format!("{tag}-{w}-{i}"), pod))
                             .collect::<Vec<_>>()
                     })
                 })
