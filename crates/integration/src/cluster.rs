@@ -77,8 +77,9 @@ impl Cluster {
             Backend::Embedded => {}
             Backend::Etcd => cluster.etcd = Some(Etcd::start_in(&cluster.fabric.ns, &address)),
             Backend::Kubernetes => {
-                let cp = ControlPlane::start_in(&cluster.fabric.ns, &address);
+                let mut cp = ControlPlane::start_in(&cluster.fabric.ns, &address);
                 cp.apply_crds();
+                cp.start_garbage_collector();
                 cluster.control_plane = Some(cp);
             }
         }

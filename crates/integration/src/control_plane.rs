@@ -192,19 +192,33 @@ impl ControlPlane {
             ))
             .arg(format!("--root-ca-file={}", d("ca.crt")))
             .arg("--use-service-account-credentials=false");
-        for (mut command, log) in [
-            (scheduler, "scheduler.log"),
-            (manager, "controller-manager.log"),
-        ] {
-            let log = std::fs::File::create(self.dir.join(log)).unwrap();
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("the Kubernetes controllers start");
-            self.controllers.push(child);
-        }
+        self.spawn_controller(scheduler, "scheduler.log");
+        self.spawn_controller(manager, "controller-manager.log");
+    }
+
+    /// Starts only the controller manager's garbage collector (what deletes a node's StraitNode
+    /// with its Node), serving no port, so that several can run beside each other.
+    pub fn start_garbage_collector(&mut self) {
+        let mut manager = self.command(&kube_binary("kube-controller-manager"));
+        manager.args([
+            &format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--leader-elect=false",
+            "--controllers=garbagecollector",
+            "--port=0",
+            "--secure-port=0",
+        ]);
+        self.spawn_controller(manager, "garbage-collector.log");
+    }
+
+    fn spawn_controller(&mut self, mut command: Command, log: &str) {
+        let log = std::fs::File::create(self.dir.join(log)).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the Kubernetes controllers start");
+        self.controllers.push(child);
     }
 
     /// `kubectl --kubeconfig ... ARGS` to run where the control plane is reachable.
@@ -256,6 +270,7 @@ impl ControlPlane {
             "wait",
             "--for=condition=established",
             "--timeout=60s",
+            "crd/straitnodes.strait.io",
             "crd/ippools.strait.io",
             "crd/ipblocks.strait.io",
         ]);

@@ -1,11 +1,12 @@
 //! The Kubernetes backend against a real kube-apiserver: the contract every backend meets, node
-//! records as Node annotations, and watches that survive an apiserver restart and a 410 Gone.
+//! records as StraitNodes owned by their Nodes, and watches that survive an apiserver restart and
+//! a 410 Gone.
 
 use std::time::Duration;
 
 use serde_json::json;
 use strait_integration::control_plane::ControlPlane;
-use strait_store::{Kind, KubeStore, NODE_ANNOTATION, Store, StoreError, Watch, WatchEvent};
+use strait_store::{Kind, KubeStore, Store, StoreError, Watch, WatchEvent};
 
 /// A well-formed block record.
 fn block(n: u32) -> serde_json::Value {
@@ -55,21 +56,21 @@ fn kube_store_meets_the_contract() {
         let store = KubeStore::connect(Some(&cp.kubeconfig)).await.unwrap();
         strait_store::contract::run_all(&store).await;
     });
-    // Blocks are custom resources an operator can read with kubectl; node records are annotations.
+    // Records are custom resources an operator can read with kubectl.
     let blocks = cp.kubectl_ok(&["get", "ipblocks.strait.io", "-o", "name"]);
     assert!(
         blocks.contains("ipblock.strait.io/contract-list-a"),
         "{blocks}"
     );
-    let annotation = cp.kubectl_ok(&[
+    let record = cp.kubectl_ok(&[
         "get",
-        "node",
+        "straitnode",
         "contract-live",
         "-o",
-        "jsonpath={.metadata.annotations.strait\\.io/node}",
+        "jsonpath={.spec}",
     ]);
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&annotation).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&record).unwrap(),
         json!({"address": "192.168.0.2", "networks": {}})
     );
 }
@@ -156,13 +157,14 @@ fn watches_survive_an_apiserver_restart_and_a_410_gone() {
 }
 
 #[test]
-fn a_node_record_lives_on_its_node_and_leaves_with_it() {
-    let cp = control_plane();
+fn a_node_record_is_a_straitnode_owned_by_its_node_and_leaves_with_it() {
+    let mut cp = control_plane();
+    cp.start_garbage_collector();
     let rt = runtime();
     let store = rt
         .block_on(KubeStore::connect(Some(&cp.kubeconfig)))
         .unwrap();
-    // No Node, no record: the store never registers a node itself.
+    // No Node, no record: the store never records a node the kubelet has not registered.
     let unregistered = rt.block_on(store.put_live(
         Kind::Node,
         "worker-1",
@@ -173,6 +175,12 @@ fn a_node_record_lives_on_its_node_and_leaves_with_it() {
         "{unregistered:?}"
     );
     assert!(!cp.kubectl(&["get", "node", "worker-1"]).status.success());
+    assert!(
+        !cp.kubectl(&["get", "straitnode", "worker-1"])
+            .status
+            .success(),
+        "nothing was created"
+    );
     cp.register_node("worker-1");
     rt.block_on(async {
         let mut watch = store.watch(Kind::Node).await.unwrap();
@@ -190,8 +198,7 @@ fn a_node_record_lives_on_its_node_and_leaves_with_it() {
             WatchEvent::Put(_)
         ));
     });
-    // Other fields of the Node change without touching the record; deleting the Node removes it.
-    cp.kubectl_ok(&["label", "node", "worker-1", "role=test"]);
+    // The Node itself is untouched and owns the record.
     let annotations = cp.kubectl_ok(&[
         "get",
         "node",
@@ -199,7 +206,17 @@ fn a_node_record_lives_on_its_node_and_leaves_with_it() {
         "-o",
         "jsonpath={.metadata.annotations}",
     ]);
-    assert!(annotations.contains(NODE_ANNOTATION), "{annotations}");
+    assert!(!annotations.contains("strait.io"), "{annotations}");
+    let node_uid = cp.kubectl_ok(&["get", "node", "worker-1", "-o", "jsonpath={.metadata.uid}"]);
+    let owner = cp.kubectl_ok(&[
+        "get",
+        "straitnode",
+        "worker-1",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].uid}",
+    ]);
+    assert_eq!(owner, format!("Node/{node_uid}"));
+    // Deleting the Node deletes the record (Kubernetes' garbage collector).
     rt.block_on(async {
         let mut watch = store.watch(Kind::Node).await.unwrap();
         let _ = watch.recv().await;

@@ -1,8 +1,9 @@
-//! The Kubernetes backend: IP pools and blocks are cluster-scoped custom resources of group
-//! `strait.io` (the value under `spec`); a node's record is the `strait.io/node` annotation of
-//! its Node object (registered by the kubelet: the store never creates one), so a node deleted
-//! from the API leaves its peers with it. A revision is the
-//! object's `resourceVersion`. Create is create (409 when it exists), update and delete carry the
+//! The Kubernetes backend: every record is a cluster-scoped custom resource of group `strait.io`
+//! (the value under `spec`). A node's record is its StraitNode, named after its Node and owned by
+//! it (an owner reference), so the agent never writes a core Node, the store never records a node
+//! the kubelet has not registered, and Kubernetes' garbage collector deletes the record with its
+//! Node: a node deleted from the API leaves its peers with it. A revision is the object's
+//! `resourceVersion`. Create is create (409 when it exists), update and delete carry the
 //! `resourceVersion` as a precondition, so racing writers get one winner. Watches relist after a
 //! `410 Gone` or an apiserver restart and report that as a fresh listing.
 
@@ -10,9 +11,8 @@ use std::path::Path;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -26,8 +26,6 @@ use crate::{Store, StoreError, Versioned, Watch, WatchEvent, validate_name};
 /// The custom resources' API group and version.
 pub const GROUP: &str = "strait.io";
 pub const VERSION: &str = "v1alpha1";
-/// The Node annotation holding a node's record.
-pub const NODE_ANNOTATION: &str = "strait.io/node";
 const WATCH_BUFFER: usize = 4096;
 /// How long connecting to the API may take before the request fails as unavailable.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -49,20 +47,20 @@ impl std::fmt::Debug for KubeStore {
     }
 }
 
-/// The custom resource a kind is kept as (nodes are not one).
-fn resource(kind: Kind) -> Option<ApiResource> {
+/// The custom resource a kind is kept as.
+fn resource(kind: Kind) -> ApiResource {
     let (kind_name, plural) = match kind {
-        Kind::Node => return None,
+        Kind::Node => ("StraitNode", "straitnodes"),
         Kind::IpPool => ("IPPool", "ippools"),
         Kind::IpBlock => ("IPBlock", "ipblocks"),
     };
-    Some(ApiResource {
+    ApiResource {
         group: GROUP.into(),
         version: VERSION.into(),
         api_version: format!("{GROUP}/{VERSION}"),
         kind: kind_name.into(),
         plural: plural.into(),
-    })
+    }
 }
 
 fn revision_of(resource_version: Option<&String>) -> u64 {
@@ -106,16 +104,6 @@ fn custom(obj: &DynamicObject) -> Versioned<Value> {
         revision: revision_of(obj.metadata.resource_version.as_ref()),
         value: obj.data.get("spec").cloned().unwrap_or(Value::Null),
     }
-}
-
-/// A node's record, if its Node carries one (and it reads as JSON).
-fn node_record(node: &Node) -> Option<Versioned<Value>> {
-    let raw = node.annotations().get(NODE_ANNOTATION)?;
-    Some(Versioned {
-        name: node.name_any(),
-        revision: revision_of(node.metadata.resource_version.as_ref()),
-        value: serde_json::from_str(raw).ok()?,
-    })
 }
 
 impl KubeStore {
@@ -166,61 +154,45 @@ impl KubeStore {
     }
 
     fn custom_api(&self, kind: Kind) -> (Api<DynamicObject>, ApiResource) {
-        let ar = resource(kind).expect("a custom resource kind");
+        let ar = resource(kind);
         (Api::all_with(self.client.clone(), &ar), ar)
     }
 
-    fn nodes(&self) -> Api<Node> {
-        Api::all(self.client.clone())
-    }
-
-    fn custom_object(
-        ar: &ApiResource,
+    /// The object that holds `value`. A node's record is owned by its Node (looked up here:
+    /// without one this is [`StoreError::NotFound`], the kubelet has not registered the node).
+    async fn object(
+        &self,
+        kind: Kind,
         name: &str,
         value: Value,
         revision: Option<u64>,
-    ) -> DynamicObject {
-        let mut obj = DynamicObject::new(name, ar).data(json!({ "spec": value }));
+    ) -> Result<DynamicObject, StoreError> {
+        let mut obj = DynamicObject::new(name, &resource(kind)).data(json!({ "spec": value }));
         obj.metadata.resource_version = revision.map(|r| r.to_string());
-        obj
-    }
-
-    /// Sets (or, with `None`, removes) a node's record on its Node; `revision` makes it
-    /// conditional on the Node being unchanged. Nodes are the kubelet's to register and the
-    /// operator's to delete: without one this is [`StoreError::NotFound`], never a new Node.
-    async fn set_node_record(
-        &self,
-        name: &str,
-        value: Option<&Value>,
-        revision: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let annotation = value.map(|v| Value::String(v.to_string()));
-        let mut patch = json!({ "metadata": { "annotations": { NODE_ANNOTATION: annotation } } });
-        if let Some(r) = revision {
-            patch["metadata"]["resourceVersion"] = Value::String(r.to_string());
+        if kind == Kind::Node {
+            let node = Api::<Node>::all(self.client.clone())
+                .get_opt(name)
+                .await
+                .map_err(|e| map_error(e, kind, name, 0))?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind,
+                    name: name.to_string(),
+                })?;
+            obj.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: name.to_string(),
+                uid: node.uid().unwrap_or_default(),
+                ..OwnerReference::default()
+            }]);
         }
-        let node = self
-            .nodes()
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| map_error(e, Kind::Node, name, revision.unwrap_or(0)))?;
-        Ok(revision_of(node.metadata.resource_version.as_ref()))
-    }
-
-    async fn get_node(&self, name: &str) -> Result<Option<Node>, StoreError> {
-        self.nodes()
-            .get_opt(name)
-            .await
-            .map_err(|e| map_error(e, Kind::Node, name, 0))
+        Ok(obj)
     }
 }
 
 impl Store for KubeStore {
     async fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned<Value>>, StoreError> {
         validate_name(name)?;
-        if kind == Kind::Node {
-            return Ok(self.get_node(name).await?.as_ref().and_then(node_record));
-        }
         let (api, _) = self.custom_api(kind);
         let obj = api
             .get_opt(name)
@@ -230,45 +202,22 @@ impl Store for KubeStore {
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<Versioned<Value>>, StoreError> {
-        let params = kube::api::ListParams::default();
-        let mut out: Vec<Versioned<Value>> = if kind == Kind::Node {
-            let nodes = self
-                .nodes()
-                .list(&params)
-                .await
-                .map_err(|e| map_error(e, kind, "", 0))?;
-            nodes.items.iter().filter_map(node_record).collect()
-        } else {
-            let (api, _) = self.custom_api(kind);
-            let objs = api
-                .list(&params)
-                .await
-                .map_err(|e| map_error(e, kind, "", 0))?;
-            objs.items.iter().map(custom).collect()
-        };
+        let (api, _) = self.custom_api(kind);
+        let objs = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| map_error(e, kind, "", 0))?;
+        let mut out: Vec<Versioned<Value>> = objs.items.iter().map(custom).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     async fn create(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
         validate_name(name)?;
-        if kind == Kind::Node {
-            let node = self.get_node(name).await?;
-            if node.as_ref().and_then(node_record).is_some() {
-                return Err(StoreError::AlreadyExists {
-                    kind,
-                    name: name.to_string(),
-                });
-            }
-            let revision = node.map(|n| revision_of(n.metadata.resource_version.as_ref()));
-            return self.set_node_record(name, Some(&value), revision).await;
-        }
-        let (api, ar) = self.custom_api(kind);
+        let obj = self.object(kind, name, value, None).await?;
+        let (api, _) = self.custom_api(kind);
         let created = api
-            .create(
-                &PostParams::default(),
-                &KubeStore::custom_object(&ar, name, value, None),
-            )
+            .create(&PostParams::default(), &obj)
             .await
             .map_err(|e| map_error(e, kind, name, 0))?;
         Ok(revision_of(created.metadata.resource_version.as_ref()))
@@ -282,19 +231,8 @@ impl Store for KubeStore {
         revision: u64,
     ) -> Result<u64, StoreError> {
         validate_name(name)?;
-        if kind == Kind::Node {
-            if self.get(kind, name).await?.is_none() {
-                return Err(StoreError::NotFound {
-                    kind,
-                    name: name.to_string(),
-                });
-            }
-            return self
-                .set_node_record(name, Some(&value), Some(revision))
-                .await;
-        }
-        let (api, ar) = self.custom_api(kind);
-        let obj = KubeStore::custom_object(&ar, name, value, Some(revision));
+        let obj = self.object(kind, name, value, Some(revision)).await?;
+        let (api, _) = self.custom_api(kind);
         let replaced = api
             .replace(name, &PostParams::default(), &obj)
             .await
@@ -304,9 +242,6 @@ impl Store for KubeStore {
 
     async fn put_live(&self, kind: Kind, name: &str, value: Value) -> Result<u64, StoreError> {
         validate_name(name)?;
-        if kind == Kind::Node {
-            return self.set_node_record(name, Some(&value), None).await;
-        }
         match self.create(kind, name, value.clone()).await {
             Err(StoreError::AlreadyExists { .. }) => {
                 let current = self.get(kind, name).await?.map_or(0, |v| v.revision);
@@ -318,18 +253,9 @@ impl Store for KubeStore {
 
     async fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        if kind == Kind::Node {
-            let nodes = Api::<Node>::all(self.watch_client.clone());
-            let stream = watcher::watcher(nodes, watcher::Config::default()).default_backoff();
-            tokio::spawn(pump(stream, tx, |n: &Node| (n.name_any(), node_record(n))));
-        } else {
-            let ar = resource(kind).expect("a custom resource kind");
-            let api = Api::<DynamicObject>::all_with(self.watch_client.clone(), &ar);
-            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-            tokio::spawn(pump(stream, tx, |o: &DynamicObject| {
-                (o.name_any(), Some(custom(o)))
-            }));
-        }
+        let api = Api::<DynamicObject>::all_with(self.watch_client.clone(), &resource(kind));
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        tokio::spawn(pump(stream, tx));
         Ok(rx)
     }
 
@@ -340,47 +266,26 @@ impl Store for KubeStore {
         revision: Option<u64>,
     ) -> Result<(), StoreError> {
         validate_name(name)?;
-        if kind == Kind::Node {
-            let current = self.get(kind, name).await?;
-            match (current, revision) {
-                (None, _) => Err(StoreError::NotFound {
-                    kind,
-                    name: name.to_string(),
-                }),
-                (Some(c), Some(r)) if c.revision != r => Err(StoreError::Conflict {
-                    kind,
-                    name: name.to_string(),
-                    expected: r,
-                    actual: Some(c.revision),
-                }),
-                (Some(c), _) => self
-                    .set_node_record(name, None, Some(c.revision))
-                    .await
-                    .map(drop),
-            }
-        } else {
-            let (api, _) = self.custom_api(kind);
-            let params = DeleteParams {
-                preconditions: revision.map(|r| Preconditions {
-                    resource_version: Some(r.to_string()),
-                    uid: None,
-                }),
-                ..DeleteParams::default()
-            };
-            api.delete(name, &params)
-                .await
-                .map(drop)
-                .map_err(|e| map_error(e, kind, name, revision.unwrap_or(0)))
-        }
+        let (api, _) = self.custom_api(kind);
+        let params = DeleteParams {
+            preconditions: revision.map(|r| Preconditions {
+                resource_version: Some(r.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(name, &params)
+            .await
+            .map(drop)
+            .map_err(|e| map_error(e, kind, name, revision.unwrap_or(0)))
     }
 }
 
 /// Turns a kube-runtime watcher into the store's watch events: listings (buffered until
-/// complete) become a Reset; an object that carries no record any more is a Delete.
-async fn pump<K>(
-    stream: impl futures::Stream<Item = Result<Event<K>, watcher::Error>>,
+/// complete) become a Reset.
+async fn pump(
+    stream: impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>>,
     tx: mpsc::Sender<WatchEvent>,
-    record: impl Fn(&K) -> (String, Option<Versioned<Value>>),
 ) {
     futures::pin_mut!(stream);
     let mut listing: Option<Vec<Versioned<Value>>> = None;
@@ -391,17 +296,14 @@ async fn pump<K>(
                 continue;
             }
             Ok(Event::InitApply(obj)) => {
-                if let (Some(list), (_, Some(v))) = (listing.as_mut(), record(&obj)) {
-                    list.push(v);
+                if let Some(list) = listing.as_mut() {
+                    list.push(custom(&obj));
                 }
                 continue;
             }
             Ok(Event::InitDone) => WatchEvent::Reset(listing.take().unwrap_or_default()),
-            Ok(Event::Apply(obj)) => match record(&obj) {
-                (_, Some(v)) => WatchEvent::Put(v),
-                (name, None) => WatchEvent::Delete(name),
-            },
-            Ok(Event::Delete(obj)) => WatchEvent::Delete(record(&obj).0),
+            Ok(Event::Apply(obj)) => WatchEvent::Put(custom(&obj)),
+            Ok(Event::Delete(obj)) => WatchEvent::Delete(obj.name_any()),
             // The watcher backs off and retries by itself; a relist follows as Init..InitDone.
             Err(_) => continue,
         };

@@ -18,7 +18,7 @@ use std::future::Future;
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use etcd::{EtcdStore, key as etcd_key};
-pub use kube::{GROUP as KUBE_GROUP, KubeStore, NODE_ANNOTATION, VERSION as KUBE_VERSION};
+pub use kube::{GROUP as KUBE_GROUP, KubeStore, VERSION as KUBE_VERSION};
 pub use records::{BlockRecord, Kind, NodeRecord, PoolRecord, Record, Vtep, validate_name};
 
 /// A value as stored, with the store-wide revision of its last change.
