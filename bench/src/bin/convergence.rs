@@ -143,7 +143,10 @@ fn node_spec() -> NodeSpec {
 /// A one-node cluster on etcd, and a netlink socket inside the node.
 fn single_node() -> (Cluster, Netlink, Writer) {
     let cluster = Cluster::start_with(1, Backend::Etcd, node_spec());
-    let nl = Netlink::in_netns(&Netns::open(cluster.nodes[0].ns.path()).unwrap()).unwrap();
+    let socket = Netns::open(cluster.nodes[0].ns.path())
+        .unwrap()
+        .route_socket();
+    let nl = Netlink::from_socket(socket.unwrap()).unwrap();
     let writer = Writer::start(
         &cluster.fabric.ns,
         cluster.etcd.as_ref().unwrap().endpoint.clone(),

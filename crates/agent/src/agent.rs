@@ -134,7 +134,8 @@ impl<S: Store> Agent<S> {
             "restored pod registry"
         );
         let ruleset = node::snat_ruleset(&config);
-        blocking_start(move || Ok(node::prepare(&ruleset)?)).await?;
+        let sysctl_dir = config.sysctl_dir.clone();
+        blocking_start(move || Ok(node::prepare(&ruleset, &sysctl_dir)?)).await?;
         let stop = Arc::new(Stop::default());
         let freed = Freed::new(Duration::from_secs(config.freed_address_hold.into()));
         let agent = Agent {

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,11 +12,12 @@ use ipnet::IpNet;
 
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
 use strait_dataplane::{
-    DataplaneError, GATEWAY_V4, PodLinks, PodPlan, add_pod, check_pod, delete_pod, host_veth_name,
-    pod_links,
+    DataplaneError, GATEWAY_V4, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod,
+    host_veth_name, pod_links,
 };
 use strait_netlink::Netlink;
 use strait_netns::Netns;
+use strait_rpc::Received;
 use strait_store::Store;
 
 use crate::agent::{Agent, blocking};
@@ -41,6 +41,23 @@ fn plan_of(a: &Attachment) -> PodPlan {
         netns: PathBuf::from(a.netns.clone().unwrap_or_default()),
         addresses: a.addresses.clone(),
         mtu: a.mtu,
+    }
+}
+
+/// The container's namespace from what the plugin passed: ADD and CHECK get it with the netlink
+/// socket opened inside it, or not at all (they answer that they need it); other commands do
+/// without.
+fn pod_namespace(req: &CniRequest, passed: Received) -> Result<Option<PodNamespace>, AgentError> {
+    let path = req.invocation.netns.clone().unwrap_or_default();
+    match (passed.netns, passed.socket) {
+        (Some(fd), Some(socket)) => Ok(Some(PodNamespace {
+            netns: Netns::from_fd(fd, path).map_err(|e| AgentError::Dataplane(e.into()))?,
+            netlink: Netlink::from_socket(socket).map_err(|e| AgentError::Dataplane(e.into()))?,
+        })),
+        (Some(_), None) if matches!(req.invocation.command, Command::Add | Command::Check) => {
+            Err(AgentError::NoNetns)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -88,25 +105,23 @@ async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentEr
 }
 
 impl<S: Store> Agent<S> {
-    /// Carries out one CNI command; the answer is in the request's version. `netns` is the
-    /// container's namespace as the plugin opened it.
+    /// Carries out one CNI command; the answer is in the request's version. `passed` holds the
+    /// container's namespace as the plugin opened it, and for ADD and CHECK a netlink socket
+    /// inside it.
     pub async fn handle_cni(
         self: &Arc<Self>,
         req: CniRequest,
-        netns: Option<OwnedFd>,
+        passed: Received,
         caller: Caller<'_>,
     ) -> Result<Option<serde_json::Value>, CniError> {
         let started = Instant::now();
         let version = req.config.cni_version;
         let command = req.invocation.command;
-        let netns = netns
-            .map(|fd| Netns::from_fd(fd, req.invocation.netns.clone().unwrap_or_default()))
-            .transpose()
-            .map_err(|e| CniError::from(AgentError::Dataplane(e.into())))?;
+        let ns = pod_namespace(&req, passed).map_err(CniError::from)?;
         let outcome = match command {
-            Command::Add => self.add(&req, netns, caller).await.map(Some),
+            Command::Add => self.add(&req, ns, caller).await.map(Some),
             Command::Del => self.del(&req).await.map(|()| None),
-            Command::Check => self.check(&req, netns).await.map(|()| None),
+            Command::Check => self.check(&req, ns).await.map(|()| None),
             Command::Status => self.cni_status(&req).await.map(|()| None),
             Command::Gc => self.gc(&req).await.map(|()| None),
             Command::Version => {
@@ -148,7 +163,7 @@ impl<S: Store> Agent<S> {
     async fn add(
         &self,
         req: &CniRequest,
-        ns: Option<Netns>,
+        ns: Option<PodNamespace>,
         caller: Caller<'_>,
     ) -> Result<CniResult, AgentError> {
         let _admitted = self.admission.read().await;
@@ -249,23 +264,27 @@ impl<S: Store> Agent<S> {
         let (written, record_written) = std::sync::mpsc::sync_channel::<bool>(1);
         let plan = plan_of(&attachment);
         let kernel = blocking(move || {
+            let mut ns = ns;
             let mut host = host_netlink()?;
             if !fresh {
-                if check_pod(&mut host, &plan, Some(&ns))?.is_empty()
-                    && let Some(links) = pod_links(&mut host, &plan, &ns)?
+                if check_pod(&mut host, &plan, Some(&mut ns.netlink))?.is_empty()
+                    && let Some(links) = pod_links(&mut host, &plan, &mut ns.netlink)?
                 {
                     return Ok(links);
                 }
                 delete_pod(&mut host, &plan.host_veth)?;
             }
-            Ok(add_pod(&mut host, &plan, &ns, || {
-                match record_written.recv() {
+            Ok(add_pod(
+                &mut host,
+                &plan,
+                &mut ns,
+                || match record_written.recv() {
                     Ok(true) => Ok(()),
                     _ => Err(DataplaneError::Stopped(
                         "its record could not be written".into(),
                     )),
-                }
-            })?)
+                },
+            )?)
         });
         let record = async {
             let persisted = persist(&self.registry, &attachment).await;
@@ -352,11 +371,12 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    /// Completes the release of an attachment whose DEL has answered, trying a few times; what
-    /// still fails is left to the next start (or a GC). Call with the key's lock held.
+    /// Completes the release of an attachment whose DEL has answered, trying again until it
+    /// succeeds (after 0.2 s, then four times longer each time, at most a minute apart); its
+    /// addresses stay held meanwhile. Call with the key's lock held.
     pub(crate) async fn finish_release(&self, key: &AttachmentKey) {
         let mut pause = std::time::Duration::from_millis(200);
-        for attempt in 1..=3 {
+        for attempt in 1.. {
             let released = match strait_dataplane::fault::inject("before-release") {
                 Ok(()) => self.release(key).await,
                 Err(e) => Err(e.into()),
@@ -365,9 +385,9 @@ impl<S: Store> Agent<S> {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(container_id = %key.container_id, attempt, error = %e,
-                        "could not finish releasing an attachment");
+                        "could not finish releasing an attachment; trying again");
                     tokio::time::sleep(pause).await;
-                    pause *= 4;
+                    pause = (pause * 4).min(std::time::Duration::from_secs(60));
                 }
             }
         }
@@ -431,7 +451,7 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
-    async fn check(&self, req: &CniRequest, ns: Option<Netns>) -> Result<(), AgentError> {
+    async fn check(&self, req: &CniRequest, ns: Option<PodNamespace>) -> Result<(), AgentError> {
         self.network(req.config.network_name())?;
         let key = key_of(req);
         let _one_at_a_time = self.locks.lock(&key).await;
@@ -458,8 +478,12 @@ impl<S: Store> Agent<S> {
             problems.extend(prev_result_problems(prev, &a));
         }
         let plan = plan_of(&a);
-        let found =
-            blocking(move || Ok(check_pod(&mut host_netlink()?, &plan, ns.as_ref())?)).await;
+        let found = blocking(move || {
+            let mut ns = ns;
+            let pod = ns.as_mut().map(|ns| &mut ns.netlink);
+            Ok(check_pod(&mut host_netlink()?, &plan, pod)?)
+        })
+        .await;
         match found {
             Ok(kernel) => problems.extend(kernel),
             Err(AgentError::Dataplane(DataplaneError::Netns(e))) => problems.push(e.to_string()),

@@ -26,6 +26,9 @@ pub struct FileConfig {
     pub state_dir: PathBuf,
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
+    /// Where the node's kernel settings are read and written (`net/ipv4/ip_forward`).
+    #[serde(default = "default_sysctl_dir")]
+    pub sysctl_dir: PathBuf,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -150,6 +153,10 @@ pub struct PoolConfig {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/strait")
 }
+
+fn default_sysctl_dir() -> PathBuf {
+    PathBuf::from("/proc/sys")
+}
 fn default_socket() -> PathBuf {
     PathBuf::from(strait_rpc::DEFAULT_SOCKET)
 }
@@ -235,6 +242,7 @@ pub struct Config {
     pub metrics_address: String,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
+    pub sysctl_dir: PathBuf,
     pub store: StoreConfig,
     pub cni: CniConfig,
     pub service_cidrs: Vec<IpNet>,
@@ -393,6 +401,7 @@ impl Config {
             metrics_address: file.metrics_address,
             state_dir: file.state_dir,
             socket: file.socket,
+            sysctl_dir: file.sysctl_dir,
             store: file.store,
             cni: file.cni,
             service_cidrs: file.service_cidrs,

@@ -38,7 +38,7 @@ pub enum AgentError {
     KubernetesDenied(String),
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
     GcWithoutList,
-    #[error("the request carried no network namespace")]
+    #[error("the request carried no network namespace, or no netlink socket opened inside it")]
     NoNetns,
     #[error(transparent)]
     Ipam(#[from] IpamError),
@@ -102,7 +102,7 @@ impl From<AgentError> for CniError {
             ),
             AgentError::NoNetns => (
                 ErrorCode::InvalidEnvironment,
-                "send CNI requests through the strait plugin, which opens CNI_NETNS and passes it on",
+                "send CNI requests through the strait plugin of straitd's version: it opens CNI_NETNS, and a netlink socket inside it, and passes both on",
             ),
             AgentError::KubernetesDenied(_)
             | AgentError::Ipam(IpamError::Store(StoreError::Denied(_))) => (

@@ -2,13 +2,13 @@
 //! requests served concurrently (at most 256 at once), in-flight ones finished on shutdown.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strait_rpc::{MAX_MESSAGE_BYTES, Request, Response};
+use strait_rpc::{MAX_MESSAGE_BYTES, Received, Request, Response};
 use strait_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
@@ -95,8 +95,8 @@ pub async fn serve<S: Store>(
     }
 }
 
-/// Reads the connection's header and the namespace descriptor it may carry.
-async fn read_header(stream: &UnixStream) -> io::Result<Option<OwnedFd>> {
+/// Reads the connection's header and the descriptors it may carry.
+async fn read_header(stream: &UnixStream) -> io::Result<Received> {
     loop {
         stream.readable().await?;
         match stream.try_io(Interest::READABLE, || {
@@ -108,8 +108,8 @@ async fn read_header(stream: &UnixStream) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedFd>), String> {
-    let netns = read_header(stream)
+async fn read_request(stream: &mut UnixStream) -> Result<(Request, Received), String> {
+    let passed = read_header(stream)
         .await
         .map_err(|e| format!("reading the request header: {e}"))?;
     let mut body = Vec::new();
@@ -118,14 +118,14 @@ async fn read_request(stream: &mut UnixStream) -> Result<(Request, Option<OwnedF
         .read_to_end(&mut body)
         .await
         .map_err(|e| format!("reading the request: {e}"))?;
-    Ok((Request::decode(&body)?, netns))
+    Ok((Request::decode(&body)?, passed))
 }
 
 async fn answer<S: Store>(agent: &Arc<Agent<S>>, mut stream: UnixStream) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Ok((request, netns))) => {
+        Ok(Ok((request, passed))) => {
             agent
-                .handle(request, netns, Caller::on(stream.as_fd()))
+                .handle(request, passed, Caller::on(stream.as_fd()))
                 .await
         }
         Ok(Err(e)) => Response::BadRequest(e),

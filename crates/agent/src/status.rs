@@ -1,7 +1,6 @@
 //! What the agent answers straitctl: the node's state, its attachments, its peers and routes,
 //! and leaving the cluster.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -9,8 +8,8 @@ use strait_dataplane::overlay::{self, Desired};
 use strait_dataplane::overlay_kernel::{apply, read_actual};
 use strait_netlink::Netlink;
 use strait_rpc::{
-    ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, ReconcileStatus,
-    Request, Response, RouteInfo,
+    ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
+    ReconcileStatus, Request, Response, RouteInfo,
 };
 use strait_store::{Kind, Store, StoreError};
 
@@ -24,11 +23,11 @@ impl<S: Store> Agent<S> {
     pub async fn handle(
         self: &Arc<Self>,
         request: Request,
-        netns: Option<OwnedFd>,
+        passed: Received,
         caller: Caller<'_>,
     ) -> Response {
         match request {
-            Request::Cni(req) => match self.handle_cni(*req, netns, caller).await {
+            Request::Cni(req) => match self.handle_cni(*req, passed, caller).await {
                 Ok(json) => Response::CniOk(json),
                 Err(e) => Response::CniError(e),
             },

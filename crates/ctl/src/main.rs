@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use strait_rpc::{DEFAULT_SOCKET, Request, Response, call};
+use strait_rpc::{DEFAULT_SOCKET, Passed, Request, Response, call};
 
 #[derive(Parser)]
 #[command(name = "straitctl", version, about = "Inspect and operate Strait")]
@@ -103,8 +103,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             action: DemoAction::Down,
         } => return demo::down(),
     };
-    let response = call(&args.socket, &request, None, Duration::from_secs(30))
-        .context("is straitd running on this node? (--socket selects another agent)")?;
+    let response = call(
+        &args.socket,
+        &request,
+        Passed::default(),
+        Duration::from_secs(30),
+    )
+    .context("is straitd running on this node? (--socket selects another agent)")?;
     let json = args.output == Output::Json;
     match response {
         Response::Status(s) if json => print_json(&s),

@@ -26,6 +26,15 @@ pub struct PodPlan {
     pub mtu: u32,
 }
 
+/// The container's namespace as the agent receives it from the plugin: its handle (where the
+/// veth's peer is created) and an rtnetlink socket opened inside it (through which everything
+/// in it is changed and read; the agent never enters it).
+#[derive(Debug)]
+pub struct PodNamespace {
+    pub netns: Netns,
+    pub netlink: Netlink,
+}
+
 /// The two ends as the kernel reported them once created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLinks {
@@ -85,14 +94,14 @@ fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
 pub fn add_pod(
     host: &mut Netlink,
     plan: &PodPlan,
-    ns: &Netns,
+    ns: &mut PodNamespace,
     before_addresses: impl FnOnce() -> Result<(), DataplaneError>,
 ) -> Result<PodLinks, DataplaneError> {
-    let mut pod = Netlink::in_netns(ns)?;
+    let pod = &mut ns.netlink;
     // Left by an interrupted earlier attempt for this same attachment (the name is its hash);
     // once it is gone, only the pod's interface name can be taken.
     host.delete_link(&plan.host_veth)?;
-    host.add_veth(&plan.host_veth, &plan.ifname, ns, plan.mtu)
+    host.add_veth(&plan.host_veth, &plan.ifname, &ns.netns, plan.mtu)
         .map_err(|e| match e {
             e if e.is_exists() => DataplaneError::IfnameTaken {
                 ifname: plan.ifname.clone(),
@@ -165,12 +174,11 @@ fn no_mac(name: &str) -> DataplaneError {
 pub fn pod_links(
     host: &mut Netlink,
     plan: &PodPlan,
-    ns: &Netns,
+    pod: &mut Netlink,
 ) -> Result<Option<PodLinks>, DataplaneError> {
     let Some(host_link) = host.link_by_name(&plan.host_veth)? else {
         return Ok(None);
     };
-    let mut pod = Netlink::in_netns(ns)?;
     Ok(pod.link_by_name(&plan.ifname)?.map(|pod| PodLinks {
         host: host_link,
         pod,
@@ -183,18 +191,18 @@ pub fn delete_pod(host: &mut Netlink, host_veth: &str) -> Result<(), DataplaneEr
     Ok(host.delete_link(host_veth)?)
 }
 
-/// Every way the kernel differs from `plan`; empty when the pod's network is intact. Without
-/// the pod's namespace only the host side is checked, and its absence is reported.
+/// Every way the kernel differs from `plan`; empty when the pod's network is intact. `pod` is a
+/// socket inside the pod's namespace; without one only the host side is checked, and the
+/// namespace's absence is reported.
 pub fn check_pod(
     host: &mut Netlink,
     plan: &PodPlan,
-    ns: Option<&Netns>,
+    pod: Option<&mut Netlink>,
 ) -> Result<Vec<String>, DataplaneError> {
     let mut problems = Vec::new();
     let host_link = host.link_by_name(&plan.host_veth)?;
-    let pod_side = match ns {
-        Some(ns) => {
-            let mut pod = Netlink::in_netns(ns)?;
+    let pod_side = match pod {
+        Some(pod) => {
             let link = pod.link_by_name(&plan.ifname)?;
             Some((pod, link))
         }
@@ -237,7 +245,7 @@ pub fn check_pod(
         }
     }
 
-    if let Some((mut pod, link)) = pod_side {
+    if let Some((pod, link)) = pod_side {
         match link {
             None => problems.push(format!(
                 "interface {} is missing in {}",

@@ -209,11 +209,18 @@ impl Node {
             .append(true)
             .open(self.dir.join("agent.log"))
             .expect("agent log");
+        // With CAP_NET_ADMIN alone, as the DaemonSet runs it: root, but no other capability.
         let child = self
             .ns
             .command(
-                bin("straitd").to_str().expect("utf-8 path"),
-                &["--config", self.config_path().to_str().expect("utf-8 path")],
+                "setpriv",
+                &[
+                    "--bounding-set=-all,+net_admin",
+                    "--inh-caps=-all",
+                    bin("straitd").to_str().expect("utf-8 path"),
+                    "--config",
+                    self.config_path().to_str().expect("utf-8 path"),
+                ],
             )
             .env(
                 "STRAIT_LOG",

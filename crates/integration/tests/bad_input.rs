@@ -374,6 +374,48 @@ fn a_garbled_request_is_answered() {
 }
 
 #[test]
+fn an_add_without_a_socket_inside_the_namespace_is_refused_and_changes_nothing() {
+    // What a plugin of an earlier version sends: the namespace alone.
+    let node = Node::start(NodeSpec::default());
+    let pod = TestNetns::new("ol");
+    let before = node.snapshot();
+    let path = pod.path();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr-old"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+    let invocation = strait_cni::Invocation::from_env(|k| {
+        env.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap();
+    let request = strait_cni::parse_request(invocation, node.conf("1.0.0").as_bytes()).unwrap();
+    let netns = strait_netns::Netns::open(pod.path()).unwrap();
+    let passed = strait_rpc::Passed {
+        netns: Some(netns.fd()),
+        socket: None,
+    };
+    let reply = strait_rpc::call(
+        &node.socket(),
+        &strait_rpc::Request::Cni(Box::new(request)),
+        passed,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let strait_rpc::Response::CniError(e) = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(e.code, strait_cni::ErrorCode::InvalidEnvironment, "{e}");
+    assert!(e.details.contains("netlink socket"), "{e}");
+    assert_eq!(node.snapshot(), before);
+    assert_eq!(link_names(&pod), ["lo"]);
+}
+
+#[test]
 fn an_exhausted_pool_is_refused_and_recovers() {
     // Two /30 blocks of a /29: three pod addresses each.
     let node = Node::start(NodeSpec {

@@ -147,6 +147,7 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
             assert!(path.exists(), "the init container installed {plugin}");
         }
     }
+    least_privilege(cluster, &names);
 
     steps.next("a 6-replica Deployment over both nodes, readiness probes passing");
     apply_json(
@@ -377,6 +378,91 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         || cluster.nodes[0].ns.ip(&["route"]),
     );
     assert_eq!(cluster.nodes[0].straitctl(&["peers"]), json!([]));
+    cluster.wait_until(
+        "node 1's StraitNode deleted with its Node",
+        MINUTE,
+        || {
+            let left = cluster.get(&["straitnodes"]);
+            left["items"].as_array().unwrap().len() == 1
+        },
+        || cluster.kubectl(&["get", "straitnodes", "-o", "yaml"]),
+    );
+}
+
+/// `CAP_NET_ADMIN` from linux/capability.h.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Strait runs unprivileged with CAP_NET_ADMIN alone, may write no core object, and keeps each
+/// node's record in a StraitNode its Node owns.
+fn least_privilege(cluster: &KubeCluster, names: &[String]) {
+    let pods = cluster.get(&["pods", "-n", "kube-system", "-l", STRAIT_SELECTOR]);
+    for pod in pods["items"].as_array().unwrap() {
+        let spec = &pod["spec"];
+        for container in spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(spec["initContainers"].as_array().unwrap())
+        {
+            let context = &container["securityContext"];
+            assert_ne!(context["privileged"], true, "{context}");
+            assert_eq!(context["allowPrivilegeEscalation"], false, "{context}");
+            assert_eq!(context["capabilities"]["drop"], json!(["ALL"]), "{context}");
+        }
+        assert_eq!(
+            spec["containers"][0]["securityContext"]["capabilities"]["add"],
+            json!(["NET_ADMIN"])
+        );
+    }
+    // The running agents (in containerd's cgroups, k8s.io/<container>) hold exactly that.
+    let mut agents = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        if comm.trim() != "straitd" || !cgroup.contains("/k8s.io/") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap());
+        assert_eq!(effective, Some(1 << CAP_NET_ADMIN), "{}", dir.display());
+        agents += 1;
+    }
+    assert_eq!(agents, names.len(), "one agent per node, each found");
+    let may = |verb: &str, resource: &str| {
+        let out = cluster.control_plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--as=system:serviceaccount:kube-system:strait",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for verb in ["patch", "update", "create", "delete"] {
+        assert!(!may(verb, "nodes"), "the agent may {verb} Nodes");
+    }
+    assert!(may("create", "straitnodes.strait.io"));
+    let records = cluster.get(&["straitnodes"]);
+    let mut owners: Vec<String> = records["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let owner = &r["metadata"]["ownerReferences"][0];
+            assert_eq!(owner["kind"], "Node", "{r}");
+            let node = cluster.get(&["node", owner["name"].as_str().unwrap()]);
+            assert_eq!(owner["uid"], node["metadata"]["uid"], "{r}");
+            owner["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    owners.sort();
+    let mut expected = names.to_vec();
+    expected.sort();
+    assert_eq!(owners, expected, "one StraitNode per Node, owned by it");
 }
 
 /// A pod on node 0 publishing port 8080 as the node's port 18080: node 1, and `web` pods on both

@@ -9,9 +9,30 @@ use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::traffic::{PeerEcho, ping, ping_df, tcp_peer};
 
+/// `CAP_NET_ADMIN` from linux/capability.h.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// The agent's effective capabilities, from /proc.
+fn effective_capabilities(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("a CapEff line")
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
 #[test]
 fn pod_lifecycle_add_inspect_traffic_check_del() {
     let node = Node::start(NodeSpec::default());
+    // The whole lifecycle runs with an agent that holds CAP_NET_ADMIN and nothing else.
+    let pid = node.agent_pid().expect("the agent runs");
+    assert_eq!(
+        effective_capabilities(pid),
+        1 << CAP_NET_ADMIN,
+        "straitd's capabilities"
+    );
     let outside = node.outside();
     let before = node.snapshot();
     let (a, b) = (TestNetns::new("pa"), TestNetns::new("pb"));

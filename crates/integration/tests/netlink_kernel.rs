@@ -12,7 +12,8 @@ use strait_netlink::{
 use strait_netns::Netns;
 
 fn in_ns(ns: &TestNetns) -> Netlink {
-    Netlink::in_netns(&Netns::open(ns.path()).unwrap()).unwrap()
+    let socket = Netns::open(ns.path()).unwrap().route_socket().unwrap();
+    Netlink::from_socket(socket).unwrap()
 }
 
 fn vxlan(nl: &mut Netlink, ns: &TestNetns) -> u32 {

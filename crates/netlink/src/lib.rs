@@ -1,6 +1,7 @@
 //! Programming the kernel's network objects over rtnetlink, synchronously. A [`Netlink`] is one
-//! socket bound to one network namespace; [`Netlink::in_netns`] opens it inside another namespace
-//! on a dedicated thread and hands it back, so all work is then done from the caller's thread.
+//! socket bound to one network namespace; [`Netlink::from_socket`] takes one opened inside
+//! another namespace (see `Netns::route_socket`), so all work is done from the caller's thread
+//! without entering it.
 //! [`Netlink::batch`] pipelines many changes; a [`Monitor`] receives the kernel's change events.
 
 mod addr;

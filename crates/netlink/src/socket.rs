@@ -2,6 +2,7 @@
 //! kernel errors into [`NetlinkError`]s carrying the operation and the kernel's own words.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use netlink_packet_core::{
     ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
@@ -11,7 +12,6 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::error::NetlinkError;
-use strait_netns::Netns;
 
 const RECV_BUFFER: usize = 1 << 16;
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -35,7 +35,45 @@ impl std::fmt::Debug for Netlink {
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn new() -> Result<Netlink, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        Netlink::ready(Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?)
+    }
+
+    /// Uses an rtnetlink socket opened elsewhere (in another namespace, by the plugin: see
+    /// `strait_netns::Netns::route_socket`); refuses a descriptor that is not one.
+    pub fn from_socket(fd: OwnedFd) -> Result<Netlink, NetlinkError> {
+        let option = |name| -> io::Result<libc::c_int> {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `value`.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    name,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 {
+                Ok(value)
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let domain = option(libc::SO_DOMAIN).map_err(NetlinkError::Socket)?;
+        let protocol = option(libc::SO_PROTOCOL).map_err(NetlinkError::Socket)?;
+        if domain != libc::AF_NETLINK || protocol != libc::NETLINK_ROUTE {
+            return Err(NetlinkError::Socket(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the descriptor passed as a netlink socket is not an rtnetlink socket",
+            )));
+        }
+        // SAFETY: an owned, open socket descriptor, checked above; the Socket takes it over.
+        Netlink::ready(unsafe { Socket::from_raw_fd(fd.into_raw_fd()) })
+    }
+
+    /// Binds and configures a fresh socket.
+    fn ready(mut socket: Socket) -> Result<Netlink, NetlinkError> {
         socket.bind_auto().map_err(NetlinkError::Socket)?;
         socket
             .connect(&SocketAddr::new(0, 0))
@@ -49,12 +87,6 @@ impl Netlink {
             seq: 0,
             buf: Vec::with_capacity(RECV_BUFFER),
         })
-    }
-
-    /// Opens a socket inside `ns`. The namespace is entered only on a short-lived dedicated
-    /// thread; the socket stays bound to `ns` and is used from the caller's thread.
-    pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
-        ns.run(Netlink::new)?
     }
 
     /// Sends a request that changes something and waits for the kernel's ACK.

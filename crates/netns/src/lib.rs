@@ -1,7 +1,8 @@
 //! Network namespaces: open one by path or take one received as a descriptor (checking it really
-//! is one), and run a closure inside it on a dedicated OS thread that switches back when the
-//! closure ends, even by panic. The plugin opens the runtime's CNI_NETNS and hands the
-//! descriptor to the agent, which may live in another mount namespace.
+//! is one), run a closure inside it on a dedicated OS thread that switches back when the closure
+//! ends, even by panic, and open an rtnetlink socket inside it. The plugin opens the runtime's
+//! CNI_NETNS and hands the descriptor, and such a socket, to the agent, which may live in another
+//! mount namespace and has no right to enter namespaces.
 
 use std::fs::File;
 use std::io;
@@ -85,6 +86,31 @@ impl Netns {
 }
 
 impl Netns {
+    /// An rtnetlink socket opened inside this namespace. It acts on this namespace wherever it
+    /// is used: the plugin opens one and hands it to the agent, which then changes a pod's
+    /// namespace without ever entering it (and so without CAP_SYS_ADMIN).
+    pub fn route_socket(&self) -> Result<OwnedFd, NetnsError> {
+        self.run(|| {
+            // SAFETY: socket(2) with constant arguments; the result is checked before use.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a descriptor socket(2) just returned, owned by nothing else.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        })?
+        .map_err(|source| NetnsError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// Runs `f` inside this namespace on a new thread that lives as long as `f` does (for
     /// long-running work such as a client that must connect from inside).
     pub fn spawn<T: Send + 'static>(

@@ -1,9 +1,11 @@
 //! `strait`, the CNI plugin the runtime executes. It validates the invocation, opens the
 //! container's network namespace (in the runtime's mount namespace, where CNI_NETNS means
-//! something), forwards both to the node agent over its Unix socket and prints the answer. It
+//! something) and, for ADD and CHECK, an rtnetlink socket inside it, forwards them to the node
+//! agent over its Unix socket and prints the answer. It
 //! holds no network logic and no state: stdout carries only the result or error JSON.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use strait_cni::{
     CniError, Command, ErrorCode, Invocation, answer_version, parse_request, version_reply,
 };
 use strait_netns::{Netns, NetnsError};
-use strait_rpc::{CallError, DEFAULT_SOCKET, Request, Response, call};
+use strait_rpc::{CallError, DEFAULT_SOCKET, Passed, Request, Response, call};
 
 /// How long to wait for the agent's answer before giving up with "try again later": half the
 /// kubelet's CRI deadline (2 min), so the runtime still hears the answer; the agent gives up on
@@ -54,9 +56,24 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
         .socket
         .clone()
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+    // ADD and CHECK change or read the namespace: through a socket opened inside it here, where
+    // entering namespaces is allowed, so that the agent needs no such right.
+    let route_socket = match (&netns, command) {
+        (Some(ns), Command::Add | Command::Check) => Some(ns.route_socket().map_err(|e| {
+            CniError::new(
+                ErrorCode::IoFailure,
+                format!("opening a netlink socket inside the container's namespace: {e}"),
+                "the plugin must run as root, as runtimes run CNI plugins",
+            )
+        })?),
+        _ => None,
+    };
     let request = Request::Cni(Box::new(request));
-    let netns_fd = netns.as_ref().map(Netns::fd);
-    match call(Path::new(&socket), &request, netns_fd, AGENT_TIMEOUT) {
+    let passed = Passed {
+        netns: netns.as_ref().map(Netns::fd),
+        socket: route_socket.as_ref().map(|s| s.as_fd()),
+    };
+    match call(Path::new(&socket), &request, passed, AGENT_TIMEOUT) {
         Ok(Response::CniOk(json)) => Ok(json),
         Ok(Response::CniError(e)) => Err(e),
         Ok(Response::BadRequest(why)) => Err(CniError::new(

@@ -25,8 +25,26 @@ pub const MAX_MESSAGE_BYTES: u64 = 4 << 20;
 
 /// The header byte when a network-namespace descriptor rides along with it.
 const WITH_NETNS: u8 = b'F';
-/// The header byte when it does not.
+/// The header byte when a network namespace and an rtnetlink socket opened inside it do.
+const WITH_NETNS_AND_SOCKET: u8 = b'S';
+/// The header byte when nothing does.
 const WITHOUT_NETNS: u8 = b'N';
+
+/// The descriptors that ride along with a request: the container's network namespace, and an
+/// rtnetlink socket opened inside it (the agent changes the namespace through it, never entering
+/// it; a socket without a namespace is not sent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Passed<'a> {
+    pub netns: Option<BorrowedFd<'a>>,
+    pub socket: Option<BorrowedFd<'a>>,
+}
+
+/// The descriptors as received.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub netns: Option<OwnedFd>,
+    pub socket: Option<OwnedFd>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
@@ -184,18 +202,20 @@ pub enum CallError {
     TooLarge { bytes: usize },
 }
 
-fn send_header(stream: &UnixStream, netns: Option<BorrowedFd<'_>>) -> io::Result<()> {
-    let fds: Vec<RawFd> = netns.iter().map(|fd| fd.as_raw_fd()).collect();
-    let byte = [if fds.is_empty() {
-        WITHOUT_NETNS
-    } else {
-        WITH_NETNS
-    }];
+fn send_header(stream: &UnixStream, passed: Passed<'_>) -> io::Result<()> {
+    let (byte, fds): (u8, Vec<RawFd>) = match (passed.netns, passed.socket) {
+        (None, _) => (WITHOUT_NETNS, vec![]),
+        (Some(ns), None) => (WITH_NETNS, vec![ns.as_raw_fd()]),
+        (Some(ns), Some(socket)) => (
+            WITH_NETNS_AND_SOCKET,
+            vec![ns.as_raw_fd(), socket.as_raw_fd()],
+        ),
+    };
     let rights = [ControlMessage::ScmRights(&fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
         stream.as_raw_fd(),
-        &[IoSlice::new(&byte)],
+        &[IoSlice::new(&[byte])],
         cmsgs,
         MsgFlags::empty(),
         None,
@@ -204,8 +224,8 @@ fn send_header(stream: &UnixStream, netns: Option<BorrowedFd<'_>>) -> io::Result
 }
 
 /// Reads a connection's header from a socket `fd` (blocking or not: `WouldBlock` is passed on)
-/// and returns the namespace descriptor it carried, if any.
-pub fn recv_header(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+/// and returns the descriptors it carried.
+pub fn recv_header(fd: RawFd) -> io::Result<Received> {
     let mut byte = [0u8; 1];
     let mut space = nix::cmsg_space!([RawFd; 2]);
     let mut iov = [IoSliceMut::new(&mut byte)];
@@ -221,20 +241,28 @@ pub fn recv_header(fd: RawFd) -> io::Result<Option<OwnedFd>> {
         }
     }
     let bad = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
-    match (msg.bytes, byte[0], received.len()) {
+    let mut fds = received.into_iter();
+    match (msg.bytes, byte[0], fds.len()) {
         (0, _, _) => bad("the connection closed before its header"),
-        (_, WITHOUT_NETNS, 0) => Ok(None),
-        (_, WITH_NETNS, 1) => Ok(received.pop()),
+        (_, WITHOUT_NETNS, 0) => Ok(Received::default()),
+        (_, WITH_NETNS, 1) => Ok(Received {
+            netns: fds.next(),
+            socket: None,
+        }),
+        (_, WITH_NETNS_AND_SOCKET, 2) => Ok(Received {
+            netns: fds.next(),
+            socket: fds.next(),
+        }),
         _ => bad("malformed header"),
     }
 }
 
-/// Sends one request (with the container's network namespace, when given) and waits for its
-/// response, for at most `timeout` in all.
+/// Sends one request (with the descriptors `passed`) and waits for its response, for at most
+/// `timeout` in all.
 pub fn call(
     socket: &Path,
     request: &Request,
-    netns: Option<BorrowedFd<'_>>,
+    passed: Passed<'_>,
     timeout: Duration,
 ) -> Result<Response, CallError> {
     let io_err = |source| CallError::Io {
@@ -269,7 +297,7 @@ pub fn call(
         stream.set_write_timeout(Some(left))
     };
     left(&stream).map_err(io_err)?;
-    send_header(&stream, netns).map_err(io_err)?;
+    send_header(&stream, passed).map_err(io_err)?;
     stream.write_all(&body).map_err(io_err)?;
     stream.shutdown(Shutdown::Write).map_err(io_err)?;
     let mut reply = Vec::new();
@@ -313,25 +341,32 @@ mod tests {
         let path = dir.join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
-            for expect_fd in [false, true] {
+            for expect in [0, 1, 2] {
                 let (mut conn, _) = listener.accept().unwrap();
-                let fd = recv_header(conn.as_raw_fd()).unwrap();
-                assert_eq!(fd.is_some(), expect_fd);
+                let got = recv_header(conn.as_raw_fd()).unwrap();
+                let count = usize::from(got.netns.is_some()) + usize::from(got.socket.is_some());
+                assert_eq!(count, expect);
                 let mut buf = Vec::new();
                 conn.read_to_end(&mut buf).unwrap();
                 assert_eq!(Request::decode(&buf).unwrap(), Request::Status);
                 conn.write_all(&Response::Pods(vec![]).encode()).unwrap();
             }
         });
-        let reply = call(&path, &Request::Status, None, Duration::from_secs(5)).unwrap();
+        let timeout = Duration::from_secs(5);
+        let reply = call(&path, &Request::Status, Passed::default(), timeout).unwrap();
         assert_eq!(reply, Response::Pods(vec![]));
         let file = std::fs::File::open("/proc/self/status").unwrap();
-        let reply = call(
-            &path,
-            &Request::Status,
-            Some(file.as_fd()),
-            Duration::from_secs(5),
-        );
+        let netns = Passed {
+            netns: Some(file.as_fd()),
+            socket: None,
+        };
+        let reply = call(&path, &Request::Status, netns, timeout);
+        assert_eq!(reply.unwrap(), Response::Pods(vec![]));
+        let both = Passed {
+            socket: Some(file.as_fd()),
+            ..netns
+        };
+        let reply = call(&path, &Request::Status, both, timeout);
         assert_eq!(reply.unwrap(), Response::Pods(vec![]));
         server.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -341,6 +376,8 @@ mod tests {
     fn a_header_without_its_descriptor_is_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&[WITH_NETNS]).unwrap();
+        assert!(recv_header(b.as_raw_fd()).is_err());
+        (&a).write_all(&[WITH_NETNS_AND_SOCKET]).unwrap();
         assert!(recv_header(b.as_raw_fd()).is_err());
         (&a).write_all(b"X").unwrap();
         assert!(recv_header(b.as_raw_fd()).is_err());
@@ -353,7 +390,7 @@ mod tests {
         let err = call(
             Path::new("/nonexistent/strait.sock"),
             &Request::Status,
-            None,
+            Passed::default(),
             Duration::from_secs(1),
         )
         .unwrap_err();
