@@ -2,7 +2,8 @@
 //! answer (its connection is looked at when asked, no task watches it). A CNI request does its
 //! work only while both hold: ADD checks before it persists and before it touches the kernel, and
 //! undoes what it built when the caller left meanwhile, so that nothing is left for a runtime that
-//! already counted the request as failed.
+//! already counted the request as failed; every command waits for its attachment's lock only
+//! within the budget.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -51,6 +52,19 @@ impl<'a> Caller<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Waits for `work` (a lock, say) no longer than what is left of the budget.
+    pub async fn within<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, AgentError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, work)
+            .await
+            .map_err(|_| AgentError::OutOfTime {
+                budget: self.budget,
+            })
     }
 
     /// Whether the caller has closed its connection (it has already shut down its writing half
@@ -102,5 +116,13 @@ mod tests {
         let spent = Caller::with_budget(Duration::ZERO);
         std::thread::sleep(Duration::from_millis(2));
         assert!(matches!(spent.check(), Err(AgentError::OutOfTime { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_with_the_budget() {
+        let caller = Caller::with_budget(Duration::from_millis(50));
+        assert_eq!(caller.within(async { 7 }).await.unwrap(), 7);
+        let never = caller.within(std::future::pending::<()>()).await;
+        assert!(matches!(never, Err(AgentError::OutOfTime { .. })));
     }
 }

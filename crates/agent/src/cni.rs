@@ -19,6 +19,7 @@ use strait_netlink::Netlink;
 use strait_netns::Netns;
 use strait_rpc::Received;
 use strait_store::Store;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
@@ -120,10 +121,10 @@ impl<S: Store> Agent<S> {
         let ns = pod_namespace(&req, passed).map_err(CniError::from)?;
         let outcome = match command {
             Command::Add => self.add(&req, ns, caller).await.map(Some),
-            Command::Del => self.del(&req).await.map(|()| None),
-            Command::Check => self.check(&req, ns).await.map(|()| None),
+            Command::Del => self.del(&req, caller).await.map(|()| None),
+            Command::Check => self.check(&req, ns, caller).await.map(|()| None),
             Command::Status => self.cni_status(&req).await.map(|()| None),
-            Command::Gc => self.gc(&req).await.map(|()| None),
+            Command::Gc => self.gc(&req, caller).await.map(|()| None),
             Command::Version => {
                 return Ok(Some(strait_cni::version_reply(b"")));
             }
@@ -189,7 +190,7 @@ impl<S: Store> Agent<S> {
         let net = self.network(network)?;
         let ns = ns.ok_or(AgentError::NoNetns)?;
         let key = key_of(req);
-        let _one_at_a_time = self.locks.lock(&key).await;
+        let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
         let netns = req.invocation.netns.clone();
         let (attachment, fresh) = match self.registry.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
@@ -251,7 +252,14 @@ impl<S: Store> Agent<S> {
                 (a, true)
             }
         };
-        if let Err(e) = caller.check() {
+        // The record is written beside the kernel work: a name another record holds is refused
+        // before that work deletes the other pod's veth.
+        let may_build = caller.check().and_then(|()| {
+            self.registry
+                .check_name(&attachment)
+                .map_err(AgentError::from)
+        });
+        if let Err(e) = may_build {
             if fresh {
                 net.release(&attachment.addresses).await;
             }
@@ -294,7 +302,8 @@ impl<S: Store> Agent<S> {
         let (persisted, built) = tokio::join!(record, kernel);
         let built = match persisted {
             Ok(()) => built,
-            // A repeated ADD keeps its earlier record, and the pod its network.
+            // A repeated ADD keeps its earlier record (its pod's network, when it had to be
+            // rebuilt, is gone: the runtime's retry builds it again).
             Err(e) => {
                 if fresh {
                     net.release(&attachment.addresses).await;
@@ -330,10 +339,14 @@ impl<S: Store> Agent<S> {
     /// DEL. With a record, it answers once the record says "releasing" (durably): removing the
     /// host veth takes the kernel 13-25 ms, and is done after the answer, holding the
     /// attachment's lock; only then do the record and its addresses go, so no address is handed
-    /// out while a device still carries it. A restart finishes what a crash interrupted.
-    async fn del(self: &Arc<Self>, req: &CniRequest) -> Result<(), AgentError> {
+    /// out while a device still carries it. A restart finishes what a crash interrupted. A DEL
+    /// of an attachment already being released answers at once.
+    async fn del(self: &Arc<Self>, req: &CniRequest, caller: Caller<'_>) -> Result<(), AgentError> {
         let key = key_of(req);
-        let one_at_a_time = self.locks.lock(&key).await;
+        if self.registry.get(&key).is_some_and(|a| a.releasing) {
+            return Ok(());
+        }
+        let one_at_a_time = caller.within(self.locks.lock(&key)).await?;
         let Some(a) = self.registry.get(&key) else {
             return self.release(&key).await;
         };
@@ -353,10 +366,7 @@ impl<S: Store> Agent<S> {
             return self.release(&key).await;
         }
         let agent = Arc::clone(self);
-        tokio::spawn(async move {
-            let _one_at_a_time = one_at_a_time;
-            agent.finish_release(&key).await;
-        });
+        tokio::spawn(async move { agent.finish_release(&key, one_at_a_time).await });
         Ok(())
     }
 
@@ -365,31 +375,40 @@ impl<S: Store> Agent<S> {
         for a in self.registry.all().into_iter().filter(|a| a.releasing) {
             let agent = Arc::clone(self);
             tokio::spawn(async move {
-                let _one_at_a_time = agent.locks.lock(&a.key).await;
-                agent.finish_release(&a.key).await;
+                let one_at_a_time = agent.locks.lock(&a.key).await;
+                agent.finish_release(&a.key, one_at_a_time).await;
             });
         }
     }
 
-    /// Completes the release of an attachment whose DEL has answered, trying again until it
-    /// succeeds (after 0.2 s, then four times longer each time, at most a minute apart); its
-    /// addresses stay held meanwhile. Call with the key's lock held.
-    pub(crate) async fn finish_release(&self, key: &AttachmentKey) {
+    /// Completes the release of an attachment whose DEL has answered, starting under the key's
+    /// lock `held`, and trying again until it succeeds (after 0.2 s, then four times longer each
+    /// time, at most a minute apart) with the lock taken for each attempt only; its addresses
+    /// stay held meanwhile. Stops when the record is no longer being released (a GC, or a new
+    /// ADD of the same attachment, came in between).
+    pub(crate) async fn finish_release(&self, key: &AttachmentKey, held: OwnedMutexGuard<()>) {
+        let mut held = Some(held);
         let mut pause = std::time::Duration::from_millis(200);
         for attempt in 1.. {
+            let one_at_a_time = match held.take() {
+                Some(guard) => guard,
+                None => self.locks.lock(key).await,
+            };
+            if !self.registry.get(key).is_some_and(|a| a.releasing) {
+                return;
+            }
             let released = match strait_dataplane::fault::inject("before-release") {
                 Ok(()) => self.release(key).await,
                 Err(e) => Err(e.into()),
             };
             match released {
                 Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(container_id = %key.container_id, attempt, error = %e,
-                        "could not finish releasing an attachment; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 4).min(std::time::Duration::from_secs(60));
-                }
+                Err(e) => tracing::warn!(container_id = %key.container_id, attempt, error = %e,
+                    "could not finish releasing an attachment; trying again"),
             }
+            drop(one_at_a_time);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 4).min(std::time::Duration::from_secs(60));
         }
     }
 
@@ -451,10 +470,15 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
-    async fn check(&self, req: &CniRequest, ns: Option<PodNamespace>) -> Result<(), AgentError> {
+    async fn check(
+        &self,
+        req: &CniRequest,
+        ns: Option<PodNamespace>,
+        caller: Caller<'_>,
+    ) -> Result<(), AgentError> {
         self.network(req.config.network_name())?;
         let key = key_of(req);
-        let _one_at_a_time = self.locks.lock(&key).await;
+        let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
         let a = self
             .registry
             .get(&key)
@@ -498,7 +522,7 @@ impl<S: Store> Agent<S> {
 
     /// Releases every attachment of the network that the runtime no longer lists. Keeps going
     /// past failures and reports the first.
-    async fn gc(&self, req: &CniRequest) -> Result<(), AgentError> {
+    async fn gc(&self, req: &CniRequest, caller: Caller<'_>) -> Result<(), AgentError> {
         let valid: HashSet<(&str, &str)> = req
             .config
             .valid_attachments
@@ -520,7 +544,8 @@ impl<S: Store> Agent<S> {
             .collect();
         let mut first_error = None;
         for key in stale {
-            let _one_at_a_time = self.locks.lock(&key).await;
+            caller.check()?;
+            let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
             match self.release(&key).await {
                 Ok(()) => tracing::info!(container_id = %key.container_id, ifname = %key.ifname,
                     network = %key.network, "garbage-collected attachment"),

@@ -349,6 +349,14 @@ impl Config {
                 }
             }
         }
+        if file.empty_block_grace != 0 && file.empty_block_grace < file.freed_address_hold {
+            return Err(format!(
+                "empty_block_grace ({} s) is shorter than freed_address_hold ({} s): a freed \
+                 address would go back to the pool, where any node hands it out, before its hold \
+                 ends; make empty_block_grace at least freed_address_hold (or 0)",
+                file.empty_block_grace, file.freed_address_hold
+            ));
+        }
         if !file.metrics_address.is_empty()
             && file
                 .metrics_address
@@ -677,6 +685,10 @@ mod tests {
             (with("service_cidrs = [\"10.240.0.0/12\"]"), "service range"),
             (with("service_cidrs = [\"10.96.0.1/12\"]"), "host bits"),
             (with("metrics_address = \"localhost\""), "metrics_address"),
+            (
+                with("empty_block_grace = 60\nfreed_address_hold = 300"),
+                "shorter than freed_address_hold",
+            ),
             (
                 with("[store]\nbackend = \"etcd\"\nendpoints = []"),
                 "store.endpoints",

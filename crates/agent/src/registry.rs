@@ -164,17 +164,7 @@ impl Registry {
 
     /// Writes the record durably, then makes it visible.
     pub fn put(&self, a: &Attachment) -> Result<(), RegistryError> {
-        if let Some(other) = self
-            .lock()
-            .values()
-            .find(|o| o.host_veth == a.host_veth && o.key != a.key)
-        {
-            return Err(RegistryError::Collision {
-                key: Box::new(a.key.clone()),
-                other: Box::new(other.key.clone()),
-                name: a.host_veth.clone(),
-            });
-        }
+        self.check_name(a)?;
         let path = self.path_of(a);
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             format: RECORD_FORMAT,
@@ -184,6 +174,23 @@ impl Registry {
         write_atomic(&path, &bytes, 0o600).map_err(|source| RegistryError::Io { path, source })?;
         self.lock().insert(a.key.clone(), a.clone());
         Ok(())
+    }
+
+    /// Refuses an attachment whose host veth name another attachment's record already has (two
+    /// keys whose names hash alike): building it would delete that pod's veth.
+    pub fn check_name(&self, a: &Attachment) -> Result<(), RegistryError> {
+        match self
+            .lock()
+            .values()
+            .find(|o| o.host_veth == a.host_veth && o.key != a.key)
+        {
+            Some(other) => Err(RegistryError::Collision {
+                key: Box::new(a.key.clone()),
+                other: Box::new(other.key.clone()),
+                name: a.host_veth.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Removes the record durably; returns it if it was there.

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::agent::Agent;
 use crate::caller::Caller;
 
-/// A client that has not sent its whole request by then is dropped.
+/// A client that has not sent its whole request, or read its whole answer, by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many connections are served at once.
 const MAX_CONNECTIONS: usize = 256;
@@ -131,8 +131,10 @@ async fn answer<S: Store>(agent: &Arc<Agent<S>>, mut stream: UnixStream) {
         Ok(Err(e)) => Response::BadRequest(e),
         Err(_) => Response::BadRequest("the request did not arrive in time".into()),
     };
-    if let Err(e) = stream.write_all(&response.encode()).await {
-        tracing::warn!(error = %e, "could not send a response; the client went away");
+    match tokio::time::timeout(READ_TIMEOUT, stream.write_all(&response.encode())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not send a response; the client went away"),
+        Err(_) => tracing::warn!("could not send a response; the client does not read it"),
     }
     let _ = stream.shutdown().await;
     // A request refused half-read: read the rest (bounded), or closing with unread input would

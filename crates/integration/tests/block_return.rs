@@ -30,7 +30,7 @@ fn claims(node: &Node) -> Vec<String> {
 fn an_empty_block_goes_back_to_its_pool_and_the_vteps_block_stays() {
     let node = Node::start(NodeSpec {
         pools: vec![("10.244.0.0/16".into(), 30)],
-        extra: "empty_block_grace = 2\n".into(),
+        extra: "empty_block_grace = 2\nfreed_address_hold = 2\n".into(),
         ..NodeSpec::default()
     });
     // The first /30 holds the VTEP and three pods; the fourth pod needs a second block.
