@@ -24,6 +24,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
+use crate::recovery::Quarantined;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
 use crate::tenancy::{PodIntent, fixed_address_refusal};
 
@@ -434,14 +435,41 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
+    /// Removes a quarantined veth, the very device that was read at start (an ADD of the same
+    /// name since then has its own device, and its own claim on the quarantine), then frees its
+    /// addresses; the quarantine stays when the device cannot be removed.
+    async fn release_quarantined(&self, veth: &str) -> Result<(), AgentError> {
+        let Some(q) = self.recovery.forget(veth) else {
+            return Ok(()); // an ADD of that pod took it over
+        };
+        let index = q.index;
+        let deleted = blocking(move || {
+            host_netlink()?
+                .delete_link_at(index)
+                .map_err(|e| AgentError::Dataplane(e.into()))
+        })
+        .await;
+        if let Err(e) = deleted {
+            self.recovery.keep(q);
+            return Err(e);
+        }
+        self.release_quarantine(q).await;
+        Ok(())
+    }
+
     /// Frees what was quarantined on `veth`, which no longer exists or now serves a new record.
     async fn free_quarantined(&self, veth: &str) {
-        if let Some(q) = self.recovery.forget(veth)
-            && let Some(net) = q.network.as_deref().and_then(|n| self.networks.get(n))
-        {
+        if let Some(q) = self.recovery.forget(veth) {
+            self.release_quarantine(q).await;
+        }
+    }
+
+    /// Frees the addresses of a quarantine whose device is gone.
+    async fn release_quarantine(&self, q: Quarantined) {
+        if let Some(net) = q.network.as_deref().and_then(|n| self.networks.get(n)) {
             let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
             net.release(&addresses).await;
-            tracing::info!(%veth, ?addresses, "released quarantined addresses");
+            tracing::info!(veth = %q.veth, ?addresses, "released quarantined addresses");
         }
     }
 
@@ -563,7 +591,7 @@ impl<S: Store> Agent<S> {
             if listed.contains(&veth) {
                 continue;
             }
-            match self.release_veth(&veth).await {
+            match self.release_quarantined(&veth).await {
                 Ok(()) => {
                     tracing::info!(%veth, network, "garbage-collected a quarantined host veth")
                 }

@@ -21,6 +21,9 @@ use crate::registry::Attachment;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
     pub veth: String,
+    /// The device's interface index when it was read: a GC removes that device, never one an ADD
+    /// has since created under the same name.
+    pub index: u32,
     /// The network whose pools hold the addresses, when one does.
     pub network: Option<String>,
     pub addresses: Vec<IpAddr>,
@@ -68,6 +71,11 @@ impl Recovery {
         let mut held = self.lock();
         held.conflicts.retain(|c| c.veth != veth);
         held.quarantined.remove(veth)
+    }
+
+    /// Quarantines again what [`Recovery::forget`] returned, its device not removed after all.
+    pub fn keep(&self, q: Quarantined) {
+        self.lock().quarantined.insert(q.veth.clone(), q);
     }
 
     /// Why the node must not take new pods, with what to do about it; `None` when it may.
@@ -197,6 +205,7 @@ pub async fn restore(
             veth.name.clone(),
             Quarantined {
                 veth: veth.name,
+                index: veth.index,
                 network: network.map(|n| n.spec.name.clone()),
                 addresses: kept,
             },
@@ -262,6 +271,7 @@ mod tests {
     fn veth(name: &str, addresses: &[&str]) -> HostVeth {
         HostVeth {
             name: name.into(),
+            index: 7,
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
         }
     }
@@ -299,6 +309,7 @@ mod tests {
             "sta".into(),
             Quarantined {
                 veth: "sta".into(),
+                index: 7,
                 network: Some("n".into()),
                 addresses: vec!["10.0.0.2".parse().unwrap()],
             },
@@ -324,6 +335,7 @@ mod tests {
                 veth.into(),
                 Quarantined {
                     veth: veth.into(),
+                    index: 7,
                     network: None,
                     addresses: vec![],
                 },

@@ -15,6 +15,8 @@ use crate::naming::{ROUTE_PROTOCOL, is_host_veth};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostVeth {
     pub name: String,
+    /// Its interface index: this device, not a later one of the same name.
+    pub index: u32,
     /// The pod addresses it carries, in order.
     pub addresses: Vec<IpAddr>,
 }
@@ -52,6 +54,7 @@ fn carried(links: &[Link], routes: &[Route], neighbours: &[Neighbour]) -> Vec<Ho
             );
             HostVeth {
                 name: l.name.clone(),
+                index: l.index,
                 addresses: addresses.into_iter().collect(),
             }
         })
@@ -121,10 +124,12 @@ mod tests {
             vec![
                 HostVeth {
                     name: "st0123456789ab".into(),
+                    index: 4,
                     addresses: vec!["10.244.0.5".parse().unwrap()],
                 },
                 HostVeth {
                     name: "st00000000000f".into(),
+                    index: 6,
                     addresses: vec!["fd00::5".parse().unwrap()],
                 },
             ]

@@ -260,6 +260,19 @@ impl Netlink {
         self.send_request(Link::up_request(index))
     }
 
+    /// Deletes the link with interface index `index` (that device, not a later one given the same
+    /// name); a link that is already gone is not an error.
+    pub fn delete_link_at(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        match self.ack(RouteNetlinkMessage::DelLink(m), 0, || {
+            format!("delete link {index}")
+        }) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
     /// Deletes a link; a link that is already gone is not an error.
     pub fn delete_link(&mut self, name: &str) -> Result<(), NetlinkError> {
         let mut m = LinkMessage::default();
