@@ -111,7 +111,8 @@ impl ControlPlane {
         cp
     }
 
-    fn command(&self, program: &Path) -> Command {
+    /// `program` run where the API is reachable (the control plane's namespace, if any).
+    pub fn command(&self, program: &Path) -> Command {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");

@@ -1,5 +1,6 @@
 //! Container images for tests, made offline: a busybox-static root filesystem (as a tar to import,
-//! or as an image archive for containerd), and Strait's own image built by scripts/build-image.
+//! or as an image archive for containerd), Strait's own image built by scripts/build-image, and
+//! the images of Kubernetes' conformance suite under the names it expects.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,12 @@ use crate::run_ok;
 
 /// A root filesystem of busybox-static with `applets`, tarred as `dir/rootfs.tar`.
 pub fn busybox_rootfs_tar(dir: &Path, applets: &[&str]) -> PathBuf {
+    busybox_rootfs(dir, applets);
+    tar_rootfs(dir)
+}
+
+/// A root filesystem of busybox-static with `applets` in `dir/rootfs`; returns that directory.
+fn busybox_rootfs(dir: &Path, applets: &[&str]) -> PathBuf {
     let root = dir.join("rootfs");
     for sub in ["bin", "etc", "tmp"] {
         fs::create_dir_all(root.join(sub)).expect("rootfs");
@@ -18,18 +25,7 @@ pub fn busybox_rootfs_tar(dir: &Path, applets: &[&str]) -> PathBuf {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
-    let tar = dir.join("rootfs.tar");
-    run_ok(
-        "tar",
-        &[
-            "-C",
-            root.to_str().expect("utf-8"),
-            "-cf",
-            tar.to_str().expect("utf-8"),
-            ".",
-        ],
-    );
-    tar
+    root
 }
 
 /// What the Kubernetes tests and benchmarks import into each node: Strait's image (as deploy/
@@ -50,7 +46,149 @@ pub fn kubernetes_images(dir: &Path, release: bool) -> Vec<PathBuf> {
     ];
     let rootfs = busybox_rootfs_tar(dir, &applets);
     let busybox = dir.join("busybox.tar");
-    // A throwaway image store: nothing goes into the machine's own.
+    let entrypoint = r#"ENTRYPOINT ["/bin/sleep", "100000000"]"#;
+    image_archive(
+        dir,
+        &rootfs,
+        &[entrypoint],
+        crate::kube_node::PAUSE_IMAGE,
+        &busybox,
+    );
+    vec![strait, busybox]
+}
+
+/// The images Kubernetes' own conformance suite runs, under the exact names it asks for, made
+/// offline: agnhost (built from the Kubernetes source by scripts/build-kubernetes) with busybox's
+/// tools and Debian's curl, nc, ss and wget beside it (busybox's lack the options the suite uses,
+/// and its wget crashes on `-T`);
+/// busybox; and a pause image. Built into `dir`;
+/// returns the image archives.
+pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
+    fs::create_dir_all(dir).expect("image dir");
+    let applets = busybox_applets();
+    let applets: Vec<&str> = applets.iter().map(String::as_str).collect();
+    let busybox_dir = dir.join("busybox-all");
+    fs::create_dir_all(&busybox_dir).expect("image dir");
+    let busybox_tar = busybox_rootfs_tar(&busybox_dir, &applets);
+    let busybox = dir.join("busybox-1.29.tar");
+    image_archive(
+        dir,
+        &busybox_tar,
+        &[r#"CMD ["sh"]"#],
+        BUSYBOX_IMAGE,
+        &busybox,
+    );
+    let pause = dir.join("pause-3.2.tar");
+    let sleep = r#"ENTRYPOINT ["/bin/sleep", "100000000"]"#;
+    image_archive(dir, &busybox_tar, &[sleep], CONFORMANCE_PAUSE_IMAGE, &pause);
+
+    let agnhost_dir = dir.join("agnhost");
+    fs::create_dir_all(&agnhost_dir).expect("image dir");
+    let without: Vec<&str> = applets
+        .iter()
+        .copied()
+        .filter(|a| !["nc", "ss", "curl", "wget"].contains(a))
+        .collect();
+    let root = busybox_rootfs(&agnhost_dir, &without);
+    fs::copy(
+        crate::control_plane::kube_binary("agnhost"),
+        root.join("agnhost"),
+    )
+    .expect("copy agnhost");
+    let _ = std::os::unix::fs::symlink("agnhost", root.join("agnhost-2"));
+    fs::create_dir_all(root.join("uploads")).expect("uploads");
+    for (program, name) in [
+        ("/usr/bin/curl", "curl"),
+        ("/bin/nc.openbsd", "nc"),
+        ("/usr/bin/ss", "ss"),
+        ("/usr/bin/wget", "wget"),
+    ] {
+        copy_with_libraries(Path::new(program), &root, name);
+    }
+    let rootfs = tar_rootfs(&agnhost_dir);
+    let agnhost = dir.join("agnhost-2.21.tar");
+    let changes = [r#"ENTRYPOINT ["/agnhost"]"#, r#"CMD ["pause"]"#];
+    image_archive(dir, &rootfs, &changes, AGNHOST_IMAGE, &agnhost);
+    vec![agnhost, busybox, pause]
+}
+
+/// The names Kubernetes 1.20's conformance suite runs its pods with.
+pub const AGNHOST_IMAGE: &str = "k8s.gcr.io/e2e-test-images/agnhost:2.21";
+pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:1.29";
+pub const CONFORMANCE_PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
+
+/// Every applet busybox-static has.
+fn busybox_applets() -> Vec<String> {
+    run_ok("/bin/busybox", &["--list"])
+        .lines()
+        .map(str::to_string)
+        .filter(|a| !a.is_empty() && a != "busybox")
+        .collect()
+}
+
+/// Puts `program` into `root` as `/bin/NAME`: the binary and every shared library it loads go
+/// under `/opt/tools`, and `/bin/NAME` runs it through that directory's own loader. Nothing goes
+/// where the image's static busybox would look for libraries: its name lookups would load this
+/// glibc into it and crash.
+fn copy_with_libraries(program: &Path, root: &Path, name: &str) {
+    let tools = root.join("opt/tools");
+    for sub in ["bin", "lib"] {
+        fs::create_dir_all(tools.join(sub)).expect("tools dir");
+    }
+    fs::copy(program, tools.join("bin").join(name))
+        .unwrap_or_else(|e| panic!("{} (scripts/install-deps test): {e}", program.display()));
+    let mut loader = None;
+    for line in run_ok("ldd", &[program.to_str().expect("utf-8")]).lines() {
+        // "libx.so.1 => /lib/.../libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let file = Path::new(path).file_name().expect("a file name");
+        if file.to_string_lossy().starts_with("ld-linux") {
+            loader = Some(file.to_os_string());
+        }
+        fs::copy(path, tools.join("lib").join(file)).unwrap_or_else(|e| panic!("copy {path}: {e}"));
+    }
+    let loader = loader.expect("a dynamically linked program has a loader");
+    let wrapper = root.join("bin").join(name);
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /opt/tools/lib/{} --library-path /opt/tools/lib /opt/tools/bin/{name} \"$@\"\n",
+            loader.to_string_lossy()
+        ),
+    )
+    .expect("wrapper");
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("wrapper mode");
+}
+
+/// Tars `dir/rootfs` as `dir/rootfs.tar`.
+fn tar_rootfs(dir: &Path) -> PathBuf {
+    let tar = dir.join("rootfs.tar");
+    run_ok(
+        "tar",
+        &[
+            "-C",
+            dir.join("rootfs").to_str().expect("utf-8"),
+            "-cf",
+            tar.to_str().expect("utf-8"),
+            ".",
+        ],
+    );
+    tar
+}
+
+/// Imports the root filesystem `rootfs` as image `name` with `changes` (Dockerfile lines) and
+/// saves it as a docker archive at `out`, in a throwaway image store under `dir`.
+fn image_archive(dir: &Path, rootfs: &Path, changes: &[&str], name: &str, out: &Path) {
     let (store, run) = (dir.join("podman"), dir.join("podman-run"));
     let podman = |args: &[&str]| {
         let mut all = vec![
@@ -64,20 +202,18 @@ pub fn kubernetes_images(dir: &Path, release: bool) -> Vec<PathBuf> {
         all.extend_from_slice(args);
         run_ok("podman", &all)
     };
-    podman(&[
-        "import",
-        "--change",
-        r#"ENTRYPOINT ["/bin/sleep", "100000000"]"#,
-        rootfs.to_str().expect("utf-8"),
-        crate::kube_node::PAUSE_IMAGE,
-    ]);
+    let mut import = vec!["import"];
+    for change in changes {
+        import.extend(["--change", change]);
+    }
+    import.extend([rootfs.to_str().expect("utf-8"), name]);
+    podman(&import);
     podman(&[
         "save",
         "--format",
         "docker-archive",
         "-o",
-        busybox.to_str().expect("utf-8"),
-        crate::kube_node::PAUSE_IMAGE,
+        out.to_str().expect("utf-8"),
+        name,
     ]);
-    vec![strait, busybox]
 }
