@@ -59,8 +59,8 @@ pub fn kubernetes_images(dir: &Path, release: bool) -> Vec<PathBuf> {
 
 /// The images Kubernetes' own conformance suite runs, under the exact names it asks for, made
 /// offline: agnhost (built from the Kubernetes source by scripts/build-kubernetes) with busybox's
-/// tools and Debian's curl, nc, ss and wget beside it (busybox's lack the options the suite uses,
-/// and its wget crashes on `-T`);
+/// tools and Debian's dash (as /bin/sh), curl, nc, ss and wget beside it (busybox's lack the
+/// options the suite uses, its wget crashes on `-T`, and its shell prefers its own applets);
 /// busybox; and a pause image. Built into `dir`;
 /// returns the image archives.
 pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
@@ -87,7 +87,7 @@ pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
     let without: Vec<&str> = applets
         .iter()
         .copied()
-        .filter(|a| !["nc", "ss", "curl", "wget"].contains(a))
+        .filter(|a| !["sh", "nc", "ss", "curl", "wget"].contains(a))
         .collect();
     let root = busybox_rootfs(&agnhost_dir, &without);
     fs::copy(
@@ -97,7 +97,9 @@ pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
     .expect("copy agnhost");
     let _ = std::os::unix::fs::symlink("agnhost", root.join("agnhost-2"));
     fs::create_dir_all(root.join("uploads")).expect("uploads");
+    // Debian's dash as /bin/sh: busybox's shell runs its own applets before anything on PATH.
     for (program, name) in [
+        ("/bin/dash", "sh"),
         ("/usr/bin/curl", "curl"),
         ("/bin/nc.openbsd", "nc"),
         ("/usr/bin/ss", "ss"),
@@ -126,18 +128,14 @@ fn busybox_applets() -> Vec<String> {
         .collect()
 }
 
-/// Puts `program` into `root` as `/bin/NAME`: the binary and every shared library it loads go
-/// under `/opt/tools`, and `/bin/NAME` runs it through that directory's own loader. Nothing goes
-/// where the image's static busybox would look for libraries: its name lookups would load this
-/// glibc into it and crash.
+/// Copies `program` into `root` as `/bin/NAME`, with every shared library it loads at the path
+/// it loads it from.
 fn copy_with_libraries(program: &Path, root: &Path, name: &str) {
-    let tools = root.join("opt/tools");
-    for sub in ["bin", "lib"] {
-        fs::create_dir_all(tools.join(sub)).expect("tools dir");
-    }
-    fs::copy(program, tools.join("bin").join(name))
+    let into = |path: &Path| root.join(path.strip_prefix("/").expect("absolute path"));
+    let target = root.join("bin").join(name);
+    let _ = fs::remove_file(&target);
+    fs::copy(program, &target)
         .unwrap_or_else(|e| panic!("{} (scripts/install-deps test): {e}", program.display()));
-    let mut loader = None;
     for line in run_ok("ldd", &[program.to_str().expect("utf-8")]).lines() {
         // "libx.so.1 => /lib/.../libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
@@ -147,27 +145,10 @@ fn copy_with_libraries(program: &Path, root: &Path, name: &str) {
         let Some(path) = path.filter(|p| p.starts_with('/')) else {
             continue;
         };
-        let file = Path::new(path).file_name().expect("a file name");
-        if file.to_string_lossy().starts_with("ld-linux") {
-            loader = Some(file.to_os_string());
-        }
-        fs::copy(path, tools.join("lib").join(file)).unwrap_or_else(|e| panic!("copy {path}: {e}"));
+        let target = into(Path::new(path));
+        fs::create_dir_all(target.parent().expect("a directory")).expect("library dir");
+        fs::copy(path, &target).unwrap_or_else(|e| panic!("copy {path}: {e}"));
     }
-    let loader = loader.expect("a dynamically linked program has a loader");
-    let wrapper = root.join("bin").join(name);
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /opt/tools/lib/{} --library-path /opt/tools/lib /opt/tools/bin/{name} \"$@\"\n",
-            loader.to_string_lossy()
-        ),
-    )
-    .expect("wrapper");
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("wrapper mode");
 }
 
 /// Tars `dir/rootfs` as `dir/rootfs.tar`.
