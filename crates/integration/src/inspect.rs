@@ -8,6 +8,17 @@ use serde_json::Value;
 use crate::netns::TestNetns;
 use crate::node::Node;
 
+/// The one capability straitd runs with, as a bit of `CapEff` (`CAP_NET_ADMIN`, 12, from
+/// linux/capability.h).
+pub const ONLY_NET_ADMIN: u64 = 1 << 12;
+
+/// The effective capabilities of process `pid` (its `CapEff` in /proc), if it still runs.
+pub fn effective_capabilities(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// `ip -j -n NS ARGS...` parsed.
 pub fn ip_json(ns: &TestNetns, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["-j"];

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use strait_integration::ScratchDir;
 use strait_integration::images::kubernetes_images;
+use strait_integration::inspect::{ONLY_NET_ADMIN, effective_capabilities};
 use strait_integration::kube_cluster::{KubeCluster, PodView, STRAIT_SELECTOR};
 use strait_integration::kube_node::PAUSE_IMAGE;
 use strait_integration::machine::MachineState;
@@ -389,9 +390,6 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
     );
 }
 
-/// `CAP_NET_ADMIN` from linux/capability.h.
-const CAP_NET_ADMIN: u32 = 12;
-
 /// Strait runs unprivileged with CAP_NET_ADMIN alone, may write no core object, and keeps each
 /// node's record in a StraitNode its Node owns.
 fn least_privilege(cluster: &KubeCluster, names: &[String]) {
@@ -417,18 +415,21 @@ fn least_privilege(cluster: &KubeCluster, names: &[String]) {
     // The running agents (in containerd's cgroups, k8s.io/<container>) hold exactly that.
     let mut agents = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let dir = entry.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
         if comm.trim() != "straitd" || !cgroup.contains("/k8s.io/") {
             continue;
         }
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let effective = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap());
-        assert_eq!(effective, Some(1 << CAP_NET_ADMIN), "{}", dir.display());
+        assert_eq!(
+            effective_capabilities(pid),
+            Some(ONLY_NET_ADMIN),
+            "{}",
+            dir.display()
+        );
         agents += 1;
     }
     assert_eq!(agents, names.len(), "one agent per node, each found");

@@ -4,24 +4,12 @@
 
 use serde_json::Value;
 use strait_integration::cni::{Env, address};
-use strait_integration::inspect::{ip_json, link_names, strait_routes};
+use strait_integration::inspect::{
+    ONLY_NET_ADMIN, effective_capabilities, ip_json, link_names, strait_routes,
+};
 use strait_integration::netns::TestNetns;
 use strait_integration::node::{Node, NodeSpec};
 use strait_integration::traffic::{PeerEcho, ping, ping_df, tcp_peer};
-
-/// `CAP_NET_ADMIN` from linux/capability.h.
-const CAP_NET_ADMIN: u32 = 12;
-
-/// The agent's effective capabilities, from /proc.
-fn effective_capabilities(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .expect("a CapEff line")
-        .trim();
-    u64::from_str_radix(hex, 16).unwrap()
-}
 
 #[test]
 fn pod_lifecycle_add_inspect_traffic_check_del() {
@@ -30,7 +18,7 @@ fn pod_lifecycle_add_inspect_traffic_check_del() {
     let pid = node.agent_pid().expect("the agent runs");
     assert_eq!(
         effective_capabilities(pid),
-        1 << CAP_NET_ADMIN,
+        Some(ONLY_NET_ADMIN),
         "straitd's capabilities"
     );
     let outside = node.outside();
