@@ -15,6 +15,8 @@ use crate::{run_ok, unique};
 
 /// Where scripts/build-kubernetes puts the binaries.
 pub const KUBE_BIN: &str = "/var/cache/strait/k8s/bin";
+/// The Kubernetes source tree they are built from.
+pub const KUBE_SOURCE: &str = "/var/cache/strait/k8s/gopath/src/k8s.io/kubernetes";
 const ADMIN_TOKEN: &str = "strait-test-admin-token";
 
 pub fn kube_binary(name: &str) -> PathBuf {
@@ -26,6 +28,9 @@ pub fn kube_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The cluster IP of the `kube-dns` Service (in the service range, as kubeadm chooses it).
+pub const CLUSTER_DNS_IP: &str = "10.96.0.10";
 
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -107,8 +112,48 @@ impl ControlPlane {
             controllers: Vec::new(),
             etcd,
         };
+        if ns.is_some() {
+            // Outside the pod network, the apiserver reaches kubelets, pods and Services (logs,
+            // exec, the proxy subresources) through a node: see `start_cluster_proxy`.
+            std::fs::write(
+                cp.dir.join("egress.yaml"),
+                format!(
+                    "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\n\
+                     egressSelections:\n- name: cluster\n  connection:\n    \
+                     proxyProtocol: HTTPConnect\n    transport:\n      uds:\n        \
+                     udsName: {}\n",
+                    cp.cluster_proxy_socket().display()
+                ),
+            )
+            .unwrap();
+        }
         cp.start_apiserver(address, port);
         cp
+    }
+
+    fn cluster_proxy_socket(&self) -> PathBuf {
+        self.dir.join("cluster-proxy.sock")
+    }
+
+    /// Runs the HTTP CONNECT proxy through which the apiserver (in its own namespace, outside
+    /// the pod network, as a managed cluster's is) reaches the cluster, in `node`'s namespace,
+    /// where pods are reachable as from any node; waits until it listens.
+    pub fn start_cluster_proxy(&mut self, node: &TestNetns) {
+        let socket = self.cluster_proxy_socket();
+        let proxy = node.command(
+            crate::bin("connect-proxy").to_str().expect("utf-8"),
+            &["--listen", socket.to_str().expect("utf-8")],
+        );
+        self.spawn_controller(proxy, "cluster-proxy.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "connect-proxy does not listen: {}",
+                std::fs::read_to_string(self.dir.join("cluster-proxy.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `program` run where the API is reachable (the control plane's namespace, if any).
@@ -148,6 +193,11 @@ impl ControlPlane {
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg("--service-cluster-ip-range=10.96.0.0/12")
             .arg("--enable-priority-and-fairness=false")
+            .args(
+                self.netns
+                    .is_some()
+                    .then(|| format!("--egress-selector-config-file={}", d("egress.yaml"))),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -209,6 +259,55 @@ impl ControlPlane {
             "--secure-port=0",
         ]);
         self.spawn_controller(manager, "garbage-collector.log");
+    }
+
+    /// Serves the cluster's DNS zone (`cluster-dns`, in place of CoreDNS) on `address`:53 and
+    /// puts the `kube-dns` Service in front of it at [`CLUSTER_DNS_IP`], the nameserver the
+    /// kubelets write into pods' resolv.conf.
+    pub fn start_cluster_dns(&mut self, address: &str) {
+        let mut dns = self.command(&crate::bin("cluster-dns"));
+        dns.args([
+            "--kubeconfig",
+            self.kubeconfig.to_str().expect("utf-8"),
+            "--listen",
+            &format!("{address}:53"),
+        ]);
+        self.spawn_controller(dns, "cluster-dns.log");
+        let ports = |key: &str| {
+            format!(
+                r#"[{{"name": "dns", "port": 53, "protocol": "UDP"{key}}},
+                   {{"name": "dns-tcp", "port": 53, "protocol": "TCP"{key}}}]"#
+            )
+        };
+        self.apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "List", "items": [
+              {{"apiVersion": "v1", "kind": "Service",
+                "metadata": {{"name": "kube-dns", "namespace": "kube-system"}},
+                "spec": {{"clusterIP": "{CLUSTER_DNS_IP}", "ports": {}}}}},
+              {{"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {{"name": "kube-dns", "namespace": "kube-system"}},
+                "subsets": [{{"addresses": [{{"ip": "{address}"}}], "ports": {}}}]}}]}}"#,
+            ports(r#", "targetPort": 53"#),
+            ports("")
+        ));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let dig = self
+                .command(Path::new("dig"))
+                .args(["+time=1", "+tries=1", "+short", &format!("@{address}")])
+                .arg("kube-dns.kube-system.svc.cluster.local")
+                .output()
+                .expect("dig is installed (scripts/install-deps test)");
+            if String::from_utf8_lossy(&dig.stdout).trim() == CLUSTER_DNS_IP {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster-dns does not answer: {}",
+                std::fs::read_to_string(self.dir.join("cluster-dns.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn spawn_controller(&mut self, mut command: Command, log: &str) {

@@ -1,8 +1,9 @@
 //! A Kubernetes cluster on this machine for end-to-end tests: the control plane (etcd,
-//! kube-apiserver, scheduler, controller manager) inside the fabric's namespace on its router
-//! address, and nodes on the fabric, each with containerd, a kubelet and kube-proxy. Dropping it
-//! stops everything, writes back the kernel settings the kubelets changed and removes the cgroups
-//! their containerds made.
+//! kube-apiserver, scheduler, controller manager) and the cluster's DNS inside the fabric's
+//! namespace on its router address, outside the pod network (the apiserver reaches kubelets and
+//! pods through a proxy on the first node), and nodes on the fabric, each with containerd, a
+//! kubelet and kube-proxy. Dropping it stops everything, writes back the kernel settings the kubelets changed
+//! and removes the cgroups their containerds made.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,9 +66,11 @@ impl KubeCluster {
             .ip(&["addr", "add", &format!("{router}/24"), "dev", "br0"]);
         let mut control_plane = ControlPlane::start_in(&fabric.ns, &router);
         control_plane.start_controllers();
-        let nodes = (0..nodes)
+        control_plane.start_cluster_dns(&router);
+        let nodes: Vec<KubeNode> = (0..nodes)
             .map(|_| KubeNode::start(&fabric, &router, &control_plane, images, cni_plugins))
             .collect();
+        control_plane.start_cluster_proxy(&nodes[0].ns);
         KubeCluster {
             nodes,
             control_plane,

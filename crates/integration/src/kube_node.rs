@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::control_plane::{ControlPlane, kube_binary};
+use crate::control_plane::{CLUSTER_DNS_IP, ControlPlane, kube_binary};
 use crate::fabric::Fabric;
 use crate::mount_ns::MountNs;
 use crate::netns::TestNetns;
@@ -68,7 +68,7 @@ impl KubeNode {
             fs::create_dir_all(&private).expect("node dir");
             setup.push_str(&format!("mount --bind {} {host}\n", private.display()));
         }
-        let mount_ns = MountNs::new(&dir, &setup);
+        let mount_ns = MountNs::new(&dir, &ns.name, &setup);
         let mut node = KubeNode {
             name: ns.name.clone(),
             ns,
@@ -93,7 +93,7 @@ impl KubeNode {
                 Some(image),
             );
         }
-        node.start_kubelet(cp);
+        node.start_kubelet(cp, router);
         node.start_kube_proxy(cp);
         node
     }
@@ -194,13 +194,20 @@ state = "/run/containerd"
         }
     }
 
-    fn start_kubelet(&mut self, cp: &ControlPlane) {
+    /// The kubelet; the node's own resolver configuration (what pods with the Default DNS
+    /// policy and host-network pods get, and what the kubelet adds to the others') names the
+    /// cluster's DNS on the router and no search domain of this machine's.
+    fn start_kubelet(&mut self, cp: &ControlPlane, router: &str) {
+        let resolv_conf = self.dir.join("resolv.conf");
+        fs::write(&resolv_conf, format!("nameserver {router}\n")).expect("resolv.conf");
+        let resolv_conf = resolv_conf.display();
         let config = self.dir.join("kubelet.yaml");
         // No QoS cgroups or node allocatable (a test machine), anonymous access for exec/logs,
         // and no image GC or disk eviction on a crowded disk.
         fs::write(
             &config,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\n\
              kind: KubeletConfiguration\n\
              cgroupDriver: cgroupfs\n\
              cgroupsPerQOS: false\n\
@@ -208,13 +215,15 @@ state = "/run/containerd"
              failSwapOn: false\n\
              oomScoreAdj: 0\n\
              readOnlyPort: 0\n\
-             authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}\n\
-             authorization: {mode: AlwaysAllow}\n\
+             authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
+             authorization: {{mode: AlwaysAllow}}\n\
              clusterDomain: cluster.local\n\
-             resolvConf: /etc/resolv.conf\n\
+             clusterDNS: [{CLUSTER_DNS_IP}]\n\
+             resolvConf: {resolv_conf}\n\
              imageGCHighThresholdPercent: 100\n\
              imageGCLowThresholdPercent: 99\n\
-             evictionHard: {memory.available: 1Mi, nodefs.available: 1%, imagefs.available: 1%}\n",
+             evictionHard: {{memory.available: 1Mi, nodefs.available: 1%, imagefs.available: 1%}}\n"
+            ),
         )
         .expect("kubelet config");
         let args = vec![
@@ -230,8 +239,8 @@ state = "/run/containerd"
     }
 
     fn start_kube_proxy(&mut self, cp: &ControlPlane) {
-        // Its node IP is given, so it need not wait for the Node; it leaves global conntrack
-        // settings alone.
+        // Its node IP is given, so it need not wait for the Node. It leaves the machine-wide
+        // conntrack table size alone; its TCP timeouts are the node namespace's own.
         let args = vec![
             format!("--kubeconfig={}", cp.kubeconfig.display()),
             format!("--hostname-override={}", self.name),
@@ -239,8 +248,6 @@ state = "/run/containerd"
             "--cluster-cidr=10.244.0.0/16".into(),
             "--proxy-mode=iptables".into(),
             "--conntrack-max-per-core=0".into(),
-            "--conntrack-tcp-timeout-established=0".into(),
-            "--conntrack-tcp-timeout-close-wait=0".into(),
             "--metrics-bind-address=127.0.0.1:10249".into(),
         ];
         self.spawn("kube-proxy", &kube_binary("kube-proxy"), &args);

@@ -4,8 +4,10 @@
 //! Every fixture removes what it created when dropped, also when the test panics.
 
 pub mod cluster;
+pub mod cluster_dns;
 pub mod cni;
 pub mod control_plane;
+pub mod dns_wire;
 pub mod etcd;
 pub mod fabric;
 pub mod images;

@@ -19,7 +19,7 @@ pub const KUBELET_SYSCTLS: [&str; 6] = [
 /// Global settings kube-proxy could change.
 const PROXY_SYSCTLS: [&str; 1] = ["net/netfilter/nf_conntrack_max"];
 /// Process names (as /proc shows them, 15 characters at most) that only our tests start.
-const OUR_PROCESSES: [&str; 10] = [
+const OUR_PROCESSES: [&str; 12] = [
     "containerd",
     "containerd-shim",
     "kubelet",
@@ -29,6 +29,8 @@ const OUR_PROCESSES: [&str; 10] = [
     "kube-controller",
     "etcd",
     "straitd",
+    "cluster-dns",
+    "connect-proxy",
     "httpd",
 ];
 

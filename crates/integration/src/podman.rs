@@ -32,7 +32,7 @@ impl<'n> Podman<'n> {
             cache.display(),
             netns.display()
         );
-        let mount_ns = MountNs::new(&dir, &setup);
+        let mount_ns = MountNs::new(&dir, &node.ns.name, &setup);
         let podman = Podman {
             node,
             dir,
