@@ -59,10 +59,10 @@ pub fn kubernetes_images(dir: &Path, release: bool) -> Vec<PathBuf> {
 
 /// The images Kubernetes' own conformance suite runs, under the exact names it asks for, made
 /// offline: agnhost (built from the Kubernetes source by scripts/build-kubernetes) with busybox's
-/// tools and Debian's dash (as /bin/sh), curl, nc, ss and wget beside it (busybox's lack the
-/// options the suite uses, its wget crashes on `-T`, and its shell prefers its own applets);
-/// busybox; and a pause image. Built into `dir`;
-/// returns the image archives.
+/// tools and [`DEBIAN_TOOLS`] beside it; the DNS specs' dnsutils image (the same tools); the
+/// kube-proxy specs' debian-iptables (the same, and conntrack) and regression-issue-74839 (built
+/// from the same source); busybox; and a pause image. Built into `dir`; returns the image
+/// archives.
 pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
     fs::create_dir_all(dir).expect("image dir");
     let applets = busybox_applets();
@@ -83,41 +83,105 @@ pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
     image_archive(dir, &busybox_tar, &[sleep], CONFORMANCE_PAUSE_IMAGE, &pause);
 
     let agnhost_dir = dir.join("agnhost");
-    fs::create_dir_all(&agnhost_dir).expect("image dir");
-    let without: Vec<&str> = applets
-        .iter()
-        .copied()
-        .filter(|a| !["sh", "nc", "ss", "curl", "wget"].contains(a))
-        .collect();
-    let root = busybox_rootfs(&agnhost_dir, &without);
+    let root = busybox_with_debian_tools(&agnhost_dir, &applets);
     fs::copy(
         crate::control_plane::kube_binary("agnhost"),
         root.join("agnhost"),
     )
     .expect("copy agnhost");
     let _ = std::os::unix::fs::symlink("agnhost", root.join("agnhost-2"));
-    fs::create_dir_all(root.join("uploads")).expect("uploads");
-    // Debian's dash as /bin/sh: busybox's shell runs its own applets before anything on PATH.
-    for (program, name) in [
-        ("/bin/dash", "sh"),
-        ("/usr/bin/curl", "curl"),
-        ("/bin/nc.openbsd", "nc"),
-        ("/usr/bin/ss", "ss"),
-        ("/usr/bin/wget", "wget"),
-    ] {
-        copy_with_libraries(Path::new(program), &root, name);
+    // The TLS pair agnhost's porter serves with, as the real image carries it.
+    let source = Path::new(crate::control_plane::KUBE_SOURCE).join("test/images/agnhost/porter");
+    for file in ["localhost.crt", "localhost.key"] {
+        fs::copy(source.join(file), root.join(file)).expect("agnhost's porter certificate");
     }
+    // Where the suite's throughput spec runs it.
+    fs::create_dir_all(root.join("usr/local/bin")).expect("usr/local/bin");
+    let _ = std::os::unix::fs::symlink("/bin/iperf", root.join("usr/local/bin/iperf"));
+    fs::create_dir_all(root.join("uploads")).expect("uploads");
     let rootfs = tar_rootfs(&agnhost_dir);
     let agnhost = dir.join("agnhost-2.21.tar");
     let changes = [r#"ENTRYPOINT ["/agnhost"]"#, r#"CMD ["pause"]"#];
     image_archive(dir, &rootfs, &changes, AGNHOST_IMAGE, &agnhost);
-    vec![agnhost, busybox, pause]
+
+    // The DNS specs' second querier: the same tools.
+    let dnsutils_dir = dir.join("dnsutils");
+    busybox_with_debian_tools(&dnsutils_dir, &applets);
+    let rootfs = tar_rootfs(&dnsutils_dir);
+    let dnsutils = dir.join("jessie-dnsutils-1.0.tar");
+    image_archive(dir, &rootfs, &[r#"CMD ["sh"]"#], DNSUTILS_IMAGE, &dnsutils);
+
+    // The kube-proxy specs' privileged reader of the node's conntrack table.
+    let iptables_dir = dir.join("debian-iptables");
+    let root = busybox_with_debian_tools(&iptables_dir, &applets);
+    copy_with_libraries(Path::new("/usr/sbin/conntrack"), &root, "conntrack");
+    let rootfs = tar_rootfs(&iptables_dir);
+    let iptables = dir.join("debian-iptables-buster-v1.3.0.tar");
+    image_archive(dir, &rootfs, &[r#"CMD ["sh"]"#], IPTABLES_IMAGE, &iptables);
+
+    // The server of the connection-reset regression spec, built from the Kubernetes source. The
+    // tree holds its version 1.2, which learns the pod's address from $POD_IP (set by later
+    // suites' pod specs); version 1.0, which 1.20's spec runs, found it itself: so does the
+    // entrypoint.
+    let regression_dir = dir.join("regression-issue-74839");
+    let root = busybox_with_debian_tools(&regression_dir, &applets);
+    fs::copy(
+        crate::control_plane::kube_binary("regression-issue-74839"),
+        root.join("regression-issue-74839"),
+    )
+    .expect("copy regression-issue-74839");
+    let rootfs = tar_rootfs(&regression_dir);
+    let regression = dir.join("regression-issue-74839-1.0.tar");
+    let entrypoint =
+        r#"ENTRYPOINT ["/bin/sh", "-c", "POD_IP=$(hostname -i) exec /regression-issue-74839"]"#;
+    image_archive(dir, &rootfs, &[entrypoint], REGRESSION_IMAGE, &regression);
+    vec![agnhost, busybox, pause, dnsutils, iptables, regression]
+}
+
+/// Debian's programs the suite's commands need, where busybox's lack the options they use (its
+/// wget crashes on `-T`, its nc has no `-u`) or are missing (dig), or where it would resolve
+/// names without the system's resolver (static busybox's hostname and getent), iperf 2 and bash.
+const DEBIAN_TOOLS: [(&str, &str); 10] = [
+    // dash as /bin/sh: busybox's shell runs its own applets before anything on PATH.
+    ("/bin/dash", "sh"),
+    ("/usr/bin/curl", "curl"),
+    ("/bin/nc.openbsd", "nc"),
+    ("/usr/bin/ss", "ss"),
+    ("/usr/bin/wget", "wget"),
+    ("/usr/bin/dig", "dig"),
+    ("/usr/bin/getent", "getent"),
+    ("/bin/hostname", "hostname"),
+    ("/usr/bin/iperf", "iperf"),
+    ("/bin/bash", "bash"),
+];
+
+/// A root filesystem in `dir/rootfs` of busybox's `applets` with [`DEBIAN_TOOLS`] in place of
+/// busybox's, each with its libraries, and a resolver configuration that reads /etc/hosts
+/// before DNS (as the kubelet's /etc/hosts and resolv.conf expect).
+fn busybox_with_debian_tools(dir: &Path, applets: &[&str]) -> PathBuf {
+    fs::create_dir_all(dir).expect("image dir");
+    let debian: Vec<&str> = DEBIAN_TOOLS.iter().map(|(_, name)| *name).collect();
+    let without: Vec<&str> = applets
+        .iter()
+        .copied()
+        .filter(|a| !debian.contains(a))
+        .collect();
+    let root = busybox_rootfs(dir, &without);
+    for (program, name) in DEBIAN_TOOLS {
+        copy_with_libraries(Path::new(program), &root, name);
+    }
+    fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").expect("nsswitch.conf");
+    root
 }
 
 /// The names Kubernetes 1.20's conformance suite runs its pods with.
 pub const AGNHOST_IMAGE: &str = "k8s.gcr.io/e2e-test-images/agnhost:2.21";
 pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:1.29";
 pub const CONFORMANCE_PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
+pub const DNSUTILS_IMAGE: &str = "gcr.io/kubernetes-e2e-test-images/jessie-dnsutils:1.0";
+pub const IPTABLES_IMAGE: &str = "k8s.gcr.io/build-image/debian-iptables:buster-v1.3.0";
+pub const REGRESSION_IMAGE: &str =
+    "gcr.io/kubernetes-e2e-test-images/regression-issue-74839-amd64:1.0";
 
 /// Every applet busybox-static has.
 fn busybox_applets() -> Vec<String> {

@@ -14,16 +14,52 @@ use strait_integration::control_plane::kube_binary;
 use strait_integration::fabric::PREFIX;
 use strait_integration::images::{conformance_images, kubernetes_images};
 use strait_integration::kube_cluster::KubeCluster;
+use strait_integration::machine::MachineState;
 use strait_integration::netns::TestNetns;
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// Specs that do not run in parallel with others.
 const SERIAL: &str = r"\[Serial\]";
 
-/// The suite's focus and skip patterns, from docs/conformance.md.
+/// What docs/conformance.md says: the suite's focus and skip patterns, the specs expected to
+/// skip themselves, and the lists of specs that run and that are excluded.
 struct Selection {
     focus: String,
     skip: Vec<String>,
+    self_skips: BTreeSet<String>,
+    runs: BTreeSet<String>,
+    excluded: BTreeSet<String>,
+}
+
+/// The text of the section of `doc` whose heading starts with `heading`.
+fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+    let start = doc
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("docs/conformance.md has a section \"{heading}\""));
+    let body = &doc[start + 1..];
+    let body = &body[body.find('\n').unwrap_or(body.len())..];
+    &body[..body.find("\n## ").unwrap_or(body.len())]
+}
+
+/// The first backquoted cell of each table row of `text`.
+fn table_keys(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split_once("` |"))
+        .map(|(key, _)| key.to_string())
+        .collect()
+}
+
+/// The backquoted items of each list line (`- `name``) of `text`.
+fn list_items(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("- `")?.strip_suffix('`'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `names` as docs/conformance.md lists them.
+fn as_list(names: &BTreeSet<String>) -> String {
+    names.iter().map(|n| format!("- `{n}`\n")).collect()
 }
 
 impl Selection {
@@ -35,17 +71,26 @@ impl Selection {
             .find_map(|l| l.strip_prefix("Focus: `")?.strip_suffix('`'))
             .expect("a Focus line")
             .to_string();
-        let excluded = text
-            .split("## Excluded")
-            .nth(1)
-            .expect("an Excluded section");
-        let skip: Vec<String> = excluded
-            .lines()
-            .filter_map(|l| l.strip_prefix("| `")?.split_once("` |"))
-            .map(|(pattern, _)| pattern.to_string())
-            .collect();
+        let skip = table_keys(section(&text, "Excluded, and why"));
         assert!(!skip.is_empty(), "the Excluded table has rows");
-        Selection { focus, skip }
+        Selection {
+            focus,
+            skip,
+            self_skips: table_keys(section(&text, "Skipped by the suite itself"))
+                .into_iter()
+                .collect(),
+            runs: list_items(section(&text, "The specs that run")),
+            excluded: list_items(section(&text, "The specs excluded")),
+        }
+    }
+
+    /// The specs the focus selects and, of those, the ones the skip patterns exclude (dry
+    /// runs into `dir`).
+    fn specs(&self, dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+        let everything = selected(&self.focus, "^$", &dir.join("dry-all"));
+        let chosen = selected(&self.focus, &self.skip_with(&[]), &dir.join("dry-chosen"));
+        let excluded = everything.difference(&chosen).cloned().collect();
+        (chosen, excluded)
     }
 
     fn skip_with(&self, more: &[&str]) -> String {
@@ -185,7 +230,10 @@ impl InternetStandIn {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("busybox httpd starts");
+            .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&hosts_dir);
+                panic!("busybox httpd does not start: {e}")
+            });
         let stand_in = InternetStandIn { hosts_dir, server };
         strait_integration::wait_until(
             "the stand-in web server answers",
@@ -216,19 +264,88 @@ impl Drop for InternetStandIn {
 #[ignore = "Kubernetes' conformance suite takes about 25 minutes: run it by name"]
 fn kubernetes_network_conformance() {
     strait_integration::require_root();
-    let selection = Selection::read();
+    let mut selection = Selection::read();
+    // To run some of the specs by hand: a narrower focus (the skip table still applies).
+    if let Ok(focus) = std::env::var("STRAIT_CONFORMANCE_FOCUS") {
+        selection.focus = focus;
+    }
     // Kept after the run: the JUnit files, ginkgo's output, the summary.
     let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/conformance");
     let _ = std::fs::remove_dir_all(&reports);
-    let everything = selected(&selection.focus, "^$", &reports.join("dry-all"));
-    let chosen = selected(
-        &selection.focus,
-        &selection.skip_with(&[]),
-        &reports.join("dry-chosen"),
-    );
-    let excluded: Vec<&String> = everything.difference(&chosen).collect();
+    let (chosen, excluded) = selection.specs(&reports);
     assert!(!chosen.is_empty(), "the focus selects specs");
 
+    let before = MachineState::capture();
+    let (results, took) = run_on_a_cluster(&selection, &chosen, &reports);
+    let after = MachineState::capture();
+    let ran: BTreeSet<&String> = results.iter().map(|(n, _)| n).collect();
+    let missing: Vec<&String> = chosen.iter().filter(|n| !ran.contains(n)).collect();
+    let with = |wanted: fn(&Outcome) -> bool| -> Vec<&(String, Outcome)> {
+        results.iter().filter(|(_, o)| wanted(o)).collect()
+    };
+    let (passed, failed, skipped) = (
+        with(|o| *o == Outcome::Passed),
+        with(|o| matches!(o, Outcome::Failed(_))),
+        with(|o| *o == Outcome::Skipped),
+    );
+    let mut summary = format!(
+        "Kubernetes 1.20 network conformance: {} passed, {} failed, {} skipped by the suite \
+         itself, {} excluded (docs/conformance.md), {} selected but not reported; {:.0} s\n",
+        passed.len(),
+        failed.len(),
+        skipped.len(),
+        excluded.len(),
+        missing.len(),
+        took.as_secs_f64()
+    );
+    let mut add = |title: &str, names: Vec<&String>| {
+        summary.push_str(&format!("{title} ({}):\n", names.len()));
+        for name in names {
+            summary.push_str(&format!("  {name}\n"));
+        }
+    };
+    add("passed", passed.iter().map(|(n, _)| n).collect());
+    add("FAILED", failed.iter().map(|(n, _)| n).collect());
+    add(
+        "skipped by the suite",
+        skipped.iter().map(|(n, _)| n).collect(),
+    );
+    add("excluded", excluded.iter().collect());
+    add("NOT REPORTED", missing.clone());
+    std::fs::write(reports.join("summary.txt"), &summary).expect("summary");
+    eprintln!("{summary}");
+    for (name, outcome) in &failed {
+        if let Outcome::Failed(why) = outcome {
+            eprintln!("--- {name}\n{why}\n");
+        }
+    }
+    assert!(
+        failed.is_empty() && missing.is_empty(),
+        "conformance failed; logs in {}",
+        reports.display()
+    );
+    // A spec that skips itself must be one the docs expect to (with why): a skip cannot hide
+    // a spec that should have run.
+    let unexpected: Vec<&String> = skipped
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !selection.self_skips.contains(*n))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "specs skipped themselves that docs/conformance.md does not expect to: {unexpected:#?}"
+    );
+    assert_eq!(after, before, "the machine is as it was before");
+}
+
+/// Starts the two-node cluster with Strait from deploy/, runs the `chosen` specs (the parallel
+/// pass, then the [Serial] ones), reporting into `reports`, and tears the cluster down; returns
+/// each spec's outcome and how long the passes took.
+fn run_on_a_cluster(
+    selection: &Selection,
+    chosen: &BTreeSet<String>,
+    reports: &Path,
+) -> (Vec<(String, Outcome)>, Duration) {
     let work = ScratchDir::new("conformance");
     let mut images = kubernetes_images(work.path(), false);
     images.extend(conformance_images(&work.path().join("conformance")));
@@ -276,6 +393,8 @@ fn kubernetes_network_conformance() {
             .args([
                 format!("--nodes={nodes}"),
                 "--noColor".into(),
+                // A pass that hangs ends (ginkgo's own default is a day).
+                "--timeout=60m".into(),
                 format!("--focus={focus}"),
                 format!("--skip={skip}"),
                 kube_binary("e2e.test").display().to_string(),
@@ -304,7 +423,7 @@ fn kubernetes_network_conformance() {
     }
 
     // Each spec's outcome from the pass meant to run it (the other lists it as skipped).
-    let results: Vec<(String, Outcome)> = passes
+    let results = passes
         .iter()
         .flat_map(|(pass, ..)| {
             let serial_pass = *pass == "serial";
@@ -314,51 +433,28 @@ fn kubernetes_network_conformance() {
         })
         .filter(|(name, _)| chosen.contains(name))
         .collect();
-    let ran: BTreeSet<&String> = results.iter().map(|(n, _)| n).collect();
-    let missing: Vec<&String> = chosen.iter().filter(|n| !ran.contains(n)).collect();
-    let with = |wanted: fn(&Outcome) -> bool| -> Vec<&(String, Outcome)> {
-        results.iter().filter(|(_, o)| wanted(o)).collect()
-    };
-    let (passed, failed, skipped) = (
-        with(|o| *o == Outcome::Passed),
-        with(|o| matches!(o, Outcome::Failed(_))),
-        with(|o| *o == Outcome::Skipped),
-    );
-    let mut summary = format!(
-        "Kubernetes 1.20 network conformance: {} passed, {} failed, {} skipped by the suite \
-         itself, {} excluded (docs/conformance.md), {} selected but not reported; {:.0} s\n",
-        passed.len(),
-        failed.len(),
-        skipped.len(),
-        excluded.len(),
-        missing.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let mut section = |title: &str, names: Vec<&String>| {
-        summary.push_str(&format!("{title} ({}):\n", names.len()));
-        for name in names {
-            summary.push_str(&format!("  {name}\n"));
-        }
-    };
-    section("passed", passed.iter().map(|(n, _)| n).collect());
-    section("FAILED", failed.iter().map(|(n, _)| n).collect());
-    section(
-        "skipped by the suite",
-        skipped.iter().map(|(n, _)| n).collect(),
-    );
-    section("excluded", excluded);
-    section("NOT REPORTED", missing.clone());
-    std::fs::write(reports.join("summary.txt"), &summary).expect("summary");
-    eprintln!("{summary}");
-    for (name, outcome) in &failed {
-        if let Outcome::Failed(why) = outcome {
-            eprintln!("--- {name}\n{why}\n");
-        }
-    }
+    (results, started.elapsed())
+}
+
+#[test]
+fn the_docs_list_exactly_the_specs_the_suite_selects() {
+    let selection = Selection::read();
+    let dir = std::env::temp_dir().join(format!("strait-conformance-{}", std::process::id()));
+    let (chosen, excluded) = selection.specs(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
-        failed.is_empty() && missing.is_empty(),
-        "conformance failed; logs in {}",
-        reports.display()
+        chosen == selection.runs,
+        "docs/conformance.md's \"The specs that run\" should read:\n{}",
+        as_list(&chosen)
+    );
+    assert!(
+        excluded == selection.excluded,
+        "docs/conformance.md's \"The specs excluded\" should read:\n{}",
+        as_list(&excluded)
+    );
+    assert!(
+        selection.self_skips.is_subset(&chosen),
+        "every spec expected to skip itself is one that runs"
     );
 }
 
