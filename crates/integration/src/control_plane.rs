@@ -49,15 +49,22 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A control plane on this namespace's loopback.
     pub fn start() -> ControlPlane {
-        ControlPlane::launch(None, "127.0.0.1")
+        ControlPlane::launch(None, "127.0.0.1", false)
     }
 
     /// A control plane inside `ns`, serving on `address` (which `ns` must hold).
     pub fn start_in(ns: &TestNetns, address: &str) -> ControlPlane {
-        ControlPlane::launch(Some(ns), address)
+        ControlPlane::launch(Some(ns), address, false)
     }
 
-    fn launch(ns: Option<&TestNetns>, address: &str) -> ControlPlane {
+    /// As [`ControlPlane::start_in`], for a cluster with nodes: the apiserver, outside the pod
+    /// network, reaches kubelets, pods and Services (logs, exec, the proxy subresources) only
+    /// through the proxy that [`ControlPlane::start_cluster_proxy`] runs on a node.
+    pub fn start_outside_pod_network(ns: &TestNetns, address: &str) -> ControlPlane {
+        ControlPlane::launch(Some(ns), address, true)
+    }
+
+    fn launch(ns: Option<&TestNetns>, address: &str, through_proxy: bool) -> ControlPlane {
         let dir = std::env::temp_dir().join(unique("k8s"));
         std::fs::create_dir_all(&dir).unwrap();
         let etcd = match ns {
@@ -112,9 +119,7 @@ impl ControlPlane {
             controllers: Vec::new(),
             etcd,
         };
-        if ns.is_some() {
-            // Outside the pod network, the apiserver reaches kubelets, pods and Services (logs,
-            // exec, the proxy subresources) through a node: see `start_cluster_proxy`.
+        if through_proxy {
             std::fs::write(
                 cp.dir.join("egress.yaml"),
                 format!(
@@ -194,8 +199,9 @@ impl ControlPlane {
             .arg("--service-cluster-ip-range=10.96.0.0/12")
             .arg("--enable-priority-and-fairness=false")
             .args(
-                self.netns
-                    .is_some()
+                self.dir
+                    .join("egress.yaml")
+                    .exists()
                     .then(|| format!("--egress-selector-config-file={}", d("egress.yaml"))),
             )
             .stdin(Stdio::null())

@@ -64,7 +64,7 @@ impl KubeCluster {
         fabric
             .ns
             .ip(&["addr", "add", &format!("{router}/24"), "dev", "br0"]);
-        let mut control_plane = ControlPlane::start_in(&fabric.ns, &router);
+        let mut control_plane = ControlPlane::start_outside_pod_network(&fabric.ns, &router);
         control_plane.start_controllers();
         control_plane.start_cluster_dns(&router);
         let nodes: Vec<KubeNode> = (0..nodes)

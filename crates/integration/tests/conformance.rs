@@ -1,6 +1,6 @@
 //! Kubernetes' own network conformance suite (1.20's `e2e.test`, built offline) against the
 //! two-node cluster with Strait installed from deploy/. What runs and what is excluded, with why,
-//! is docs/conformance.md, which this test reads. Long (about 25 minutes): run by name
+//! is docs/conformance.md, which this test reads. Long (about 30 minutes): run by name
 //! (`-- --ignored --nocapture`); it prints the summary, and the JUnit files stay in
 //! target/conformance/.
 
@@ -173,7 +173,7 @@ fn unescape(s: &str) -> String {
 /// The specs `focus` and `skip` select (a dry run: no cluster needed).
 fn selected(focus: &str, skip: &str, dir: &Path) -> BTreeSet<String> {
     std::fs::create_dir_all(dir).expect("dry-run dir");
-    let status = std::process::Command::new(kube_binary("e2e.test"))
+    let out = std::process::Command::new(kube_binary("e2e.test"))
         .args([
             "--ginkgo.dryRun",
             "--ginkgo.noColor",
@@ -182,11 +182,14 @@ fn selected(focus: &str, skip: &str, dir: &Path) -> BTreeSet<String> {
             &format!("--report-dir={}", dir.display()),
             "--disable-log-dump",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .output()
         .expect("e2e.test runs");
-    assert!(status.success(), "the dry run of e2e.test failed");
+    assert!(
+        out.status.success(),
+        "the dry run of e2e.test failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     junit(dir)
         .into_iter()
         .filter(|(_, o)| *o != Outcome::Skipped)
@@ -194,18 +197,31 @@ fn selected(focus: &str, skip: &str, dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// The suite's Networking specs first check that the runner reaches the internet (an HTTP GET of
-/// `http://google.com`, "not really a test of Kubernetes", says the suite). Tests send nothing
-/// off the machine: in the runner's namespace that name resolves (`ip netns exec` mounts
-/// /etc/netns/NS/hosts as /etc/hosts) to a web server of ours on the fabric's own address.
+/// The internet, as far as the suite looks for it, inside the fabric's namespace: its Networking
+/// specs first check that the runner reaches `http://google.com` ("not really a test of
+/// Kubernetes", says the suite), and one checks that a pod reaches 8.8.8.8 on TCP port 53
+/// (through the node's masquerade). In the runner's namespace that name resolves (`ip netns
+/// exec` mounts /etc/netns/NS/hosts as /etc/hosts) to a web server on the fabric's address, and
+/// 8.8.8.8 is an address of the fabric's own loopback with a listener on port 53: nothing
+/// leaves the machine.
 struct InternetStandIn {
+    fabric: String,
     hosts_dir: PathBuf,
-    server: Child,
+    servers: Vec<Child>,
 }
+
+/// The stand-in for a public DNS server's address.
+const PUBLIC_RESOLVER: &str = "8.8.8.8";
 
 impl InternetStandIn {
     fn start(fabric: &TestNetns, address: &str, dir: &Path) -> InternetStandIn {
         let hosts_dir = Path::new("/etc/netns").join(&fabric.name);
+        // Made first: whatever follows fails, dropping it undoes what was done.
+        let mut stand_in = InternetStandIn {
+            fabric: fabric.name.clone(),
+            hosts_dir: hosts_dir.clone(),
+            servers: Vec::new(),
+        };
         std::fs::create_dir_all(&hosts_dir).expect("/etc/netns/NS");
         std::fs::write(
             hosts_dir.join("hosts"),
@@ -215,45 +231,60 @@ impl InternetStandIn {
         let www = dir.join("www");
         std::fs::create_dir_all(&www).expect("www");
         std::fs::write(www.join("index.html"), "ok\n").expect("index.html");
-        let server = fabric
-            .command(
-                "busybox",
-                &[
-                    "httpd",
-                    "-f",
-                    "-p",
-                    &format!("{address}:80"),
-                    "-h",
-                    www.to_str().expect("utf-8"),
-                ],
-            )
+        let web = [
+            "httpd",
+            "-f",
+            "-p",
+            &format!("{address}:80"),
+            "-h",
+            www.to_str().expect("utf-8"),
+        ];
+        stand_in.spawn(fabric, "busybox", &web);
+        fabric.ip(&["addr", "add", &format!("{PUBLIC_RESOLVER}/32"), "dev", "lo"]);
+        let listen = format!("TCP4-LISTEN:53,bind={PUBLIC_RESOLVER},reuseaddr,fork");
+        stand_in.spawn(fabric, "socat", &[&listen, "/dev/null"]);
+        strait_integration::wait_until(
+            "the stand-in servers answer",
+            Duration::from_secs(10),
+            || {
+                let web = fabric.exec("busybox", &["wget", "-q", "-O", "-", "http://google.com/"]);
+                let dns = fabric.exec("nc", &["-z", "-w", "1", PUBLIC_RESOLVER, "53"]);
+                web.status.success() && dns.status.success()
+            },
+            || "busybox httpd or socat does not answer in the fabric namespace".into(),
+        );
+        stand_in
+    }
+
+    fn spawn(&mut self, fabric: &TestNetns, program: &str, args: &[&str]) {
+        let child = fabric
+            .command(program, args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                let _ = std::fs::remove_dir_all(&hosts_dir);
-                panic!("busybox httpd does not start: {e}")
-            });
-        let stand_in = InternetStandIn { hosts_dir, server };
-        strait_integration::wait_until(
-            "the stand-in web server answers",
-            Duration::from_secs(10),
-            || {
-                fabric
-                    .exec("busybox", &["wget", "-q", "-O", "-", "http://google.com/"])
-                    .status
-                    .success()
-            },
-            || "busybox httpd does not answer in the fabric namespace".into(),
-        );
-        stand_in
+            .unwrap_or_else(|e| panic!("{program} does not start: {e}"));
+        self.servers.push(child);
     }
 }
 
 impl Drop for InternetStandIn {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = strait_integration::run(
+            "ip",
+            &[
+                "-n",
+                &self.fabric,
+                "addr",
+                "del",
+                &format!("{PUBLIC_RESOLVER}/32"),
+                "dev",
+                "lo",
+            ],
+        );
         let _ = std::fs::remove_dir_all(&self.hosts_dir);
         // Only when empty: nothing else of the machine's is touched.
         let _ = std::fs::remove_dir("/etc/netns");
@@ -261,7 +292,7 @@ impl Drop for InternetStandIn {
 }
 
 #[test]
-#[ignore = "Kubernetes' conformance suite takes about 25 minutes: run it by name"]
+#[ignore = "Kubernetes' conformance suite takes about 30 minutes: run it by name"]
 fn kubernetes_network_conformance() {
     strait_integration::require_root();
     let mut selection = Selection::read();
@@ -276,7 +307,7 @@ fn kubernetes_network_conformance() {
     assert!(!chosen.is_empty(), "the focus selects specs");
 
     let before = MachineState::capture();
-    let (results, took) = run_on_a_cluster(&selection, &chosen, &reports);
+    let (results, took, failed_passes) = run_on_a_cluster(&selection, &chosen, &reports);
     let after = MachineState::capture();
     let ran: BTreeSet<&String> = results.iter().map(|(n, _)| n).collect();
     let missing: Vec<&String> = chosen.iter().filter(|n| !ran.contains(n)).collect();
@@ -320,8 +351,8 @@ fn kubernetes_network_conformance() {
         }
     }
     assert!(
-        failed.is_empty() && missing.is_empty(),
-        "conformance failed; logs in {}",
+        failed.is_empty() && missing.is_empty() && failed_passes.is_empty(),
+        "conformance failed ({failed_passes:?}); logs in {}",
         reports.display()
     );
     // A spec that skips itself must be one the docs expect to (with why): a skip cannot hide
@@ -340,12 +371,12 @@ fn kubernetes_network_conformance() {
 
 /// Starts the two-node cluster with Strait from deploy/, runs the `chosen` specs (the parallel
 /// pass, then the [Serial] ones), reporting into `reports`, and tears the cluster down; returns
-/// each spec's outcome and how long the passes took.
+/// each spec's outcome, how long the passes took, and the passes ginkgo failed.
 fn run_on_a_cluster(
     selection: &Selection,
     chosen: &BTreeSet<String>,
     reports: &Path,
-) -> (Vec<(String, Outcome)>, Duration) {
+) -> (Vec<(String, Outcome)>, Duration, Vec<String>) {
     let work = ScratchDir::new("conformance");
     let mut images = kubernetes_images(work.path(), false);
     images.extend(conformance_images(&work.path().join("conformance")));
@@ -374,16 +405,19 @@ fn run_on_a_cluster(
         .filter(|n| n.contains("[Serial]"))
         .map(|n| regex_escape(n))
         .collect();
+    // Each pass ends after its time limit (ginkgo's own default is a day), well within CI's.
     let mut passes = vec![(
         "parallel",
         selection.skip_with(&[SERIAL]),
         selection.focus.clone(),
         4,
+        "45m",
     )];
     if !serial.is_empty() {
-        passes.push(("serial", "^$".to_string(), serial.join("|"), 1));
+        passes.push(("serial", "^$".to_string(), serial.join("|"), 1, "15m"));
     }
-    for (pass, skip, focus, nodes) in &passes {
+    let mut failed_passes = Vec::new();
+    for (pass, skip, focus, nodes, limit) in &passes {
         let dir = reports.join(pass);
         std::fs::create_dir_all(&dir).expect("report dir");
         let log = std::fs::File::create(reports.join(format!("{pass}.log"))).expect("log");
@@ -393,8 +427,7 @@ fn run_on_a_cluster(
             .args([
                 format!("--nodes={nodes}"),
                 "--noColor".into(),
-                // A pass that hangs ends (ginkgo's own default is a day).
-                "--timeout=60m".into(),
+                format!("--timeout={limit}"),
                 format!("--focus={focus}"),
                 format!("--skip={skip}"),
                 kube_binary("e2e.test").display().to_string(),
@@ -420,28 +453,36 @@ fn run_on_a_cluster(
             "[conformance] {pass} pass ended ({status}) after {:.0} s",
             started.elapsed().as_secs_f64()
         );
+        if !status.success() {
+            failed_passes.push(format!("the {pass} pass: ginkgo {status} (see {pass}.log)"));
+        }
     }
 
-    // Each spec's outcome from the pass meant to run it (the other lists it as skipped).
+    // Each spec's outcome from the pass meant to run it (the other lists it as skipped), and
+    // any failure of the suite's own setup or teardown (BeforeSuite, AfterSuite).
     let results = passes
         .iter()
         .flat_map(|(pass, ..)| {
             let serial_pass = *pass == "serial";
             junit(&reports.join(pass))
                 .into_iter()
-                .filter(move |(name, _)| name.contains("[Serial]") == serial_pass)
+                .filter(move |(name, outcome)| {
+                    if chosen.contains(name) {
+                        name.contains("[Serial]") == serial_pass
+                    } else {
+                        matches!(outcome, Outcome::Failed(_))
+                    }
+                })
         })
-        .filter(|(name, _)| chosen.contains(name))
         .collect();
-    (results, started.elapsed())
+    (results, started.elapsed(), failed_passes)
 }
 
 #[test]
 fn the_docs_list_exactly_the_specs_the_suite_selects() {
     let selection = Selection::read();
-    let dir = std::env::temp_dir().join(format!("strait-conformance-{}", std::process::id()));
-    let (chosen, excluded) = selection.specs(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ScratchDir::new("conformance-lists");
+    let (chosen, excluded) = selection.specs(dir.path());
     assert!(
         chosen == selection.runs,
         "docs/conformance.md's \"The specs that run\" should read:\n{}",
@@ -464,8 +505,8 @@ fn the_selection_reads_from_the_docs_and_junit_parses() {
     let selection = Selection::read();
     assert!(selection.focus.contains("Networking"));
     assert!(selection.skip.iter().any(|s| s == "SCTP"));
-    let dir = std::env::temp_dir().join(format!("strait-junit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = ScratchDir::new("junit");
+    let dir = scratch.path();
     std::fs::write(
         dir.join("junit_01.xml"),
         r#"<testsuite><testcase name="a &#34;b&#34;" time="1"></testcase>
@@ -473,8 +514,7 @@ fn the_selection_reads_from_the_docs_and_junit_parses() {
 <testcase name="d" time="2"><failure type="Failure">x &lt; y</failure></testcase></testsuite>"#,
     )
     .unwrap();
-    let cases = junit(&dir);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let cases = junit(dir);
     assert_eq!(
         cases,
         vec![

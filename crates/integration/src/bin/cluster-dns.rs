@@ -104,7 +104,8 @@ async fn serve_tcp(cluster: Arc<Cluster>, mut stream: TcpStream) {
         };
         let mut framed = (out.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&out);
-        if stream.write_all(&framed).await.is_err() {
+        let written = tokio::time::timeout(TCP_IDLE, stream.write_all(&framed)).await;
+        if !matches!(written, Ok(Ok(()))) {
             return;
         }
     }
@@ -180,8 +181,13 @@ async fn main() {
     });
     let mut buffer = vec![0; 4096];
     loop {
-        let Ok((length, peer)) = udp.recv_from(&mut buffer).await else {
-            continue;
+        let (length, peer) = match udp.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(e) => {
+                eprintln!("receive: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if let Some(out) = cluster.answer(&buffer[..length], UDP_LIMIT) {
             let _ = udp.send_to(&out, peer).await;
