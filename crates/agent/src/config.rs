@@ -53,8 +53,8 @@ pub struct FileConfig {
 pub enum StoreConfig {
     /// Files in a directory: one machine only.
     Embedded { path: PathBuf },
-    /// The Kubernetes API: pools and blocks as custom resources, node records as Node
-    /// annotations. Without `kubeconfig`, the pod's service account (or $KUBECONFIG).
+    /// The Kubernetes API: pools, blocks and node records as custom resources (a StraitNode is
+    /// owned by its Node). Without `kubeconfig`, the pod's service account (or $KUBECONFIG).
     Kubernetes {
         kubeconfig: Option<PathBuf>,
         /// Seconds a pod must have been gone from the API before its address is released
