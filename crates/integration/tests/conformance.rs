@@ -199,28 +199,21 @@ fn selected(focus: &str, skip: &str, dir: &Path) -> BTreeSet<String> {
 
 /// The internet, as far as the suite looks for it, inside the fabric's namespace: its Networking
 /// specs first check that the runner reaches `http://google.com` ("not really a test of
-/// Kubernetes", says the suite), and one checks that a pod reaches 8.8.8.8 on TCP port 53
-/// (through the node's masquerade). In the runner's namespace that name resolves (`ip netns
-/// exec` mounts /etc/netns/NS/hosts as /etc/hosts) to a web server on the fabric's address, and
-/// 8.8.8.8 is an address of the fabric's own loopback with a listener on port 53: nothing
+/// Kubernetes", says the suite). In the runner's namespace that name resolves (`ip netns exec`
+/// mounts /etc/netns/NS/hosts as /etc/hosts) to a web server on the fabric's address: nothing
 /// leaves the machine.
 struct InternetStandIn {
-    fabric: String,
     hosts_dir: PathBuf,
-    servers: Vec<Child>,
+    server: Option<Child>,
 }
-
-/// The stand-in for a public DNS server's address.
-const PUBLIC_RESOLVER: &str = "8.8.8.8";
 
 impl InternetStandIn {
     fn start(fabric: &TestNetns, address: &str, dir: &Path) -> InternetStandIn {
         let hosts_dir = Path::new("/etc/netns").join(&fabric.name);
         // Made first: whatever follows fails, dropping it undoes what was done.
         let mut stand_in = InternetStandIn {
-            fabric: fabric.name.clone(),
             hosts_dir: hosts_dir.clone(),
-            servers: Vec::new(),
+            server: None,
         };
         std::fs::create_dir_all(&hosts_dir).expect("/etc/netns/NS");
         std::fs::write(
@@ -239,52 +232,34 @@ impl InternetStandIn {
             "-h",
             www.to_str().expect("utf-8"),
         ];
-        stand_in.spawn(fabric, "busybox", &web);
-        fabric.ip(&["addr", "add", &format!("{PUBLIC_RESOLVER}/32"), "dev", "lo"]);
-        let listen = format!("TCP4-LISTEN:53,bind={PUBLIC_RESOLVER},reuseaddr,fork");
-        stand_in.spawn(fabric, "socat", &[&listen, "/dev/null"]);
-        strait_integration::wait_until(
-            "the stand-in servers answer",
-            Duration::from_secs(10),
-            || {
-                let web = fabric.exec("busybox", &["wget", "-q", "-O", "-", "http://google.com/"]);
-                let dns = fabric.exec("nc", &["-z", "-w", "1", PUBLIC_RESOLVER, "53"]);
-                web.status.success() && dns.status.success()
-            },
-            || "busybox httpd or socat does not answer in the fabric namespace".into(),
-        );
-        stand_in
-    }
-
-    fn spawn(&mut self, fabric: &TestNetns, program: &str, args: &[&str]) {
-        let child = fabric
-            .command(program, args)
+        let server = fabric
+            .command("busybox", &web)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{program} does not start: {e}"));
-        self.servers.push(child);
+            .unwrap_or_else(|e| panic!("busybox httpd does not start: {e}"));
+        stand_in.server = Some(server);
+        strait_integration::wait_until(
+            "the stand-in web server answers",
+            Duration::from_secs(10),
+            || {
+                fabric
+                    .exec("busybox", &["wget", "-q", "-O", "-", "http://google.com/"])
+                    .status
+                    .success()
+            },
+            || "busybox httpd does not answer in the fabric namespace".into(),
+        );
+        stand_in
     }
 }
 
 impl Drop for InternetStandIn {
     fn drop(&mut self) {
-        for server in &mut self.servers {
+        if let Some(server) = &mut self.server {
             let _ = server.kill();
             let _ = server.wait();
         }
-        let _ = strait_integration::run(
-            "ip",
-            &[
-                "-n",
-                &self.fabric,
-                "addr",
-                "del",
-                &format!("{PUBLIC_RESOLVER}/32"),
-                "dev",
-                "lo",
-            ],
-        );
         let _ = std::fs::remove_dir_all(&self.hosts_dir);
         // Only when empty: nothing else of the machine's is touched.
         let _ = std::fs::remove_dir("/etc/netns");
