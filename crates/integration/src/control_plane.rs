@@ -150,15 +150,16 @@ impl ControlPlane {
             &["--listen", socket.to_str().expect("utf-8")],
         );
         self.spawn_controller(proxy, "cluster-proxy.log");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "connect-proxy does not listen: {}",
-                std::fs::read_to_string(self.dir.join("cluster-proxy.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_until(
+            "connect-proxy listens",
+            Duration::from_secs(10),
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            || self.log("cluster-proxy.log"),
+        );
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
     /// `program` run where the API is reachable (the control plane's namespace, if any).
@@ -296,24 +297,20 @@ impl ControlPlane {
             ports(r#", "targetPort": 53"#),
             ports("")
         ));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let dig = self
-                .command(Path::new("dig"))
-                .args(["+time=1", "+tries=1", "+short", &format!("@{address}")])
-                .arg("kube-dns.kube-system.svc.cluster.local")
-                .output()
-                .expect("dig is installed (scripts/install-deps test)");
-            if String::from_utf8_lossy(&dig.stdout).trim() == CLUSTER_DNS_IP {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cluster-dns does not answer: {}",
-                std::fs::read_to_string(self.dir.join("cluster-dns.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        crate::wait_until(
+            "cluster-dns answers for the kube-dns Service",
+            Duration::from_secs(60),
+            || {
+                let dig = self
+                    .command(Path::new("dig"))
+                    .args(["+time=1", "+tries=1", "+short", &format!("@{address}")])
+                    .arg("kube-dns.kube-system.svc.cluster.local")
+                    .output()
+                    .expect("dig is installed (scripts/install-deps test)");
+                String::from_utf8_lossy(&dig.stdout).trim() == CLUSTER_DNS_IP
+            },
+            || self.log("cluster-dns.log"),
+        );
     }
 
     fn spawn_controller(&mut self, mut command: Command, log: &str) {

@@ -82,60 +82,83 @@ pub fn conformance_images(dir: &Path) -> Vec<PathBuf> {
     let sleep = r#"ENTRYPOINT ["/bin/sleep", "100000000"]"#;
     image_archive(dir, &busybox_tar, &[sleep], CONFORMANCE_PAUSE_IMAGE, &pause);
 
-    let agnhost_dir = dir.join("agnhost");
-    let root = busybox_with_debian_tools(&agnhost_dir, &applets);
-    fs::copy(
-        crate::control_plane::kube_binary("agnhost"),
-        root.join("agnhost"),
-    )
-    .expect("copy agnhost");
-    let _ = std::os::unix::fs::symlink("agnhost", root.join("agnhost-2"));
-    // The TLS pair agnhost's porter serves with, as the real image carries it.
-    let source = Path::new(crate::control_plane::KUBE_SOURCE).join("test/images/agnhost/porter");
-    for file in ["localhost.crt", "localhost.key"] {
-        fs::copy(source.join(file), root.join(file)).expect("agnhost's porter certificate");
-    }
-    // Where the suite's throughput spec runs it.
-    fs::create_dir_all(root.join("usr/local/bin")).expect("usr/local/bin");
-    let _ = std::os::unix::fs::symlink("/bin/iperf", root.join("usr/local/bin/iperf"));
-    fs::create_dir_all(root.join("uploads")).expect("uploads");
-    let rootfs = tar_rootfs(&agnhost_dir);
-    let agnhost = dir.join("agnhost-2.21.tar");
-    let changes = [r#"ENTRYPOINT ["/agnhost"]"#, r#"CMD ["pause"]"#];
-    image_archive(dir, &rootfs, &changes, AGNHOST_IMAGE, &agnhost);
-
+    let agnhost = tools_image(dir, &applets, AGNHOST_IMAGE, "agnhost-2.21.tar", |root| {
+        fs::copy(
+            crate::control_plane::kube_binary("agnhost"),
+            root.join("agnhost"),
+        )
+        .expect("copy agnhost");
+        let _ = std::os::unix::fs::symlink("agnhost", root.join("agnhost-2"));
+        // The TLS pair agnhost's porter serves with, as the real image carries it.
+        let source =
+            Path::new(crate::control_plane::KUBE_SOURCE).join("test/images/agnhost/porter");
+        for file in ["localhost.crt", "localhost.key"] {
+            fs::copy(source.join(file), root.join(file)).expect("agnhost's porter certificate");
+        }
+        // Where the suite's throughput spec runs it.
+        fs::create_dir_all(root.join("usr/local/bin")).expect("usr/local/bin");
+        let _ = std::os::unix::fs::symlink("/bin/iperf", root.join("usr/local/bin/iperf"));
+        fs::create_dir_all(root.join("uploads")).expect("uploads");
+        vec![r#"ENTRYPOINT ["/agnhost"]"#, r#"CMD ["pause"]"#]
+    });
     // The DNS specs' second querier: the same tools.
-    let dnsutils_dir = dir.join("dnsutils");
-    busybox_with_debian_tools(&dnsutils_dir, &applets);
-    let rootfs = tar_rootfs(&dnsutils_dir);
-    let dnsutils = dir.join("jessie-dnsutils-1.0.tar");
-    image_archive(dir, &rootfs, &[r#"CMD ["sh"]"#], DNSUTILS_IMAGE, &dnsutils);
-
+    let dnsutils = tools_image(
+        dir,
+        &applets,
+        DNSUTILS_IMAGE,
+        "jessie-dnsutils-1.0.tar",
+        |_| vec![r#"CMD ["sh"]"#],
+    );
     // The kube-proxy specs' privileged reader of the node's conntrack table.
-    let iptables_dir = dir.join("debian-iptables");
-    let root = busybox_with_debian_tools(&iptables_dir, &applets);
-    copy_with_libraries(Path::new("/usr/sbin/conntrack"), &root, "conntrack");
-    let rootfs = tar_rootfs(&iptables_dir);
-    let iptables = dir.join("debian-iptables-buster-v1.3.0.tar");
-    image_archive(dir, &rootfs, &[r#"CMD ["sh"]"#], IPTABLES_IMAGE, &iptables);
-
+    let iptables = tools_image(
+        dir,
+        &applets,
+        IPTABLES_IMAGE,
+        "debian-iptables-buster-v1.3.0.tar",
+        |root| {
+            copy_with_libraries(Path::new("/usr/sbin/conntrack"), root, "conntrack");
+            vec![r#"CMD ["sh"]"#]
+        },
+    );
     // The server of the connection-reset regression spec, built from the Kubernetes source. The
     // tree holds its version 1.2, which learns the pod's address from $POD_IP (set by later
     // suites' pod specs); version 1.0, which 1.20's spec runs, found it itself: so does the
     // entrypoint.
-    let regression_dir = dir.join("regression-issue-74839");
-    let root = busybox_with_debian_tools(&regression_dir, &applets);
-    fs::copy(
-        crate::control_plane::kube_binary("regression-issue-74839"),
-        root.join("regression-issue-74839"),
-    )
-    .expect("copy regression-issue-74839");
-    let rootfs = tar_rootfs(&regression_dir);
-    let regression = dir.join("regression-issue-74839-1.0.tar");
-    let entrypoint =
-        r#"ENTRYPOINT ["/bin/sh", "-c", "POD_IP=$(hostname -i) exec /regression-issue-74839"]"#;
-    image_archive(dir, &rootfs, &[entrypoint], REGRESSION_IMAGE, &regression);
+    let regression = tools_image(
+        dir,
+        &applets,
+        REGRESSION_IMAGE,
+        "regression-issue-74839-1.0.tar",
+        |root| {
+            fs::copy(
+                crate::control_plane::kube_binary("regression-issue-74839"),
+                root.join("regression-issue-74839"),
+            )
+            .expect("copy regression-issue-74839");
+            vec![
+                r#"ENTRYPOINT ["/bin/sh", "-c", "POD_IP=$(hostname -i) exec /regression-issue-74839"]"#,
+            ]
+        },
+    );
     vec![agnhost, busybox, pause, dnsutils, iptables, regression]
+}
+
+/// Image `name`, saved as `dir/ARCHIVE`, from busybox's `applets` and [`DEBIAN_TOOLS`]: `finish`
+/// adds what is particular to it to the root filesystem and returns its Dockerfile changes.
+fn tools_image(
+    dir: &Path,
+    applets: &[&str],
+    name: &str,
+    archive: &str,
+    finish: impl FnOnce(&Path) -> Vec<&'static str>,
+) -> PathBuf {
+    let image_dir = dir.join(archive.trim_end_matches(".tar"));
+    let root = busybox_with_debian_tools(&image_dir, applets);
+    let changes = finish(&root);
+    let rootfs = tar_rootfs(&image_dir);
+    let out = dir.join(archive);
+    image_archive(dir, &rootfs, &changes, name, &out);
+    out
 }
 
 /// Debian's programs the suite's commands need, where busybox's lack the options they use (its
