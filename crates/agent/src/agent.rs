@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strait_dataplane::ledger::host_veths;
+use strait_dataplane::model::{NetId, Table};
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
 use strait_netlink::Netlink;
 use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
@@ -200,11 +201,12 @@ impl<S: Store> Agent<S> {
                 .networks
                 .values()
                 .map(|n| LocalNetwork {
-                    name: n.spec.name.clone(),
+                    id: NetId::new(&n.spec.name),
                     vni: n.spec.vni,
                     mtu: self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
                     vtep: n.vtep,
-                    pools: n.pool_modes(),
+                    table: Table::MAIN,
+                    pools: n.local_pools(),
                 })
                 .collect(),
         }
@@ -228,6 +230,7 @@ impl<S: Store> Agent<S> {
         let reconciler = Reconciler {
             local: self.local_node(),
             cache: Arc::clone(&self.cluster),
+            registry: Arc::clone(&self.registry),
             wake,
             metrics: Arc::clone(&self.metrics),
             owned,

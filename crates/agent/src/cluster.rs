@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use strait_dataplane::overlay::{ClusterView, Peer, Vtep};
+use strait_dataplane::model::NetId;
+use strait_dataplane::overlay::{BlockKey, ClusterView, Peer, Vtep};
 use strait_store::{BlockRecord, Kind, NodeRecord, Store, Versioned, WatchEvent, typed};
 
 use crate::tasks::Tasks;
@@ -31,7 +32,7 @@ fn peer(record: &NodeRecord) -> Peer {
             .networks
             .iter()
             .filter_map(|(network, v)| match (v.ip, v.mac.parse()) {
-                (IpAddr::V4(ip), Ok(mac)) => Some((network.clone(), Vtep { ip, mac })),
+                (IpAddr::V4(ip), Ok(mac)) => Some((NetId::new(network), Vtep { ip, mac })),
                 _ => None,
             })
             .collect(),
@@ -70,8 +71,8 @@ impl ClusterCache {
                 _ => false,
             },
             (Kind::IpBlock, WatchEvent::Put(v)) => match block(v) {
-                Some((cidr, owner)) if guard.blocks.get(&cidr) != Some(&owner) => {
-                    Arc::make_mut(&mut guard).blocks.insert(cidr, owner);
+                Some((key, owner)) if guard.blocks.get(&key) != Some(&owner) => {
+                    Arc::make_mut(&mut guard).blocks.insert(key, owner);
                     true
                 }
                 _ => false,
@@ -81,12 +82,12 @@ impl ClusterCache {
                     && Arc::make_mut(&mut guard).nodes.remove(&name).is_some()
             }
             (Kind::IpBlock, WatchEvent::Delete(name)) => {
-                let cidr = guard
+                let key = guard
                     .blocks
                     .keys()
-                    .find(|cidr| strait_ipam::block_name(**cidr) == name)
-                    .copied();
-                cidr.is_some_and(|c| Arc::make_mut(&mut guard).blocks.remove(&c).is_some())
+                    .find(|key| strait_ipam::block_name(key.cidr) == name)
+                    .cloned();
+                key.is_some_and(|k| Arc::make_mut(&mut guard).blocks.remove(&k).is_some())
             }
             _ => false,
         }
@@ -103,9 +104,15 @@ fn node(v: Versioned<serde_json::Value>) -> Option<(String, Peer)> {
     }
 }
 
-fn block(v: Versioned<serde_json::Value>) -> Option<(ipnet::IpNet, String)> {
+fn block(v: Versioned<serde_json::Value>) -> Option<(BlockKey, String)> {
     match typed::decode::<BlockRecord>(v) {
-        Ok(r) => Some((r.value.cidr, r.value.node)),
+        Ok(r) => Some((
+            BlockKey {
+                pool: r.value.pool,
+                cidr: r.value.cidr,
+            },
+            r.value.node,
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "ignoring an unreadable block record");
             None
@@ -157,8 +164,8 @@ pub fn spawn_watches(
 /// Blocks of `view` per node, for straitctl.
 pub fn blocks_by_node(view: &ClusterView) -> BTreeMap<String, Vec<ipnet::IpNet>> {
     let mut out: BTreeMap<String, Vec<ipnet::IpNet>> = BTreeMap::new();
-    for (cidr, node) in &view.blocks {
-        out.entry(node.clone()).or_default().push(*cidr);
+    for (block, node) in &view.blocks {
+        out.entry(node.clone()).or_default().push(block.cidr);
     }
     out
 }

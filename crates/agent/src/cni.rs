@@ -11,6 +11,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
+use strait_dataplane::model::Table;
 use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod,
     host_veth_name, pod_links,
@@ -43,6 +44,7 @@ fn plan_of(a: &Attachment) -> PodPlan {
         netns: PathBuf::from(a.netns.clone().unwrap_or_default()),
         addresses: a.addresses.clone(),
         mtu: a.mtu,
+        table: Table::MAIN,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
-//! devices, the underlay) and on what hangs off them, and any change to the nftables ruleset.
-//! Each wakes the reconciler, which repairs within its next pass rather than on a timer.
+//! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
+//! route included), and any change to the nftables ruleset. Each wakes the reconciler, which
+//! repairs within its next pass rather than on a timer.
 
 use std::sync::Arc;
 
@@ -34,7 +35,10 @@ fn concerns_us(event: &Event, owned: &OwnedLinks) -> bool {
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
             owned.contains(a.header.index)
         }
-        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+        // Any of ours deleted, wherever it led: pods' host routes come and go with their veths,
+        // so only their deletion is news.
+        RouteNetlinkMessage::DelRoute(r) => u8::from(r.header.protocol) == ROUTE_PROTOCOL,
+        RouteNetlinkMessage::NewRoute(r) => {
             u8::from(r.header.protocol) == ROUTE_PROTOCOL
                 && r.attributes
                     .iter()

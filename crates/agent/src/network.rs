@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use strait_dataplane::overlay::{Mode, Vtep};
+use strait_dataplane::overlay::{LocalPool, Mode, Vtep};
 use strait_dataplane::vtep_mac;
 use strait_ipam::{
     Allocator, IpamError, Usage, claim_block, claim_block_of, ensure_pool, has_free_block,
@@ -303,12 +303,16 @@ impl NetworkState {
         (allocator.blocks().collect(), allocator.usage())
     }
 
-    /// The pools and their modes, as the overlay needs them.
-    pub fn pool_modes(&self) -> Vec<(IpNet, Mode)> {
+    /// The pools, as the overlay needs them.
+    pub fn local_pools(&self) -> Vec<LocalPool> {
         self.spec
             .pools
             .iter()
-            .map(|p| (p.pool.cidr, p.mode))
+            .map(|p| LocalPool {
+                name: p.pool.name.clone(),
+                cidr: p.pool.cidr,
+                mode: p.mode,
+            })
             .collect()
     }
 

@@ -1,21 +1,23 @@
-//! The reconciler: one loop that makes the kernel hold what the cluster says this node needs.
-//! Store changes, kernel changes to what we own, nftables changes and a slow timer all wake the
-//! same loop; each pass computes the desired state (pure), reads only what we own, plans the
-//! difference (pure) and applies it in one batch. A pass that fails is retried with backoff,
-//! never dropped.
+//! The reconciler: one loop that makes the kernel hold what the cluster and this node's
+//! attachments say it needs. Store changes, kernel changes to what we own, nftables changes and a
+//! slow timer all wake the same loop; each pass is the node model's
+//! [`reconcile`](strait_dataplane::reconcile::reconcile) (desired, read, plan, apply in one
+//! batch), then the nftables table. A pass that fails is retried with backoff, never dropped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strait_dataplane::overlay::{self, Actual, LocalNode};
-use strait_dataplane::overlay_kernel::{apply, read_actual};
+use strait_dataplane::model::{Actual, Table};
+use strait_dataplane::overlay::LocalNode;
+use strait_dataplane::reconcile::{Inputs, Pass, PodHost, reconcile};
 use strait_netlink::Netlink;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterCache;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::wake::{Reason, Reasons, Wake};
 
 /// The slow periodic pass.
@@ -32,8 +34,8 @@ impl OwnedLinks {
         self.0.read().expect("not poisoned").contains(&index)
     }
 
-    fn set(&self, indices: HashSet<u32>) {
-        *self.0.write().expect("not poisoned") = indices;
+    fn set(&self, indices: impl IntoIterator<Item = u32>) {
+        *self.0.write().expect("not poisoned") = indices.into_iter().collect();
     }
 }
 
@@ -49,6 +51,8 @@ pub struct LastPass {
 pub struct Reconciler {
     pub local: LocalNode,
     pub cache: Arc<ClusterCache>,
+    /// The attachments whose host sides each pass keeps.
+    pub registry: Arc<Registry>,
     pub wake: Arc<Wake>,
     pub metrics: Arc<Metrics>,
     pub owned: Arc<OwnedLinks>,
@@ -69,7 +73,7 @@ pub struct Reconciler {
 struct Outcome {
     operations: usize,
     errors: Vec<String>,
-    owned: HashSet<u32>,
+    owned: BTreeSet<u32>,
     nft_listing: Option<String>,
     nft_repaired: bool,
     /// What the kernel holds after a pass that fully succeeded.
@@ -80,56 +84,28 @@ struct Outcome {
 /// and its block's come on two watches).
 const SETTLE: Duration = Duration::from_millis(2);
 
-/// One pass, blocking: overlay, then (when asked) the nftables table. `known` is what the kernel
-/// holds when nothing but the store changed since the last pass; otherwise the kernel is read.
-fn pass(
-    local: &LocalNode,
-    view: &overlay::ClusterView,
-    known: Option<Actual>,
-    nft: Option<(&str, Option<String>)>,
-) -> Outcome {
+/// One pass, blocking: the node model, then (when asked) the nftables table. `known` is what the
+/// kernel holds when nothing but the store changed since the last pass; otherwise the kernel is
+/// read.
+fn pass(inputs: &Inputs, known: Option<Actual>, nft: Option<(&str, Option<String>)>) -> Outcome {
     let mut out = Outcome::default();
-    let mut nl = match Netlink::new() {
-        Ok(nl) => nl,
-        Err(e) => {
-            out.errors.push(e.to_string());
-            return out;
-        }
-    };
-    let t0 = Instant::now();
-    let desired = overlay::desired(local, view);
-    let t1 = Instant::now();
-    let actual = match known {
-        Some(actual) => Ok(actual),
-        None => read_actual(&mut nl, &local.underlay),
-    };
-    match actual {
-        Ok(actual) => {
-            let t2 = Instant::now();
-            let ops = overlay::plan(&desired, &actual);
-            let t3 = Instant::now();
-            let planned = ops.len();
-            let applied = apply(&mut nl, ops, &actual);
+    let report = Netlink::new()
+        .map_err(Into::into)
+        .and_then(|mut nl| reconcile(&mut nl, inputs, known, Pass::Apply));
+    match report {
+        Ok(report) => {
             tracing::debug!(
-                desired_ms = (t1 - t0).as_secs_f64() * 1e3,
-                read_ms = (t2 - t1).as_secs_f64() * 1e3,
-                plan_ms = (t3 - t2).as_secs_f64() * 1e3,
-                apply_ms = t3.elapsed().as_secs_f64() * 1e3,
-                planned,
+                read_ms = report.read_time.as_secs_f64() * 1e3,
+                apply_ms = report.apply_time.as_secs_f64() * 1e3,
+                planned = report.planned,
                 "pass phases"
             );
-            out.operations = applied.done;
-            out.errors = applied.failed;
-            if out.errors.is_empty() {
-                out.applied = Some(desired.as_applied(&applied.hops, applied.highest_nexthop_id));
-            }
+            out.operations = report.done;
+            out.errors = report.failed;
+            out.applied = report.after;
+            out.owned = report.owned_links;
         }
         Err(e) => out.errors.push(e.to_string()),
-    }
-    for name in desired.devices.keys().chain([&local.underlay]) {
-        if let Ok(Some(link)) = nl.link_by_name(name) {
-            out.owned.insert(link.index);
-        }
     }
     if let Some((script, expected)) = nft {
         match strait_nft::list() {
@@ -147,6 +123,20 @@ fn pass(
 }
 
 impl Reconciler {
+    /// The host sides to keep: every attachment's but those being released.
+    fn pods(&self) -> Vec<PodHost> {
+        self.registry
+            .all()
+            .into_iter()
+            .filter(|a| !a.releasing)
+            .map(|a| PodHost {
+                veth: a.host_veth,
+                table: Table::MAIN,
+                addresses: a.addresses,
+            })
+            .collect()
+    }
+
     pub async fn run(self) {
         let mut retry: Option<Duration> = None;
         let mut nft_listing: Option<String> = None;
@@ -185,14 +175,17 @@ impl Reconciler {
                 self.record_missing.notify_one();
             }
             let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
-            let local = self.local.clone();
+            let inputs = Inputs {
+                local: self.local.clone(),
+                cluster: view,
+                pods: self.pods(),
+            };
             let script = self.nft_script.clone();
             let expected = nft_listing.clone();
             let started = Instant::now();
             let outcome = tokio::task::spawn_blocking(move || {
                 pass(
-                    &local,
-                    &view,
+                    &inputs,
                     known,
                     check_nft.then_some((script.as_str(), expected)),
                 )

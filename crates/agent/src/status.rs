@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strait_dataplane::overlay::{self, Desired};
-use strait_dataplane::overlay_kernel::{apply, read_actual};
+use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use strait_netlink::Netlink;
 use strait_rpc::{
     ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
@@ -144,27 +143,33 @@ impl<S: Store> Agent<S> {
             .collect()
     }
 
-    /// The routes this node must hold to reach other nodes' blocks, each checked in the kernel.
+    /// The routes this node must hold to reach other nodes' blocks, each checked in the kernel
+    /// (a pass of the node model that does not apply).
     async fn routes(&self) -> Result<Vec<RouteInfo>, String> {
         let view = self.cluster.snapshot();
         let local = self.local_node();
-        let desired = overlay::desired(&local, &view);
-        let underlay = local.underlay.clone();
-        let actual = tokio::task::spawn_blocking(move || {
-            let mut nl = Netlink::new().map_err(|e| e.to_string())?;
-            read_actual(&mut nl, &underlay).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        Ok(desired
+        let inputs = Inputs {
+            local: local.clone(),
+            cluster: Arc::clone(&view),
+            pods: Vec::new(),
+        };
+        let report = run_pass(inputs, Pass::DryRun).await?;
+        let owners = local.block_owners(&view);
+        Ok(report
+            .desired
             .routes
             .iter()
             .map(|r| RouteInfo {
                 dst: r.dst,
+                table: r.table.to_string(),
                 via: r.hop.gateway.to_string(),
                 device: r.hop.device.to_string(),
-                node: view.blocks.get(&r.dst).cloned().unwrap_or_default(),
-                programmed: actual.routes.contains(r),
+                node: owners
+                    .get(&(r.table, r.dst))
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
+                programmed: report.actual.routes.contains(r),
             })
             .collect())
     }
@@ -196,19 +201,12 @@ impl<S: Store> Agent<S> {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let underlay = self.underlay.device.clone();
-        let failed = tokio::task::spawn_blocking(move || {
-            let mut nl = Netlink::new().map_err(|e| e.to_string())?;
-            let actual = read_actual(&mut nl, &underlay).map_err(|e| e.to_string())?;
-            let ops = overlay::plan(&Desired::default(), &actual);
-            let mut failed = apply(&mut nl, ops, &actual).failed;
-            if let Err(e) = strait_nft::delete() {
-                failed.push(e.to_string());
-            }
-            Ok::<_, String>(failed)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let mut failed = run_pass(Inputs::nothing(&self.local_node()), Pass::Apply)
+            .await?
+            .failed;
+        if let Err(e) = strait_nft::delete() {
+            failed.push(e.to_string());
+        }
         for e in failed {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
         }
@@ -219,4 +217,14 @@ impl<S: Store> Agent<S> {
         self.stop.stop();
         Ok(())
     }
+}
+
+/// One pass of the node model, off the async threads.
+async fn run_pass(inputs: Inputs, pass: Pass) -> Result<Report, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+        reconcile(&mut nl, &inputs, None, pass).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

@@ -116,13 +116,14 @@ pub fn peers(peers: &[PeerInfo]) -> String {
 
 pub fn routes(routes: &[RouteInfo]) -> String {
     let mut rows = vec![
-        ["DESTINATION", "VIA", "DEVICE", "NODE", "IN KERNEL"]
+        ["DESTINATION", "TABLE", "VIA", "DEVICE", "NODE", "IN KERNEL"]
             .map(String::from)
             .to_vec(),
     ];
     for r in routes {
         rows.push(vec![
             r.dst.to_string(),
+            r.table.clone(),
             r.via.clone(),
             r.device.clone(),
             r.node.clone(),

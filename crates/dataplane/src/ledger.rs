@@ -1,12 +1,13 @@
 //! The kernel as the second ledger of a node's pod addresses: each of Strait's host veths with the
-//! addresses it carries (its proto-83 host routes and its permanent neighbours, both families).
+//! addresses it carries (its proto-83 host routes in any table and its permanent neighbours, both
+//! families).
 //! The agent reads it at start, beside its attachment records, so that a lost or unreadable record
 //! never frees the address of a pod that still runs. Reads only; deletes nothing.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use strait_netlink::{Link, Neighbour, Netlink, Route, TABLE_MAIN};
+use strait_netlink::{Link, Neighbour, Netlink, Route};
 
 use crate::error::DataplaneError;
 use crate::naming::{ROUTE_PROTOCOL, is_host_veth};
@@ -24,8 +25,8 @@ pub struct HostVeth {
 /// Every host veth of Strait's on this node, with the addresses it carries.
 pub fn host_veths(host: &mut Netlink) -> Result<Vec<HostVeth>, DataplaneError> {
     let links = host.links()?;
-    let mut routes = host.routes(false, TABLE_MAIN)?;
-    routes.extend(host.routes(true, TABLE_MAIN)?);
+    let mut routes = host.all_routes(false)?;
+    routes.extend(host.all_routes(true)?);
     let neighbours = host.all_neighbours()?;
     Ok(carried(&links, &routes, &neighbours))
 }
@@ -63,7 +64,7 @@ fn carried(links: &[Link], routes: &[Route], neighbours: &[Neighbour]) -> Vec<Ho
 
 #[cfg(test)]
 mod tests {
-    use strait_netlink::Scope;
+    use strait_netlink::{Scope, TABLE_MAIN};
 
     use super::*;
 

@@ -9,13 +9,20 @@
 //! - on the host: the veth (named from the attachment, see [`host_veth_name`]) up and without
 //!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod.
 
+//!
+//! Everything else Strait holds in the node's kernel is one node model ([`model`]): what must be
+//! there, from the overlay ([`overlay`]) and the pods' host sides, and one pass that reads what
+//! is there, plans the difference and applies it ([`reconcile`]).
+
 mod error;
 pub mod fault;
+mod kernel;
 pub mod ledger;
+pub mod model;
 mod naming;
 pub mod overlay;
-pub mod overlay_kernel;
 mod pod;
+pub mod reconcile;
 mod undo;
 
 pub use error::DataplaneError;

@@ -1,6 +1,7 @@
 //! Node-to-node networking as pure data: what this node must hold to reach the other nodes'
-//! pods ([`desired`]), and the operations that turn what the kernel holds into that ([`plan`]).
-//! Everything is keyed by device names so the planning is table-testable without a kernel:
+//! pods, added to the node model by [`contribute`] from this node's settings and the cluster
+//! view. A block belongs to a network through the pool it was cut from, so two networks may use
+//! the same ranges:
 //!
 //! - per network with a VXLAN pool, one device `strait.<vni>` (`nolearning`, port 4789, `local` =
 //!   this node's address, MTU = underlay − 50) holding this node's VTEP address as a /32;
@@ -8,18 +9,21 @@
 //!   `VTEP_IP lladdr VTEP_MAC`, both permanent;
 //! - per remote node, a nexthop object (a [`Hop`]): `via VTEP_IP dev strait.<vni> onlink` for
 //!   VXLAN pools, `via NODE_ADDRESS dev UNDERLAY` for routed pools;
-//! - per remote block, a route through its node's hop, tagged with Strait's protocol.
+//! - per remote block, a route in its network's table through its node's hop, tagged with
+//!   Strait's protocol.
 //!
 //! Routes through a shared nexthop object are several times cheaper for the kernel to build than
 //! routes that each carry their own gateway, and a peer's routes go with its nexthop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use strait_netlink::MacAddr;
+
+use crate::model::{Desired, DeviceSpec, Fdb, Hop, Neigh, NetId, PeerRoute, Table};
 
 /// How a pool's blocks reach other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -66,13 +70,23 @@ pub struct LocalNode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNetwork {
-    pub name: String,
+    pub id: NetId,
     pub vni: u32,
     /// The VXLAN device's MTU.
     pub mtu: u32,
     /// This node's VTEP, when a pool of the network uses VXLAN.
     pub vtep: Option<Vtep>,
-    pub pools: Vec<(IpNet, Mode)>,
+    /// The routing table that holds the network's routes.
+    pub table: Table,
+    pub pools: Vec<LocalPool>,
+}
+
+/// One of a network's address pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPool {
+    pub name: String,
+    pub cidr: IpNet,
+    pub mode: Mode,
 }
 
 /// Another node, as the cluster store describes it.
@@ -80,7 +94,15 @@ pub struct LocalNetwork {
 pub struct Peer {
     pub address: IpAddr,
     /// Per network, its VTEP.
-    pub vteps: BTreeMap<String, Vtep>,
+    pub vteps: BTreeMap<NetId, Vtep>,
+}
+
+/// A block of addresses: which pool it was cut from, and its range. Two pools (of two
+/// networks) may cut the same range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockKey {
+    pub pool: String,
+    pub cidr: IpNet,
 }
 
 /// What the cluster store says about every node and block.
@@ -88,164 +110,36 @@ pub struct Peer {
 pub struct ClusterView {
     pub nodes: BTreeMap<String, Peer>,
     /// Block → the node holding it.
-    pub blocks: BTreeMap<IpNet, String>,
+    pub blocks: BTreeMap<BlockKey, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSpec {
-    pub vni: u32,
-    pub mac: MacAddr,
-    pub mtu: u32,
-    pub local: Ipv4Addr,
-    pub underlay: String,
-    pub address: IpNet,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fdb {
-    pub device: Arc<str>,
-    pub mac: MacAddr,
-    pub dst: IpAddr,
-}
-
-/// A permanent neighbour on one of our devices.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Neigh {
-    pub device: Arc<str>,
-    pub ip: IpAddr,
-    pub mac: MacAddr,
-}
-
-/// A route to another node's block.
-/// Another node as a next hop: the gateway that leads to it through one of our links.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Hop {
-    pub device: Arc<str>,
-    pub gateway: IpAddr,
-    pub onlink: bool,
-}
-
-/// A route to another node's block, through that node's hop.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerRoute {
-    pub dst: IpNet,
-    pub hop: Hop,
-}
-
-/// The node-to-node state this node must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
-    pub devices: BTreeMap<String, DeviceSpec>,
-    pub fdb: BTreeSet<Fdb>,
-    pub neighbours: BTreeSet<Neigh>,
-    pub hops: BTreeSet<Hop>,
-    pub routes: BTreeSet<PeerRoute>,
-}
-
-/// A device as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActualDevice {
-    pub vni: u32,
-    pub mac: Option<MacAddr>,
-    pub mtu: u32,
-    pub local: Option<Ipv4Addr>,
-    pub port: u16,
-    pub underlay: Option<String>,
-    pub learning: bool,
-    pub up: bool,
-    pub addresses: Vec<IpNet>,
-}
-
-/// What the kernel holds of ours: our devices, their permanent entries, and our routes that
-/// leave through them or the underlay.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Actual {
-    pub devices: BTreeMap<String, ActualDevice>,
-    pub fdb: BTreeSet<Fdb>,
-    pub neighbours: BTreeSet<Neigh>,
-    /// Our nexthop objects by what they lead to, with their ids.
-    pub hops: BTreeMap<Hop, u32>,
-    pub routes: BTreeSet<PeerRoute>,
-    /// Our nexthop objects that duplicate another (left by an interrupted pass).
-    pub stray_hops: Vec<u32>,
-    /// Our routes that do not go through one of our nexthop objects.
-    pub stray_routes: Vec<IpNet>,
-    /// The highest nexthop id (of anyone's) in the kernel: new ones are numbered above it.
-    pub highest_nexthop_id: u32,
-}
-
-impl Desired {
-    /// What the kernel holds once a plan towards this state has been applied in full, the
-    /// nexthop objects having the ids in `hop_ids`, none above `highest_nexthop_id`.
-    pub fn as_applied(&self, hop_ids: &BTreeMap<Hop, u32>, highest_nexthop_id: u32) -> Actual {
-        Actual {
-            devices: self
-                .devices
-                .iter()
-                .map(|(name, s)| {
-                    (
-                        name.clone(),
-                        ActualDevice {
-                            vni: s.vni,
-                            mac: Some(s.mac),
-                            mtu: s.mtu,
-                            local: Some(s.local),
-                            port: VXLAN_PORT,
-                            underlay: Some(s.underlay.clone()),
-                            learning: false,
-                            up: true,
-                            addresses: vec![s.address],
-                        },
-                    )
-                })
-                .collect(),
-            fdb: self.fdb.clone(),
-            neighbours: self.neighbours.clone(),
-            hops: self
-                .hops
-                .iter()
-                .filter_map(|h| Some((h.clone(), *hop_ids.get(h)?)))
-                .collect(),
-            routes: self.routes.clone(),
-            stray_hops: Vec::new(),
-            stray_routes: Vec::new(),
-            highest_nexthop_id,
-        }
-    }
-}
-
-/// One change to the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    CreateDevice(String, DeviceSpec),
-    DeleteDevice(String),
-    SetMtu(String, u32),
-    SetUp(String),
-    AddAddress(String, IpNet),
-    AddFdb(Arc<str>, MacAddr, IpAddr),
-    DelFdb(Arc<str>, MacAddr, IpAddr),
-    SetNeighbour(Arc<str>, IpAddr, MacAddr),
-    DelNeighbour(Arc<str>, IpAddr),
-    AddHop(Hop),
-    /// Deleting a nexthop object also deletes the routes through it.
-    DelHop(u32),
-    /// Adds the route or points the one to its destination through its hop.
-    SetRoute(PeerRoute),
-    DelRoute(IpNet),
-}
-
-/// The pool mode of `block` in `network`, if the block belongs to one of its pools.
-fn mode_of(network: &LocalNetwork, block: IpNet) -> Option<Mode> {
+/// The mode of `block` in `network`, if the block was cut from one of its pools.
+fn mode_of(network: &LocalNetwork, block: &BlockKey) -> Option<Mode> {
     network
         .pools
         .iter()
-        .find(|(pool, _)| pool.contains(&block))
-        .map(|(_, mode)| *mode)
+        .find(|p| p.name == block.pool && p.cidr.contains(&block.cidr))
+        .map(|p| p.mode)
 }
 
-/// Everything this node must hold, from its own settings and the cluster view.
-pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
-    let mut out = Desired::default();
+impl LocalNode {
+    /// The node holding each block this node routes to, by the route's table and destination.
+    pub fn block_owners<'a>(&self, cluster: &'a ClusterView) -> BTreeMap<(Table, IpNet), &'a str> {
+        let mut out = BTreeMap::new();
+        for network in &self.networks {
+            for (block, node) in &cluster.blocks {
+                if mode_of(network, block).is_some() {
+                    out.insert((network.table, block.cidr), node.as_str());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Adds to `out` what this node must hold to reach the other nodes' pods, from its own
+/// settings and the cluster view.
+pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
     let underlay: Arc<str> = local.underlay.as_str().into();
     for network in &local.networks {
         let name = device_name(network.vni);
@@ -266,7 +160,7 @@ pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
                 if *name == local.name {
                     continue;
                 }
-                if let Some(theirs) = peer.vteps.get(&network.name) {
+                if let Some(theirs) = peer.vteps.get(&network.id) {
                     out.fdb.insert(Fdb {
                         device: Arc::clone(&device),
                         mac: theirs.mac,
@@ -284,8 +178,8 @@ pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
             let Some(peer) = cluster.nodes.get(owner).filter(|_| *owner != local.name) else {
                 continue;
             };
-            let hop = match mode_of(network, *block) {
-                Some(Mode::Vxlan) => peer.vteps.get(&network.name).map(|v| Hop {
+            let hop = match mode_of(network, block) {
+                Some(Mode::Vxlan) => peer.vteps.get(&network.id).map(|v| Hop {
                     device: Arc::clone(&device),
                     gateway: IpAddr::V4(v.ip),
                     onlink: true,
@@ -299,159 +193,35 @@ pub fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
             };
             if let Some(hop) = hop {
                 out.hops.insert(hop.clone());
-                out.routes.insert(PeerRoute { dst: *block, hop });
+                out.routes.insert(PeerRoute {
+                    table: network.table,
+                    dst: block.cidr,
+                    hop,
+                });
             }
         }
     }
-    out
-}
-
-/// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
-fn neighbour_for<'a>(set: &'a BTreeSet<Neigh>, device: &Arc<str>, ip: IpAddr) -> Option<&'a Neigh> {
-    let from = Neigh {
-        device: Arc::clone(device),
-        ip,
-        mac: MacAddr([0; 6]),
-    };
-    set.range(from..)
-        .next()
-        .filter(|n| n.device == *device && n.ip == ip)
-}
-
-/// Does a set of routes ordered by destination hold one to `dst`?
-fn routes_to(set: &BTreeSet<PeerRoute>, dst: IpNet) -> bool {
-    let from = PeerRoute {
-        dst,
-        hop: Hop {
-            device: "".into(),
-            gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            onlink: false,
-        },
-    };
-    set.range(from..).next().is_some_and(|r| r.dst == dst)
-}
-
-fn device_matches(want: &DeviceSpec, have: &ActualDevice) -> bool {
-    have.vni == want.vni
-        && have.mac == Some(want.mac)
-        && have.local == Some(want.local)
-        && have.port == VXLAN_PORT
-        && have.underlay.as_deref() == Some(want.underlay.as_str())
-        && !have.learning
-}
-
-/// The operations that turn `actual` into `desired`: devices first, then removals, then
-/// additions. A device that must be (re)created takes all of its entries with it.
-pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
-    let mut ops = Vec::new();
-    // Devices recreated below lose every entry; count them as absent.
-    let mut fresh: BTreeSet<&str> = BTreeSet::new();
-    for (name, want) in &desired.devices {
-        match actual.devices.get(name) {
-            Some(have) if device_matches(want, have) => {
-                if have.mtu != want.mtu {
-                    ops.push(Op::SetMtu(name.clone(), want.mtu));
-                }
-                if !have.up {
-                    ops.push(Op::SetUp(name.clone()));
-                }
-                if !have.addresses.contains(&want.address) {
-                    ops.push(Op::AddAddress(name.clone(), want.address));
-                }
-            }
-            existing => {
-                if existing.is_some() {
-                    ops.push(Op::DeleteDevice(name.clone()));
-                }
-                ops.push(Op::CreateDevice(name.clone(), want.clone()));
-                ops.push(Op::AddAddress(name.clone(), want.address));
-                ops.push(Op::SetUp(name.clone()));
-                fresh.insert(name);
-            }
-        }
-    }
-    for name in actual.devices.keys() {
-        if !desired.devices.contains_key(name) {
-            ops.push(Op::DeleteDevice(name.clone()));
-            fresh.insert(name);
-        }
-    }
-    let live = |device: &str| !fresh.contains(device);
-
-    // Both sides are sorted sets, so the differences below are linear merges, not lookups.
-    for f in actual
-        .fdb
-        .difference(&desired.fdb)
-        .filter(|f| live(&f.device))
-    {
-        ops.push(Op::DelFdb(Arc::clone(&f.device), f.mac, f.dst));
-    }
-    for n in actual
-        .neighbours
-        .difference(&desired.neighbours)
-        .filter(|n| live(&n.device))
-    {
-        // A neighbour whose MAC changed is replaced by SetNeighbour below.
-        if neighbour_for(&desired.neighbours, &n.device, n.ip).is_none() {
-            ops.push(Op::DelNeighbour(Arc::clone(&n.device), n.ip));
-        }
-    }
-    for r in actual
-        .routes
-        .difference(&desired.routes)
-        .filter(|r| live(&r.hop.device))
-    {
-        // A route whose destination is still wanted is re-pointed by SetRoute below.
-        if !routes_to(&desired.routes, r.dst) {
-            ops.push(Op::DelRoute(r.dst));
-        }
-    }
-    ops.extend(actual.stray_routes.iter().map(|dst| Op::DelRoute(*dst)));
-    for (hop, id) in actual.hops.iter().filter(|(h, _)| live(&h.device)) {
-        if !desired.hops.contains(hop) {
-            ops.push(Op::DelHop(*id));
-        }
-    }
-    ops.extend(actual.stray_hops.iter().map(|id| Op::DelHop(*id)));
-
-    let recreated = |device: &str| !live(device);
-    for hop in &desired.hops {
-        if recreated(&hop.device) || !actual.hops.contains_key(hop) {
-            ops.push(Op::AddHop(hop.clone()));
-        }
-    }
-    let missing_fdb = desired.fdb.iter().filter(|f| recreated(&f.device));
-    let changed_fdb = desired
-        .fdb
-        .difference(&actual.fdb)
-        .filter(|f| live(&f.device));
-    for f in missing_fdb.chain(changed_fdb) {
-        ops.push(Op::AddFdb(Arc::clone(&f.device), f.mac, f.dst));
-    }
-    let missing_neighbours = desired.neighbours.iter().filter(|n| recreated(&n.device));
-    let changed_neighbours = desired
-        .neighbours
-        .difference(&actual.neighbours)
-        .filter(|n| live(&n.device));
-    for n in missing_neighbours.chain(changed_neighbours) {
-        ops.push(Op::SetNeighbour(Arc::clone(&n.device), n.ip, n.mac));
-    }
-    // A route is in `actual` only through one of its hops, so a route through a new hop is in
-    // the difference too.
-    let missing_routes = desired.routes.iter().filter(|r| recreated(&r.hop.device));
-    let changed_routes = desired
-        .routes
-        .difference(&actual.routes)
-        .filter(|r| live(&r.hop.device));
-    for r in missing_routes.chain(changed_routes) {
-        ops.push(Op::SetRoute(r.clone()));
-    }
-    ops
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::model::{Actual, Op, plan};
+
+    fn desired(local: &LocalNode, cluster: &ClusterView) -> Desired {
+        let mut out = Desired::default();
+        contribute(local, cluster, &mut out);
+        out
+    }
+
+    fn block(pool: &str, cidr: &str) -> BlockKey {
+        BlockKey {
+            pool: pool.into(),
+            cidr: cidr.parse().unwrap(),
+        }
+    }
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([2, 0, 0, 0, 0, n])
@@ -463,14 +233,19 @@ mod tests {
             address: Ipv4Addr::new(192, 168, 0, 1),
             underlay: "eth0".into(),
             networks: vec![LocalNetwork {
-                name: "pods".into(),
+                id: NetId::new("pods"),
                 vni: 4096,
                 mtu: 1450,
                 vtep: (mode == Mode::Vxlan).then_some(Vtep {
                     ip: Ipv4Addr::new(10, 244, 0, 0),
                     mac: mac(1),
                 }),
-                pools: vec![("10.244.0.0/16".parse().unwrap(), mode)],
+                table: Table::MAIN,
+                pools: vec![LocalPool {
+                    name: "default".into(),
+                    cidr: "10.244.0.0/16".parse().unwrap(),
+                    mode,
+                }],
             }],
         }
     }
@@ -479,7 +254,7 @@ mod tests {
         let node = |i: u8| Peer {
             address: IpAddr::V4(Ipv4Addr::new(192, 168, 0, i)),
             vteps: BTreeMap::from([(
-                "pods".to_string(),
+                NetId::new("pods"),
                 Vtep {
                     ip: Ipv4Addr::new(10, 244, 0, (i - 1) * 64),
                     mac: mac(i),
@@ -489,12 +264,14 @@ mod tests {
         ClusterView {
             nodes: BTreeMap::from([("a".into(), node(1)), ("b".into(), node(2))]),
             blocks: BTreeMap::from([
-                ("10.244.0.0/26".parse().unwrap(), "a".to_string()),
-                ("10.244.0.64/26".parse().unwrap(), "b".to_string()),
+                (block("default", "10.244.0.0/26"), "a".to_string()),
+                (block("default", "10.244.0.64/26"), "b".to_string()),
                 // A block of a node that has left: no route.
-                ("10.244.0.128/26".parse().unwrap(), "gone".to_string()),
+                (block("default", "10.244.0.128/26"), "gone".to_string()),
                 // A block of another network's pool: not ours to route.
-                ("10.99.0.0/26".parse().unwrap(), "b".to_string()),
+                (block("other", "10.99.0.0/26"), "b".to_string()),
+                // The same range as one of ours, cut from another network's pool.
+                (block("other", "10.244.0.192/26"), "b".to_string()),
             ]),
         }
     }
@@ -538,6 +315,7 @@ mod tests {
         assert_eq!(
             d.routes,
             BTreeSet::from([PeerRoute {
+                table: Table::MAIN,
                 dst: "10.244.0.64/26".parse().unwrap(),
                 hop: vxlan_hop()
             }])
@@ -558,6 +336,7 @@ mod tests {
         assert_eq!(
             d.routes,
             BTreeSet::from([PeerRoute {
+                table: Table::MAIN,
                 dst: "10.244.0.64/26".parse().unwrap(),
                 hop
             }])
@@ -565,7 +344,7 @@ mod tests {
     }
 
     fn as_actual(d: &Desired) -> Actual {
-        d.as_applied(&ids(d), 200)
+        d.as_applied(&Actual::default(), &ids(d), 200)
     }
 
     #[test]
@@ -653,12 +432,15 @@ mod tests {
                         });
                     }
                 }),
-                vec![Op::DelRoute("10.1.0.0/26".parse().unwrap())],
+                vec![Op::DelRoute(Table::MAIN, "10.1.0.0/26".parse().unwrap())],
             ),
             (
                 "a route without our nexthop",
-                Box::new(|a: &mut Actual| a.stray_routes.push("10.2.0.0/26".parse().unwrap())),
-                vec![Op::DelRoute("10.2.0.0/26".parse().unwrap())],
+                Box::new(|a: &mut Actual| {
+                    a.stray_routes
+                        .push((Table::MAIN, "10.2.0.0/26".parse().unwrap()))
+                }),
+                vec![Op::DelRoute(Table::MAIN, "10.2.0.0/26".parse().unwrap())],
             ),
             (
                 "a duplicate nexthop",
@@ -683,7 +465,7 @@ mod tests {
             .get_mut("b")
             .unwrap()
             .vteps
-            .get_mut("pods")
+            .get_mut(&NetId::new("pods"))
             .unwrap()
             .ip = Ipv4Addr::new(10, 244, 0, 65);
         let ops = plan(&desired(&l, &moved), &before);
@@ -693,7 +475,7 @@ mod tests {
         ));
         assert!(ops.iter().any(|o| matches!(o, Op::SetRoute(_))));
         assert!(
-            !ops.iter().any(|o| matches!(o, Op::DelRoute(_))),
+            !ops.iter().any(|o| matches!(o, Op::DelRoute(..))),
             "re-pointed, not deleted: {ops:?}"
         );
     }
@@ -728,6 +510,105 @@ mod tests {
             o,
             Op::DelFdb(..) | Op::DelNeighbour(..) | Op::DelRoute(..) | Op::DelHop(..)
         )));
+    }
+
+    /// Two networks whose pools cover the same range, each with its own routing table.
+    fn two_overlapping_networks() -> (LocalNode, ClusterView) {
+        let mut l = local(Mode::Vxlan);
+        l.networks.push(LocalNetwork {
+            id: NetId::new("tenant"),
+            vni: 4097,
+            mtu: 1450,
+            vtep: Some(Vtep {
+                ip: Ipv4Addr::new(10, 244, 0, 1),
+                mac: mac(11),
+            }),
+            table: Table(1001),
+            pools: vec![LocalPool {
+                name: "tenant".into(),
+                cidr: "10.244.0.0/16".parse().unwrap(),
+                mode: Mode::Vxlan,
+            }],
+        });
+        let mut c = cluster();
+        let b = c.nodes.get_mut("b").unwrap();
+        b.vteps.insert(
+            NetId::new("tenant"),
+            Vtep {
+                ip: Ipv4Addr::new(10, 244, 0, 65),
+                mac: mac(12),
+            },
+        );
+        c.blocks
+            .insert(block("tenant", "10.244.0.64/26"), "b".to_string());
+        (l, c)
+    }
+
+    fn tenant_route() -> PeerRoute {
+        PeerRoute {
+            table: Table(1001),
+            dst: "10.244.0.64/26".parse().unwrap(),
+            hop: Hop {
+                device: "strait.4097".into(),
+                gateway: "10.244.0.65".parse().unwrap(),
+                onlink: true,
+            },
+        }
+    }
+
+    #[test]
+    fn overlapping_networks_route_the_same_range_in_their_own_tables() {
+        let (l, c) = two_overlapping_networks();
+        let d = desired(&l, &c);
+        assert_eq!(
+            d.routes,
+            BTreeSet::from([
+                PeerRoute {
+                    table: Table::MAIN,
+                    dst: "10.244.0.64/26".parse().unwrap(),
+                    hop: vxlan_hop()
+                },
+                tenant_route(),
+            ])
+        );
+        assert_eq!(d.devices.len(), 2);
+        assert_eq!(plan(&d, &as_actual(&d)), vec![]);
+    }
+
+    #[test]
+    fn drift_in_one_table_is_repaired_there_alone() {
+        let (l, c) = two_overlapping_networks();
+        let d = desired(&l, &c);
+        let full = as_actual(&d);
+
+        let mut lost = full.clone();
+        lost.routes.remove(&tenant_route());
+        assert_eq!(plan(&d, &lost), vec![Op::SetRoute(tenant_route())]);
+
+        // A stranger's route to the same range in the tenant table goes; main's stays.
+        let mut extra = full.clone();
+        extra.routes.insert(PeerRoute {
+            dst: "10.244.0.128/26".parse().unwrap(),
+            ..tenant_route()
+        });
+        assert_eq!(
+            plan(&d, &extra),
+            vec![Op::DelRoute(
+                Table(1001),
+                "10.244.0.128/26".parse().unwrap()
+            )]
+        );
+
+        // The tenant network goes: its device, hop and table's routes with it.
+        let mut only_pods = l.clone();
+        only_pods.networks.pop();
+        let ops = plan(&desired(&only_pods, &c), &full);
+        assert_eq!(ops[0], Op::DeleteDevice("strait.4097".into()), "{ops:?}");
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::DelRoute(Table::MAIN, _) | Op::SetRoute(_))),
+            "{ops:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use strait_netns::Netns;
 
 use crate::error::DataplaneError;
 use crate::fault;
+use crate::kernel::host_route;
+use crate::model::Table;
 use crate::naming::{GATEWAY_V4, ROUTE_PROTOCOL};
 use crate::undo::Undo;
 
@@ -24,6 +26,8 @@ pub struct PodPlan {
     /// The pod's addresses, each a host prefix (/32).
     pub addresses: Vec<IpNet>,
     pub mtu: u32,
+    /// The host routing table that holds the pod's host routes.
+    pub table: Table,
 }
 
 /// The container's namespace as the agent receives it from the plugin: its handle (where the
@@ -74,7 +78,7 @@ impl PodPlan {
     fn host_routes(&self, host_index: u32) -> Vec<Route> {
         self.addresses
             .iter()
-            .map(|a| route(IpNet::from(a.addr()), None, host_index, Scope::Link))
+            .map(|a| host_route(self.table, IpNet::from(a.addr()), host_index))
             .collect()
     }
 }
@@ -145,10 +149,12 @@ pub fn add_pod(
     pod.send_all(pod_side)?;
     fault::inject("after-pod-side")?;
 
+    // Replace, not add: the reconciler repairs host routes of recorded attachments, and may have
+    // written this one (identical) since the veth appeared.
     let host_side = plan
         .host_routes(host_link.index)
         .iter()
-        .map(Route::add_request)
+        .map(Route::replace_request)
         .chain(
             plan.addresses
                 .iter()
@@ -223,7 +229,7 @@ pub fn check_pod(
         None => problems.push(format!("host interface {} is missing", plan.host_veth)),
         Some(link) => {
             check_link(link, "veth", plan.mtu, "host interface", &mut problems);
-            let routes = host.routes(false, TABLE_MAIN)?;
+            let routes = host.routes(false, plan.table.0)?;
             for want in plan.host_routes(link.index) {
                 if !routes.contains(&want) {
                     problems.push(format!(

@@ -1,6 +1,7 @@
-//! What keeps a multi-node network up: drift repaired on the event (not on the 30 s timer); nodes
-//! that leave (or die, with etcd) disappear from their peers; an agent killed and restarted loses
-//! no packet; an etcd outage stops nothing that runs, and everything converges when it returns.
+//! What keeps a multi-node network up: drift repaired on the event (not on the 30 s timer), the
+//! overlay's and the pods' host sides alike; nodes that leave (or die, with etcd) disappear from
+//! their peers; an agent killed and restarted loses no packet; an etcd outage stops nothing that
+//! runs, and everything converges when it returns.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -36,6 +37,7 @@ fn drift_is_repaired_on_the_event() {
         .nth(2)
         .unwrap()
         .to_string();
+    let pod_route = format!("{}/32", a.ip);
     // Far below the reconciler's 30 s timer, so only the event can have repaired it, and loose
     // enough for a loaded machine; how fast it was is printed (bench/convergence measures it).
     let limit = Duration::from_secs(10);
@@ -81,6 +83,13 @@ fn drift_is_repaired_on_the_event() {
                 lines(node, "ip", &["route", "show", &block]).contains("strait.4096")
                     && lines(node, "bridge", &["fdb", "show", "dev", "strait.4096"])
                         .contains(&vtep_mac)
+            }),
+        ),
+        (
+            "a pod's host route",
+            vec!["ip", "route", "del", &pod_route],
+            Box::new(|| {
+                lines(node, "ip", &["route", "show", &pod_route]).contains("proto 83 scope link")
             }),
         ),
         (

@@ -196,6 +196,13 @@ impl Netlink {
 
     /// The unicast routes of one address family in `table`.
     pub fn routes(&mut self, ipv6: bool, table: u32) -> Result<Vec<Route>, NetlinkError> {
+        let mut routes = self.all_routes(ipv6)?;
+        routes.retain(|r| r.table == table);
+        Ok(routes)
+    }
+
+    /// The unicast routes of one address family, in every table.
+    pub fn all_routes(&mut self, ipv6: bool) -> Result<Vec<Route>, NetlinkError> {
         let mut m = RouteMessage::default();
         let any = if ipv6 {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -212,7 +219,6 @@ impl Netlink {
                 RouteNetlinkMessage::NewRoute(r) => Route::from_message(r),
                 _ => None,
             })
-            .filter(|r| r.table == table)
             .collect())
     }
 }

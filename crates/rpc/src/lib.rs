@@ -138,6 +138,9 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
     pub dst: IpNet,
+    /// The routing table holding it: `main` or a number.
+    #[serde(default)]
+    pub table: String,
     pub via: String,
     pub device: String,
     /// The node holding the block.

@@ -1,20 +1,23 @@
-//! The overlay against the kernel: read what Strait owns into an [`Actual`], and carry out a
-//! [`plan`](crate::overlay::plan). Device changes go one by one (later entries need the device's
-//! index); nexthop objects, FDB entries, neighbours and routes go as one pipelined batch:
-//! removals first, then nexthops, then the entries and routes that use them.
+//! The node model against the kernel: read what Strait owns into an [`Actual`] (every routing
+//! table, both families), and carry out a [`plan`](crate::model::plan). Device changes go one by
+//! one (later entries need the device's index); nexthop objects, FDB entries, neighbours and
+//! routes go as one pipelined batch: removals first, then nexthops, then the entries and routes
+//! that use them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use strait_netlink::{
-    FdbEntry, Neighbour, Netlink, NetlinkError, Nexthop, Request, Route, Scope, TABLE_MAIN, Vxlan,
-    VxlanSpec,
+    FdbEntry, Neighbour, Netlink, NetlinkError, Nexthop, Request, Route, Scope, Vxlan, VxlanSpec,
 };
 
 use crate::error::DataplaneError;
-use crate::naming::ROUTE_PROTOCOL;
-use crate::overlay::{Actual, ActualDevice, Fdb, Hop, Neigh, Op, PeerRoute, VXLAN_PORT, is_device};
+use crate::model::{
+    Actual, ActualDevice, DeviceSpec, Family, Fdb, Hop, HostRoute, Neigh, Op, PeerRoute, Table,
+};
+use crate::naming::{ROUTE_PROTOCOL, is_host_veth};
+use crate::overlay::{VXLAN_PORT, is_device};
 
 /// Strait's nexthop ids start here, well clear of ids other software picks by hand.
 const NEXTHOP_ID_BASE: u32 = 0x5354_0000;
@@ -26,7 +29,13 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
     let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let mut actual = Actual::default();
     let mut ours: BTreeMap<u32, Arc<str>> = BTreeMap::new();
+    let mut host_veths: BTreeMap<u32, Arc<str>> = BTreeMap::new();
     for link in &links {
+        if is_host_veth(&link.name) {
+            let name: Arc<str> = link.name.as_str().into();
+            actual.host_veths.insert(Arc::clone(&name));
+            host_veths.insert(link.index, name);
+        }
         let (true, Some(v)) = (is_device(&link.name), &link.vxlan) else {
             continue;
         };
@@ -92,18 +101,35 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
             by_id.insert(nh.id, hop);
         }
     }
-    for r in nl.routes(false, TABLE_MAIN)? {
-        if r.protocol != ROUTE_PROTOCOL || leads_through_ours(r.oif).is_none() {
-            continue;
-        }
-        match r.nexthop.and_then(|id| by_id.get(&id)) {
-            Some(hop) => {
-                actual.routes.insert(PeerRoute {
-                    dst: r.dst,
-                    hop: hop.clone(),
-                });
+    for family in Family::BOTH {
+        for r in nl.all_routes(family == Family::V6)? {
+            if r.protocol != ROUTE_PROTOCOL {
+                continue;
             }
-            None => actual.stray_routes.push(r.dst),
+            let table = Table(r.table);
+            if let Some(device) = r.oif.and_then(|i| host_veths.get(&i))
+                && r.nexthop.is_none()
+            {
+                actual.host_routes.insert(HostRoute {
+                    table,
+                    dst: r.dst,
+                    device: Arc::clone(device),
+                });
+                continue;
+            }
+            if leads_through_ours(r.oif).is_none() {
+                continue;
+            }
+            match r.nexthop.and_then(|id| by_id.get(&id)) {
+                Some(hop) => {
+                    actual.routes.insert(PeerRoute {
+                        table,
+                        dst: r.dst,
+                        hop: hop.clone(),
+                    });
+                }
+                None => actual.stray_routes.push((table, r.dst)),
+            }
         }
     }
     Ok(actual)
@@ -127,13 +153,14 @@ fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, DataplaneError> {
     })
 }
 
-/// A route to `dst` as Strait installs it: through nexthop `nexthop`, or, to delete, any.
-fn peer_route(dst: IpNet, nexthop: Option<u32>) -> Route {
+/// A route to `dst` in `table` as Strait installs it: through nexthop `nexthop`, or, to
+/// delete, any.
+fn peer_route(table: Table, dst: IpNet, nexthop: Option<u32>) -> Route {
     Route {
         dst,
         gateway: None,
         oif: None,
-        table: TABLE_MAIN,
+        table: table.0,
         protocol: ROUTE_PROTOCOL,
         scope: Scope::Universe,
         onlink: false,
@@ -141,11 +168,21 @@ fn peer_route(dst: IpNet, nexthop: Option<u32>) -> Route {
     }
 }
 
-fn create_device(
-    nl: &mut Netlink,
-    name: &str,
-    spec: &crate::overlay::DeviceSpec,
-) -> Result<(), DataplaneError> {
+/// A pod's host route as Strait installs it, on the veth with index `oif`.
+pub(crate) fn host_route(table: Table, dst: IpNet, oif: u32) -> Route {
+    Route {
+        dst,
+        gateway: None,
+        oif: Some(oif),
+        table: table.0,
+        protocol: ROUTE_PROTOCOL,
+        scope: Scope::Link,
+        onlink: false,
+        nexthop: None,
+    }
+}
+
+fn create_device(nl: &mut Netlink, name: &str, spec: &DeviceSpec) -> Result<(), DataplaneError> {
     let underlay = index_of(nl, &spec.underlay)?;
     let vxlan = VxlanSpec {
         name: name.to_string(),
@@ -216,7 +253,10 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
     let mut requests: Vec<(Stage, Request)> = Vec::new();
     for op in &entries {
         let request = match op {
-            Op::DelRoute(dst) => (Stage::Removal, peer_route(*dst, None).delete_request()),
+            Op::DelRoute(table, dst) => (
+                Stage::Removal,
+                peer_route(*table, *dst, None).delete_request(),
+            ),
             Op::DelHop(id) => {
                 hops.retain(|_, v| v != id);
                 (Stage::Removal, Nexthop::delete_request(*id))
@@ -244,8 +284,19 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                 };
                 (
                     Stage::Route,
-                    peer_route(route.dst, Some(*id)).replace_request(),
+                    peer_route(route.table, route.dst, Some(*id)).replace_request(),
                 )
+            }
+            // A veth gone since the read went with its pod: nothing left to repair or remove.
+            Op::SetHostRoute(r) | Op::DelHostRoute(r) => {
+                let Some(oif) = index(nl, &r.device) else {
+                    continue;
+                };
+                let route = host_route(r.table, r.dst, oif);
+                match op {
+                    Op::SetHostRoute(_) => (Stage::Route, route.replace_request()),
+                    _ => (Stage::Removal, route.delete_request()),
+                }
             }
             Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {
                 let Some(i) = index(nl, device) else {

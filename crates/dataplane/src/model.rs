@@ -1,0 +1,533 @@
+//! The node model: what Strait must hold in this node's kernel ([`Desired`]), what it holds
+//! ([`Actual`]), and the operations that turn one into the other ([`plan`]). Pure data, keyed by
+//! device name, routing table and address, so that every kind of network adds entries here and
+//! none adds a branch to the loop that carries them out.
+//!
+//! - devices: Strait's VXLAN devices (see [`crate::overlay`]);
+//! - FDB entries and permanent neighbours on those devices;
+//! - nexthop objects ([`Hop`]) and the routes through them to other nodes' blocks ([`PeerRoute`]);
+//! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]).
+//!
+//! Every route carries its [`Table`]; both address families live side by side.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use strait_netlink::MacAddr;
+
+/// A network's identity: its name, unique in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetId(Arc<str>);
+
+impl NetId {
+    pub fn new(name: &str) -> NetId {
+        NetId(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Table(pub u32);
+
+impl Table {
+    /// The table the kernel consults for every packet unless a rule says otherwise.
+    pub const MAIN: Table = Table(strait_netlink::TABLE_MAIN);
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Table::MAIN => f.write_str("main"),
+            Table(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// The settings of one of Strait's VXLAN devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub vni: u32,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub local: Ipv4Addr,
+    pub underlay: String,
+    pub address: IpNet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fdb {
+    pub device: Arc<str>,
+    pub mac: MacAddr,
+    pub dst: IpAddr,
+}
+
+/// A permanent neighbour on one of our devices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Neigh {
+    pub device: Arc<str>,
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+}
+
+/// Another node as a next hop: the gateway that leads to it through one of our links.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hop {
+    pub device: Arc<str>,
+    pub gateway: IpAddr,
+    pub onlink: bool,
+}
+
+/// A route to another node's block, in `table`, through that node's hop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerRoute {
+    pub table: Table,
+    pub dst: IpNet,
+    pub hop: Hop,
+}
+
+/// A pod's address, routed in `table` to the pod's host veth (`device`), scope link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostRoute {
+    pub table: Table,
+    pub dst: IpNet,
+    pub device: Arc<str>,
+}
+
+/// Everything Strait must hold in this node's kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub devices: BTreeMap<String, DeviceSpec>,
+    pub fdb: BTreeSet<Fdb>,
+    pub neighbours: BTreeSet<Neigh>,
+    pub hops: BTreeSet<Hop>,
+    pub routes: BTreeSet<PeerRoute>,
+    pub host_routes: BTreeSet<HostRoute>,
+}
+
+/// A device as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualDevice {
+    pub vni: u32,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub local: Option<Ipv4Addr>,
+    pub port: u16,
+    pub underlay: Option<String>,
+    pub learning: bool,
+    pub up: bool,
+    pub addresses: Vec<IpNet>,
+}
+
+/// What the kernel holds of ours: our devices, their permanent entries, our routes that leave
+/// through them or the underlay, and the host veths with their routes, in every table and both
+/// families.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actual {
+    pub devices: BTreeMap<String, ActualDevice>,
+    pub fdb: BTreeSet<Fdb>,
+    pub neighbours: BTreeSet<Neigh>,
+    /// Our nexthop objects by what they lead to, with their ids.
+    pub hops: BTreeMap<Hop, u32>,
+    pub routes: BTreeSet<PeerRoute>,
+    /// Our nexthop objects that duplicate another (left by an interrupted pass).
+    pub stray_hops: Vec<u32>,
+    /// Our routes that do not go through one of our nexthop objects.
+    pub stray_routes: Vec<(Table, IpNet)>,
+    /// The highest nexthop id (of anyone's) in the kernel: new ones are numbered above it.
+    pub highest_nexthop_id: u32,
+    /// The host veths that exist. A pod's host side is repaired only while its veth exists:
+    /// creating and deleting the veth is the attachment's own work.
+    pub host_veths: BTreeSet<Arc<str>>,
+    pub host_routes: BTreeSet<HostRoute>,
+}
+
+impl Desired {
+    /// What the kernel holds once a plan from `before` towards this state has been applied in
+    /// full, the nexthop objects having the ids in `hop_ids`, none above `highest_nexthop_id`.
+    pub fn as_applied(
+        &self,
+        before: &Actual,
+        hop_ids: &BTreeMap<Hop, u32>,
+        highest_nexthop_id: u32,
+    ) -> Actual {
+        Actual {
+            devices: self
+                .devices
+                .iter()
+                .map(|(name, s)| {
+                    (
+                        name.clone(),
+                        ActualDevice {
+                            vni: s.vni,
+                            mac: Some(s.mac),
+                            mtu: s.mtu,
+                            local: Some(s.local),
+                            port: crate::overlay::VXLAN_PORT,
+                            underlay: Some(s.underlay.clone()),
+                            learning: false,
+                            up: true,
+                            addresses: vec![s.address],
+                        },
+                    )
+                })
+                .collect(),
+            fdb: self.fdb.clone(),
+            neighbours: self.neighbours.clone(),
+            hops: self
+                .hops
+                .iter()
+                .filter_map(|h| Some((h.clone(), *hop_ids.get(h)?)))
+                .collect(),
+            routes: self.routes.clone(),
+            stray_hops: Vec::new(),
+            stray_routes: Vec::new(),
+            highest_nexthop_id,
+            host_veths: before.host_veths.clone(),
+            host_routes: self
+                .host_routes
+                .iter()
+                .filter(|r| before.host_veths.contains(&r.device))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// One change to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateDevice(String, DeviceSpec),
+    DeleteDevice(String),
+    SetMtu(String, u32),
+    SetUp(String),
+    AddAddress(String, IpNet),
+    AddFdb(Arc<str>, MacAddr, IpAddr),
+    DelFdb(Arc<str>, MacAddr, IpAddr),
+    SetNeighbour(Arc<str>, IpAddr, MacAddr),
+    DelNeighbour(Arc<str>, IpAddr),
+    AddHop(Hop),
+    /// Deleting a nexthop object also deletes the routes through it.
+    DelHop(u32),
+    /// Adds the route or points the one to its destination (in its table) through its hop.
+    SetRoute(PeerRoute),
+    DelRoute(Table, IpNet),
+    /// Adds the route or points the one to its destination (in its table) at its veth.
+    SetHostRoute(HostRoute),
+    DelHostRoute(HostRoute),
+}
+
+/// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
+fn neighbour_for<'a>(set: &'a BTreeSet<Neigh>, device: &Arc<str>, ip: IpAddr) -> Option<&'a Neigh> {
+    let from = Neigh {
+        device: Arc::clone(device),
+        ip,
+        mac: MacAddr([0; 6]),
+    };
+    set.range(from..)
+        .next()
+        .filter(|n| n.device == *device && n.ip == ip)
+}
+
+/// Does a set of routes ordered by (table, destination) hold one to `dst` in `table`?
+fn routes_to(set: &BTreeSet<PeerRoute>, table: Table, dst: IpNet) -> bool {
+    let from = PeerRoute {
+        table,
+        dst,
+        hop: Hop {
+            device: "".into(),
+            gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            onlink: false,
+        },
+    };
+    set.range(from..)
+        .next()
+        .is_some_and(|r| r.table == table && r.dst == dst)
+}
+
+fn device_matches(want: &DeviceSpec, have: &ActualDevice) -> bool {
+    have.vni == want.vni
+        && have.mac == Some(want.mac)
+        && have.local == Some(want.local)
+        && have.port == crate::overlay::VXLAN_PORT
+        && have.underlay.as_deref() == Some(want.underlay.as_str())
+        && !have.learning
+}
+
+/// The operations that turn `actual` into `desired`: devices first, then removals, then
+/// additions. A device that must be (re)created takes all of its entries with it.
+pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
+    let mut ops = Vec::new();
+    // Devices recreated below lose every entry; count them as absent.
+    let mut fresh: BTreeSet<&str> = BTreeSet::new();
+    for (name, want) in &desired.devices {
+        match actual.devices.get(name) {
+            Some(have) if device_matches(want, have) => {
+                if have.mtu != want.mtu {
+                    ops.push(Op::SetMtu(name.clone(), want.mtu));
+                }
+                if !have.up {
+                    ops.push(Op::SetUp(name.clone()));
+                }
+                if !have.addresses.contains(&want.address) {
+                    ops.push(Op::AddAddress(name.clone(), want.address));
+                }
+            }
+            existing => {
+                if existing.is_some() {
+                    ops.push(Op::DeleteDevice(name.clone()));
+                }
+                ops.push(Op::CreateDevice(name.clone(), want.clone()));
+                ops.push(Op::AddAddress(name.clone(), want.address));
+                ops.push(Op::SetUp(name.clone()));
+                fresh.insert(name);
+            }
+        }
+    }
+    for name in actual.devices.keys() {
+        if !desired.devices.contains_key(name) {
+            ops.push(Op::DeleteDevice(name.clone()));
+            fresh.insert(name);
+        }
+    }
+    let live = |device: &str| !fresh.contains(device);
+
+    // Both sides are sorted sets, so the differences below are linear merges, not lookups.
+    for f in actual
+        .fdb
+        .difference(&desired.fdb)
+        .filter(|f| live(&f.device))
+    {
+        ops.push(Op::DelFdb(Arc::clone(&f.device), f.mac, f.dst));
+    }
+    for n in actual
+        .neighbours
+        .difference(&desired.neighbours)
+        .filter(|n| live(&n.device))
+    {
+        // A neighbour whose MAC changed is replaced by SetNeighbour below.
+        if neighbour_for(&desired.neighbours, &n.device, n.ip).is_none() {
+            ops.push(Op::DelNeighbour(Arc::clone(&n.device), n.ip));
+        }
+    }
+    for r in actual
+        .routes
+        .difference(&desired.routes)
+        .filter(|r| live(&r.hop.device))
+    {
+        // A route whose destination is still wanted is re-pointed by SetRoute below.
+        if !routes_to(&desired.routes, r.table, r.dst) {
+            ops.push(Op::DelRoute(r.table, r.dst));
+        }
+    }
+    ops.extend(
+        actual
+            .stray_routes
+            .iter()
+            .map(|(table, dst)| Op::DelRoute(*table, *dst)),
+    );
+    for (hop, id) in actual.hops.iter().filter(|(h, _)| live(&h.device)) {
+        if !desired.hops.contains(hop) {
+            ops.push(Op::DelHop(*id));
+        }
+    }
+    ops.extend(actual.stray_hops.iter().map(|id| Op::DelHop(*id)));
+    plan_host_removals(desired, actual, &mut ops);
+
+    let recreated = |device: &str| !live(device);
+    for hop in &desired.hops {
+        if recreated(&hop.device) || !actual.hops.contains_key(hop) {
+            ops.push(Op::AddHop(hop.clone()));
+        }
+    }
+    let missing_fdb = desired.fdb.iter().filter(|f| recreated(&f.device));
+    let changed_fdb = desired
+        .fdb
+        .difference(&actual.fdb)
+        .filter(|f| live(&f.device));
+    for f in missing_fdb.chain(changed_fdb) {
+        ops.push(Op::AddFdb(Arc::clone(&f.device), f.mac, f.dst));
+    }
+    let missing_neighbours = desired.neighbours.iter().filter(|n| recreated(&n.device));
+    let changed_neighbours = desired
+        .neighbours
+        .difference(&actual.neighbours)
+        .filter(|n| live(&n.device));
+    for n in missing_neighbours.chain(changed_neighbours) {
+        ops.push(Op::SetNeighbour(Arc::clone(&n.device), n.ip, n.mac));
+    }
+    // A route is in `actual` only through one of its hops, so a route through a new hop is in
+    // the difference too.
+    let missing_routes = desired.routes.iter().filter(|r| recreated(&r.hop.device));
+    let changed_routes = desired
+        .routes
+        .difference(&actual.routes)
+        .filter(|r| live(&r.hop.device));
+    for r in missing_routes.chain(changed_routes) {
+        ops.push(Op::SetRoute(r.clone()));
+    }
+    for r in desired
+        .host_routes
+        .difference(&actual.host_routes)
+        .filter(|r| actual.host_veths.contains(&r.device))
+    {
+        ops.push(Op::SetHostRoute(r.clone()));
+    }
+    ops
+}
+
+/// Host routes of ours that no attachment wants, on veths some attachment holds. A veth no
+/// attachment holds belongs to recovery (a pod without a record keeps its network until its
+/// DEL or a GC), so nothing on it is touched here.
+fn plan_host_removals(desired: &Desired, actual: &Actual, ops: &mut Vec<Op>) {
+    let held: BTreeSet<&Arc<str>> = desired.host_routes.iter().map(|r| &r.device).collect();
+    for r in actual.host_routes.difference(&desired.host_routes) {
+        if held.contains(&r.device) {
+            ops.push(Op::DelHostRoute(r.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_route(table: u32, dst: &str, device: &str) -> HostRoute {
+        HostRoute {
+            table: Table(table),
+            dst: dst.parse().unwrap(),
+            device: device.into(),
+        }
+    }
+
+    fn host_side(routes: &[HostRoute], veths: &[&str]) -> Actual {
+        Actual {
+            host_veths: veths.iter().map(|v| Arc::from(*v)).collect(),
+            host_routes: routes.iter().cloned().collect(),
+            ..Actual::default()
+        }
+    }
+
+    #[test]
+    fn a_pods_host_route_is_repaired_only_while_its_veth_exists() {
+        let want = host_route(254, "10.244.0.5/32", "st000000000001");
+        let desired = Desired {
+            host_routes: BTreeSet::from([want.clone()]),
+            ..Desired::default()
+        };
+        let cases: Vec<(&str, Actual, Vec<Op>)> = vec![
+            (
+                "intact",
+                host_side(std::slice::from_ref(&want), &["st000000000001"]),
+                vec![],
+            ),
+            (
+                "route deleted",
+                host_side(&[], &["st000000000001"]),
+                vec![Op::SetHostRoute(want.clone())],
+            ),
+            (
+                "veth gone (the attachment's own work)",
+                host_side(&[], &[]),
+                vec![],
+            ),
+            (
+                "a stale address on the same veth",
+                host_side(
+                    &[
+                        want.clone(),
+                        host_route(254, "10.244.0.9/32", "st000000000001"),
+                    ],
+                    &["st000000000001"],
+                ),
+                vec![Op::DelHostRoute(host_route(
+                    254,
+                    "10.244.0.9/32",
+                    "st000000000001",
+                ))],
+            ),
+            (
+                "a veth without a record keeps its routes",
+                host_side(
+                    &[
+                        want.clone(),
+                        host_route(254, "10.244.0.7/32", "st000000000002"),
+                    ],
+                    &["st000000000001", "st000000000002"],
+                ),
+                vec![],
+            ),
+        ];
+        for (what, actual, ops) in cases {
+            assert_eq!(plan(&desired, &actual), ops, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_same_address_in_two_tables_is_two_routes() {
+        let main = host_route(254, "10.0.0.5/32", "st00000000000a");
+        let other = host_route(1001, "10.0.0.5/32", "st00000000000b");
+        let desired = Desired {
+            host_routes: BTreeSet::from([main.clone(), other.clone()]),
+            ..Desired::default()
+        };
+        let actual = host_side(&[main], &["st00000000000a", "st00000000000b"]);
+        assert_eq!(plan(&desired, &actual), vec![Op::SetHostRoute(other)]);
+    }
+
+    #[test]
+    fn applied_host_routes_are_those_whose_veths_existed() {
+        let desired = Desired {
+            host_routes: BTreeSet::from([
+                host_route(254, "10.0.0.5/32", "st00000000000a"),
+                host_route(254, "10.0.0.6/32", "st00000000000b"),
+            ]),
+            ..Desired::default()
+        };
+        let before = host_side(&[], &["st00000000000a"]);
+        let after = desired.as_applied(&before, &BTreeMap::new(), 0);
+        assert_eq!(
+            after.host_routes,
+            BTreeSet::from([host_route(254, "10.0.0.5/32", "st00000000000a")])
+        );
+        assert_eq!(plan(&desired, &after), vec![]);
+    }
+
+    #[test]
+    fn tables_and_families_read_as_people_write_them() {
+        assert_eq!(Table::MAIN.to_string(), "main");
+        assert_eq!(Table(1001).to_string(), "1001");
+        assert_eq!(Family::of("fd00::1".parse().unwrap()), Family::V6);
+        assert_eq!(Family::of("10.0.0.1".parse().unwrap()), Family::V4);
+    }
+}

@@ -1,0 +1,133 @@
+//! One pass of the node model: inputs → desired (pure) → read what the kernel holds of ours (or
+//! take what the last pass left) → plan (pure) → apply in one batch. The reconciler's loop,
+//! `straitctl routes` (a pass that does not apply) and leaving the cluster (a pass towards
+//! nothing) all run this, so there is one sequence to read and to trust.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use strait_netlink::Netlink;
+
+use crate::error::DataplaneError;
+use crate::kernel::{apply, read_actual};
+use crate::model::{Actual, Desired, HostRoute, Table, plan};
+use crate::overlay::{self, ClusterView, LocalNode};
+
+/// A pod's host side as its attachment record describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodHost {
+    pub veth: String,
+    pub table: Table,
+    pub addresses: Vec<IpNet>,
+}
+
+/// Everything a pass needs to know besides the kernel.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub local: LocalNode,
+    pub cluster: Arc<ClusterView>,
+    /// The attachments whose host sides are kept (not those being released).
+    pub pods: Vec<PodHost>,
+}
+
+impl Inputs {
+    /// A pass towards nothing: every overlay object of ours goes (host veths are left to their
+    /// attachments).
+    pub fn nothing(local: &LocalNode) -> Inputs {
+        Inputs {
+            local: LocalNode {
+                networks: Vec::new(),
+                ..local.clone()
+            },
+            cluster: Arc::default(),
+            pods: Vec::new(),
+        }
+    }
+}
+
+/// Everything this node must hold: each part of the node adds its share.
+pub fn desired(inputs: &Inputs) -> Desired {
+    let mut out = Desired::default();
+    overlay::contribute(&inputs.local, &inputs.cluster, &mut out);
+    for pod in &inputs.pods {
+        let device: Arc<str> = pod.veth.as_str().into();
+        out.host_routes
+            .extend(pod.addresses.iter().map(|a| HostRoute {
+                table: pod.table,
+                dst: IpNet::from(a.addr()),
+                device: Arc::clone(&device),
+            }));
+    }
+    out
+}
+
+/// Whether a pass changes the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Apply,
+    /// Read and plan only.
+    DryRun,
+}
+
+/// What a pass found and did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub desired: Desired,
+    /// What the kernel held before the pass.
+    pub actual: Actual,
+    pub planned: usize,
+    pub done: usize,
+    /// One line per operation that failed.
+    pub failed: Vec<String>,
+    /// What the kernel holds after a pass that applied everything it planned.
+    pub after: Option<Actual>,
+    /// The indices of the links whose changes concern the node model: our devices and the
+    /// underlay.
+    pub owned_links: BTreeSet<u32>,
+    pub read_time: Duration,
+    pub apply_time: Duration,
+}
+
+/// Runs one pass. `known` is what the kernel holds when nothing but the inputs changed since the
+/// last pass (its [`Report::after`]); without it the kernel is read.
+pub fn reconcile(
+    nl: &mut Netlink,
+    inputs: &Inputs,
+    known: Option<Actual>,
+    pass: Pass,
+) -> Result<Report, DataplaneError> {
+    let desired = desired(inputs);
+    let started = Instant::now();
+    let actual = match known {
+        Some(actual) => actual,
+        None => read_actual(nl, &inputs.local.underlay)?,
+    };
+    let read_time = started.elapsed();
+    let ops = plan(&desired, &actual);
+    let mut report = Report {
+        planned: ops.len(),
+        read_time,
+        ..Report::default()
+    };
+    if pass == Pass::Apply {
+        let started = Instant::now();
+        let applied = apply(nl, ops, &actual);
+        report.apply_time = started.elapsed();
+        report.done = applied.done;
+        report.failed = applied.failed;
+        if report.failed.is_empty() {
+            report.after =
+                Some(desired.as_applied(&actual, &applied.hops, applied.highest_nexthop_id));
+        }
+    }
+    for name in desired.devices.keys().chain([&inputs.local.underlay]) {
+        if let Ok(Some(link)) = nl.link_by_name(name) {
+            report.owned_links.insert(link.index);
+        }
+    }
+    report.desired = desired;
+    report.actual = actual;
+    Ok(report)
+}
