@@ -14,7 +14,7 @@ use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, 
 use strait_dataplane::model::Table;
 use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod,
-    host_veth_name, pod_links,
+    host_veth_name, pod_links, pod_mac,
 };
 use strait_netlink::Netlink;
 use strait_netns::Netns;
@@ -45,6 +45,7 @@ fn plan_of(a: &Attachment) -> PodPlan {
         addresses: a.addresses.clone(),
         mtu: a.mtu,
         table: Table::MAIN,
+        pod_mac: a.pod_mac,
     }
 }
 
@@ -240,6 +241,7 @@ impl<S: Store> Agent<S> {
                 };
                 let a = Attachment {
                     host_veth: host_veth_name(&key.network, &key.container_id, &key.ifname),
+                    pod_mac: Some(pod_mac(&key.network, &key.container_id, &key.ifname)),
                     served_by: (network != key.network).then(|| network.to_string()),
                     key: key.clone(),
                     netns,
@@ -644,6 +646,7 @@ mod tests {
             pod: None,
             addresses: vec!["10.0.0.5/32".parse().unwrap()],
             host_veth: "st000000000001".into(),
+            pod_mac: None,
             mtu: 1450,
             releasing: false,
         }

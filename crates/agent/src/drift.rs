@@ -1,7 +1,8 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
 //! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
-//! route included), and any change to the nftables ruleset. Each wakes the reconciler, which
-//! repairs within its next pass rather than on a timer.
+//! route included), a pod's permanent neighbour changed or deleted on a veth that stays, and any
+//! change to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass
+//! rather than on a timer.
 
 use std::sync::Arc;
 
@@ -10,14 +11,15 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteAttribute;
 use strait_dataplane::ROUTE_PROTOCOL;
 use strait_dataplane::overlay::is_device;
-use strait_netlink::{Event, Monitor, groups};
+use strait_netlink::{Event, Monitor, Neighbour, Netlink, groups};
 
 use crate::reconciler::OwnedLinks;
 use crate::tasks::Running;
 use crate::wake::{Reason, Wake};
 
-/// Does this kernel event touch something the reconciler owns?
-fn concerns_us(event: &Event, owned: &OwnedLinks) -> bool {
+/// Does this kernel event touch something the reconciler owns? `exists` tells whether a link is
+/// still there.
+fn concerns_us(event: &Event, owned: &OwnedLinks, exists: &mut impl FnMut(u32) -> bool) -> bool {
     let event = match event {
         Event::Nexthop(nh) => return nh.protocol == ROUTE_PROTOCOL,
         Event::Route(message) => message,
@@ -29,8 +31,15 @@ fn concerns_us(event: &Event, owned: &OwnedLinks) -> bool {
                     .iter()
                     .any(|a| matches!(a, LinkAttribute::IfName(n) if is_device(n)))
         }
+        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n)
+            if owned.contains(n.header.ifindex) =>
+        {
+            true
+        }
+        // Deleting a pod's veth deletes its neighbours too: that is its DEL, not drift.
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
-            owned.contains(n.header.ifindex)
+            Neighbour::from_message(n)
+                .is_some_and(|n| owned.is_pod_neighbour(n.index, n.ip) && exists(n.index))
         }
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
             owned.contains(a.header.index)
@@ -62,6 +71,10 @@ pub fn watch_kernel(
         groups::NEXTHOP,
     ])
     .map_err(std::io::Error::other)?;
+    let mut nl = Netlink::new().map_err(std::io::Error::other)?;
+    // When in doubt (the lookup failed), the link counts as there: a pass too many, not a
+    // repair missed.
+    let mut exists = move |index| !matches!(nl.link_by_index(index), Ok(None));
     std::thread::Builder::new()
         .name("strait-kernel-events".into())
         .spawn(move || {
@@ -69,7 +82,7 @@ pub fn watch_kernel(
             loop {
                 match monitor.events() {
                     Ok(events) => {
-                        if events.iter().any(|e| concerns_us(e, &owned)) {
+                        if events.iter().any(|e| concerns_us(e, &owned, &mut exists)) {
                             wake.signal(Reason::Kernel);
                         }
                     }

@@ -5,6 +5,7 @@
 //! batch), then the nftables table. A pass that fails is retried with backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,17 +26,31 @@ const TICK: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// The links whose changes concern the reconciler: our devices and the underlay.
+/// The links whose changes concern the reconciler: our devices and the underlay; and the pods'
+/// neighbours it keeps on their host veths.
 #[derive(Debug, Default)]
-pub struct OwnedLinks(RwLock<HashSet<u32>>);
+pub struct OwnedLinks {
+    devices: RwLock<HashSet<u32>>,
+    pod_neighbours: RwLock<HashSet<(u32, IpAddr)>>,
+}
 
 impl OwnedLinks {
     pub fn contains(&self, index: u32) -> bool {
-        self.0.read().expect("not poisoned").contains(&index)
+        self.devices.read().expect("not poisoned").contains(&index)
     }
 
-    fn set(&self, indices: impl IntoIterator<Item = u32>) {
-        *self.0.write().expect("not poisoned") = indices.into_iter().collect();
+    /// Is the neighbour for `ip` on link `index` a pod's that the reconciler keeps?
+    pub fn is_pod_neighbour(&self, index: u32, ip: IpAddr) -> bool {
+        self.pod_neighbours
+            .read()
+            .expect("not poisoned")
+            .contains(&(index, ip))
+    }
+
+    fn set(&self, devices: &BTreeSet<u32>, pod_neighbours: &BTreeSet<(u32, IpAddr)>) {
+        *self.devices.write().expect("not poisoned") = devices.iter().copied().collect();
+        *self.pod_neighbours.write().expect("not poisoned") =
+            pod_neighbours.iter().copied().collect();
     }
 }
 
@@ -74,6 +89,7 @@ struct Outcome {
     operations: usize,
     errors: Vec<String>,
     owned: BTreeSet<u32>,
+    pod_neighbours: BTreeSet<(u32, IpAddr)>,
     nft_listing: Option<String>,
     nft_repaired: bool,
     /// What the kernel holds after a pass that fully succeeded.
@@ -104,6 +120,7 @@ fn pass(inputs: &Inputs, known: Option<Actual>, nft: Option<(&str, Option<String
             out.errors = report.failed;
             out.applied = report.after;
             out.owned = report.owned_links;
+            out.pod_neighbours = report.pod_neighbours;
         }
         Err(e) => out.errors.push(e.to_string()),
     }
@@ -133,6 +150,7 @@ impl Reconciler {
                 veth: a.host_veth,
                 table: Table::MAIN,
                 addresses: a.addresses,
+                mac: a.pod_mac,
             })
             .collect()
     }
@@ -204,7 +222,7 @@ impl Reconciler {
                 nft_listing = outcome.nft_listing.clone();
             }
             if !outcome.owned.is_empty() {
-                self.owned.set(outcome.owned.clone());
+                self.owned.set(&outcome.owned, &outcome.pod_neighbours);
             }
             let ok = outcome.errors.is_empty();
             let repaired = !first

@@ -263,6 +263,7 @@ mod tests {
             pod: None,
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             host_veth: veth.into(),
+            pod_mac: None,
             mtu: 1450,
             releasing: false,
         }

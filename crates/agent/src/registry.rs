@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use strait_netlink::MacAddr;
 use strait_store::file::{remove_durable, remove_stale_temporaries, write_atomic};
 
 /// What identifies an attachment; ADD is idempotent per key.
@@ -41,6 +42,9 @@ pub struct Attachment {
     pub pod: Option<PodRef>,
     pub addresses: Vec<IpNet>,
     pub host_veth: String,
+    /// The MAC Strait gave the pod's interface (records written before it chose one have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_mac: Option<MacAddr>,
     pub mtu: u32,
     /// DEL has answered; its data plane is being removed, after which the record and its
     /// addresses go. A restart finishes it.
@@ -224,6 +228,7 @@ mod tests {
             pod: None,
             addresses: vec!["10.0.0.5/32".parse().unwrap()],
             host_veth: veth.into(),
+            pod_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
             mtu: 1450,
             releasing: false,
         }

@@ -33,7 +33,7 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
     for link in &links {
         if is_host_veth(&link.name) {
             let name: Arc<str> = link.name.as_str().into();
-            actual.host_veths.insert(Arc::clone(&name));
+            actual.host_veths.insert(Arc::clone(&name), link.index);
             host_veths.insert(link.index, name);
         }
         let (true, Some(v)) = (is_device(&link.name), &link.vxlan) else {
@@ -55,6 +55,23 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
             },
         );
     }
+    if !ours.is_empty() || !host_veths.is_empty() {
+        for n in nl.all_neighbours()? {
+            let (Some(mac), true) = (n.mac, n.permanent) else {
+                continue;
+            };
+            let (set, device) = match (ours.get(&n.index), host_veths.get(&n.index)) {
+                (Some(device), _) => (&mut actual.neighbours, device),
+                (None, Some(device)) => (&mut actual.host_neighbours, device),
+                (None, None) => continue,
+            };
+            set.insert(Neigh {
+                device: Arc::clone(device),
+                ip: n.ip,
+                mac,
+            });
+        }
+    }
     if !ours.is_empty() {
         for f in nl.all_fdb()? {
             if let Some(device) = ours.get(&f.index) {
@@ -62,15 +79,6 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
                     device: Arc::clone(device),
                     mac: f.mac,
                     dst: f.dst,
-                });
-            }
-        }
-        for n in nl.all_neighbours()? {
-            if let (Some(device), Some(mac), true) = (ours.get(&n.index), n.mac, n.permanent) {
-                actual.neighbours.insert(Neigh {
-                    device: Arc::clone(device),
-                    ip: n.ip,
-                    mac,
                 });
             }
         }
@@ -296,6 +304,17 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                 match op {
                     Op::SetHostRoute(_) => (Stage::Route, route.replace_request()),
                     _ => (Stage::Removal, route.delete_request()),
+                }
+            }
+            Op::SetHostNeighbour(n) | Op::DelHostNeighbour(n) => {
+                let Some(i) = index(nl, &n.device) else {
+                    continue;
+                };
+                match op {
+                    Op::SetHostNeighbour(_) => {
+                        (Stage::Entry, Neighbour::set_request(i, n.ip, n.mac))
+                    }
+                    _ => (Stage::Removal, Neighbour::delete_request(i, n.ip)),
                 }
             }
             Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {

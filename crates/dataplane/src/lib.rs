@@ -27,6 +27,6 @@ mod undo;
 
 pub use error::DataplaneError;
 pub use naming::{
-    GATEWAY_V4, HOST_VETH_PREFIX, ROUTE_PROTOCOL, host_veth_name, is_host_veth, vtep_mac,
+    GATEWAY_V4, HOST_VETH_PREFIX, ROUTE_PROTOCOL, host_veth_name, is_host_veth, pod_mac, vtep_mac,
 };
 pub use pod::{PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, pod_links};

@@ -6,7 +6,8 @@
 //! - devices: Strait's VXLAN devices (see [`crate::overlay`]);
 //! - FDB entries and permanent neighbours on those devices;
 //! - nexthop objects ([`Hop`]) and the routes through them to other nodes' blocks ([`PeerRoute`]);
-//! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]).
+//! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]), and a
+//!   permanent neighbour for each, at the pod's MAC.
 //!
 //! Every route carries its [`Table`]; both address families live side by side.
 
@@ -133,6 +134,8 @@ pub struct Desired {
     pub hops: BTreeSet<Hop>,
     pub routes: BTreeSet<PeerRoute>,
     pub host_routes: BTreeSet<HostRoute>,
+    /// Permanent neighbours for pods' addresses on their host veths.
+    pub host_neighbours: BTreeSet<Neigh>,
 }
 
 /// A device as the kernel holds it.
@@ -166,10 +169,12 @@ pub struct Actual {
     pub stray_routes: Vec<(Table, IpNet)>,
     /// The highest nexthop id (of anyone's) in the kernel: new ones are numbered above it.
     pub highest_nexthop_id: u32,
-    /// The host veths that exist. A pod's host side is repaired only while its veth exists:
-    /// creating and deleting the veth is the attachment's own work.
-    pub host_veths: BTreeSet<Arc<str>>,
+    /// The host veths that exist, with their interface indices. A pod's host side is repaired
+    /// only while its veth exists: creating and deleting the veth is the attachment's own work.
+    pub host_veths: BTreeMap<Arc<str>, u32>,
     pub host_routes: BTreeSet<HostRoute>,
+    /// The permanent neighbours on host veths.
+    pub host_neighbours: BTreeSet<Neigh>,
 }
 
 impl Desired {
@@ -217,7 +222,13 @@ impl Desired {
             host_routes: self
                 .host_routes
                 .iter()
-                .filter(|r| before.host_veths.contains(&r.device))
+                .filter(|r| before.host_veths.contains_key(&r.device))
+                .cloned()
+                .collect(),
+            host_neighbours: self
+                .host_neighbours
+                .iter()
+                .filter(|n| before.host_veths.contains_key(&n.device))
                 .cloned()
                 .collect(),
         }
@@ -245,6 +256,9 @@ pub enum Op {
     /// Adds the route or points the one to its destination (in its table) at its veth.
     SetHostRoute(HostRoute),
     DelHostRoute(HostRoute),
+    /// Adds the permanent neighbour for a pod's address on its veth, or sets its MAC.
+    SetHostNeighbour(Neigh),
+    DelHostNeighbour(Neigh),
 }
 
 /// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
@@ -399,21 +413,38 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
     for r in desired
         .host_routes
         .difference(&actual.host_routes)
-        .filter(|r| actual.host_veths.contains(&r.device))
+        .filter(|r| actual.host_veths.contains_key(&r.device))
     {
         ops.push(Op::SetHostRoute(r.clone()));
+    }
+    for n in desired
+        .host_neighbours
+        .difference(&actual.host_neighbours)
+        .filter(|n| actual.host_veths.contains_key(&n.device))
+    {
+        ops.push(Op::SetHostNeighbour(n.clone()));
     }
     ops
 }
 
-/// Host routes of ours that no attachment wants, on veths some attachment holds. A veth no
-/// attachment holds belongs to recovery (a pod without a record keeps its network until its
-/// DEL or a GC), so nothing on it is touched here.
+/// Host routes and neighbours of ours that no attachment wants, on veths some attachment holds
+/// them on. A veth no attachment holds belongs to recovery (a pod without a record keeps its
+/// network until its DEL or a GC), and the neighbours of an attachment whose pod's MAC Strait
+/// did not choose are its CNI commands' (CHECK reports them), so nothing there is touched here.
 fn plan_host_removals(desired: &Desired, actual: &Actual, ops: &mut Vec<Op>) {
     let held: BTreeSet<&Arc<str>> = desired.host_routes.iter().map(|r| &r.device).collect();
     for r in actual.host_routes.difference(&desired.host_routes) {
         if held.contains(&r.device) {
             ops.push(Op::DelHostRoute(r.clone()));
+        }
+    }
+    let held: BTreeSet<&Arc<str>> = desired.host_neighbours.iter().map(|n| &n.device).collect();
+    for n in actual.host_neighbours.difference(&desired.host_neighbours) {
+        // One whose MAC changed is replaced by SetHostNeighbour.
+        if held.contains(&n.device)
+            && neighbour_for(&desired.host_neighbours, &n.device, n.ip).is_none()
+        {
+            ops.push(Op::DelHostNeighbour(n.clone()));
         }
     }
 }
@@ -432,7 +463,7 @@ mod tests {
 
     fn host_side(routes: &[HostRoute], veths: &[&str]) -> Actual {
         Actual {
-            host_veths: veths.iter().map(|v| Arc::from(*v)).collect(),
+            host_veths: veths.iter().map(|v| (Arc::from(*v), 7)).collect(),
             host_routes: routes.iter().cloned().collect(),
             ..Actual::default()
         }
@@ -483,6 +514,72 @@ mod tests {
                         want.clone(),
                         host_route(254, "10.244.0.7/32", "st000000000002"),
                     ],
+                    &["st000000000001", "st000000000002"],
+                ),
+                vec![],
+            ),
+        ];
+        for (what, actual, ops) in cases {
+            assert_eq!(plan(&desired, &actual), ops, "{what}");
+        }
+    }
+
+    fn neighbour(device: &str, ip: &str, mac: u8) -> Neigh {
+        Neigh {
+            device: device.into(),
+            ip: ip.parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+        }
+    }
+
+    #[test]
+    fn a_pods_neighbour_is_kept_at_the_mac_strait_gave_the_pod() {
+        let want = neighbour("st000000000001", "10.244.0.5", 1);
+        let desired = Desired {
+            host_neighbours: BTreeSet::from([want.clone()]),
+            ..Desired::default()
+        };
+        let with = |neighbours: &[Neigh], veths: &[&str]| Actual {
+            host_veths: veths.iter().map(|v| (Arc::from(*v), 7)).collect(),
+            host_neighbours: neighbours.iter().cloned().collect(),
+            ..Actual::default()
+        };
+        let cases: Vec<(&str, Actual, Vec<Op>)> = vec![
+            (
+                "intact",
+                with(std::slice::from_ref(&want), &["st000000000001"]),
+                vec![],
+            ),
+            (
+                "deleted",
+                with(&[], &["st000000000001"]),
+                vec![Op::SetHostNeighbour(want.clone())],
+            ),
+            (
+                "another MAC: set, not deleted first",
+                with(
+                    &[neighbour("st000000000001", "10.244.0.5", 9)],
+                    &["st000000000001"],
+                ),
+                vec![Op::SetHostNeighbour(want.clone())],
+            ),
+            ("veth gone", with(&[], &[]), vec![]),
+            (
+                "a stale address on the same veth",
+                with(
+                    &[want.clone(), neighbour("st000000000001", "10.244.0.9", 1)],
+                    &["st000000000001"],
+                ),
+                vec![Op::DelHostNeighbour(neighbour(
+                    "st000000000001",
+                    "10.244.0.9",
+                    1,
+                ))],
+            ),
+            (
+                "a veth whose pod's MAC Strait did not choose keeps its neighbours",
+                with(
+                    &[want.clone(), neighbour("st000000000002", "10.244.0.7", 7)],
                     &["st000000000001", "st000000000002"],
                 ),
                 vec![],

@@ -42,6 +42,14 @@ pub fn vtep_mac(node: &str, network: &str) -> MacAddr {
     MacAddr([0x02, h[0], h[1], h[2], h[3], h[4]])
 }
 
+/// The MAC of an attachment's interface in its pod: locally administered, unicast, chosen by
+/// Strait (so the host knows it without looking into the pod, and udev's MAC policies never
+/// change it) and the same every time the attachment is rebuilt.
+pub fn pod_mac(network: &str, container_id: &str, ifname: &str) -> MacAddr {
+    let h = stable_hash(&["pod", network, container_id, ifname]).to_be_bytes();
+    MacAddr([0x02, h[0], h[1], h[2], h[3], h[4]])
+}
+
 /// Is `name` shaped like one of Strait's host veths?
 pub fn is_host_veth(name: &str) -> bool {
     name.len() == HOST_VETH_PREFIX.len() + HASH_HEX_DIGITS
@@ -54,6 +62,15 @@ pub fn is_host_veth(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_macs_are_unicast_local_stable_and_distinct() {
+        let mac = pod_mac("strait", "abc", "eth0");
+        assert_eq!(mac, pod_mac("strait", "abc", "eth0"));
+        assert_eq!(mac.0[0], 0x02, "locally administered, unicast");
+        assert_ne!(mac, pod_mac("strait", "abc", "eth1"));
+        assert_ne!(mac, vtep_mac("abc", "eth0"));
+    }
 
     #[test]
     fn names_are_stable_short_and_distinct() {

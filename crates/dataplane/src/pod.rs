@@ -28,6 +28,9 @@ pub struct PodPlan {
     pub mtu: u32,
     /// The host routing table that holds the pod's host routes.
     pub table: Table,
+    /// The MAC of the pod's interface, when Strait chose it (attachments recorded before it
+    /// did have the kernel's).
+    pub pod_mac: Option<MacAddr>,
 }
 
 /// The container's namespace as the agent receives it from the plugin: its handle (where the
@@ -105,18 +108,24 @@ pub fn add_pod(
     // Left by an interrupted earlier attempt for this same attachment (the name is its hash);
     // once it is gone, only the pod's interface name can be taken.
     host.delete_link(&plan.host_veth)?;
-    host.add_veth(&plan.host_veth, &plan.ifname, &ns.netns, plan.mtu)
-        .map_err(|e| match e {
-            e if e.is_exists() => DataplaneError::IfnameTaken {
-                ifname: plan.ifname.clone(),
-                netns: plan.netns.display().to_string(),
-            },
-            e if e.is_unsupported() => DataplaneError::KernelFeatureMissing {
-                what: "veth interfaces",
-                source: e,
-            },
-            e => e.into(),
-        })?;
+    host.add_veth(
+        &plan.host_veth,
+        &plan.ifname,
+        &ns.netns,
+        plan.mtu,
+        plan.pod_mac,
+    )
+    .map_err(|e| match e {
+        e if e.is_exists() => DataplaneError::IfnameTaken {
+            ifname: plan.ifname.clone(),
+            netns: plan.netns.display().to_string(),
+        },
+        e if e.is_unsupported() => DataplaneError::KernelFeatureMissing {
+            what: "veth interfaces",
+            source: e,
+        },
+        e => e.into(),
+    })?;
     let mut undo = Undo::new(host);
     let veth = plan.host_veth.clone();
     undo.push(move |h: &mut Netlink| {

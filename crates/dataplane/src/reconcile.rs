@@ -4,15 +4,16 @@
 //! nothing) all run this, so there is one sequence to read and to trust.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use strait_netlink::Netlink;
+use strait_netlink::{MacAddr, Netlink};
 
 use crate::error::DataplaneError;
 use crate::kernel::{apply, read_actual};
-use crate::model::{Actual, Desired, HostRoute, Table, plan};
+use crate::model::{Actual, Desired, HostRoute, Neigh, Table, plan};
 use crate::overlay::{self, ClusterView, LocalNode};
 
 /// A pod's host side as its attachment record describes it.
@@ -21,6 +22,8 @@ pub struct PodHost {
     pub veth: String,
     pub table: Table,
     pub addresses: Vec<IpNet>,
+    /// The pod interface's MAC, when Strait chose it: then its neighbours are kept too.
+    pub mac: Option<MacAddr>,
 }
 
 /// Everything a pass needs to know besides the kernel.
@@ -59,6 +62,14 @@ pub fn desired(inputs: &Inputs) -> Desired {
                 dst: IpNet::from(a.addr()),
                 device: Arc::clone(&device),
             }));
+        if let Some(mac) = pod.mac {
+            out.host_neighbours
+                .extend(pod.addresses.iter().map(|a| Neigh {
+                    device: Arc::clone(&device),
+                    ip: a.addr(),
+                    mac,
+                }));
+        }
     }
     out
 }
@@ -86,6 +97,8 @@ pub struct Report {
     /// The indices of the links whose changes concern the node model: our devices and the
     /// underlay.
     pub owned_links: BTreeSet<u32>,
+    /// The pods' neighbours the pass keeps, by host veth index and address.
+    pub pod_neighbours: BTreeSet<(u32, IpAddr)>,
     pub read_time: Duration,
     pub apply_time: Duration,
 }
@@ -127,7 +140,53 @@ pub fn reconcile(
             report.owned_links.insert(link.index);
         }
     }
+    report.pod_neighbours = desired
+        .host_neighbours
+        .iter()
+        .filter_map(|n| Some((*actual.host_veths.get(&n.device)?, n.ip)))
+        .collect();
     report.desired = desired;
     report.actual = actual;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
+        let local = LocalNode {
+            name: "a".into(),
+            address: "192.168.0.1".parse().unwrap(),
+            underlay: "eth0".into(),
+            networks: Vec::new(),
+        };
+        let pod = |veth: &str, ip: &str, mac: Option<MacAddr>| PodHost {
+            veth: veth.into(),
+            table: Table::MAIN,
+            addresses: vec![ip.parse().unwrap()],
+            mac,
+        };
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let inputs = Inputs {
+            pods: vec![
+                pod("st000000000001", "10.0.0.1/32", Some(mac)),
+                pod("st000000000002", "10.0.0.2/32", None),
+            ],
+            ..Inputs::nothing(&local)
+        };
+        let d = desired(&inputs);
+        let devices: Vec<&str> = d.host_routes.iter().map(|r| &*r.device).collect();
+        assert_eq!(devices, ["st000000000001", "st000000000002"]);
+        assert_eq!(
+            d.host_neighbours,
+            BTreeSet::from([Neigh {
+                device: "st000000000001".into(),
+                ip: "10.0.0.1".parse().unwrap(),
+                mac
+            }])
+        );
+        assert!(d.devices.is_empty() && d.routes.is_empty());
+    }
 }

@@ -38,6 +38,15 @@ fn drift_is_repaired_on_the_event() {
         .unwrap()
         .to_string();
     let pod_route = format!("{}/32", a.ip);
+    let pods = cluster.nodes[0].ctl(&["pods"]);
+    let veth_a = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container_id"] == a.container_id.as_str())
+        .and_then(|p| p["host_veth"].as_str())
+        .unwrap_or_else(|| panic!("pod a's host veth in {pods}"))
+        .to_string();
     // Far below the reconciler's 30 s timer, so only the event can have repaired it, and loose
     // enough for a loaded machine; how fast it was is printed (bench/convergence measures it).
     let limit = Duration::from_secs(10);
@@ -90,6 +99,13 @@ fn drift_is_repaired_on_the_event() {
             vec!["ip", "route", "del", &pod_route],
             Box::new(|| {
                 lines(node, "ip", &["route", "show", &pod_route]).contains("proto 83 scope link")
+            }),
+        ),
+        (
+            "a pod's neighbour",
+            vec!["ip", "neigh", "del", &a.ip, "dev", &veth_a],
+            Box::new(|| {
+                lines(node, "ip", &["neigh", "show", &a.ip, "dev", &veth_a]).contains("PERMANENT")
             }),
         ),
         (

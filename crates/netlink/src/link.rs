@@ -41,6 +41,20 @@ impl std::str::FromStr for MacAddr {
     }
 }
 
+/// Written as text (`02:00:00:00:00:01`) wherever it is stored.
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What Strait reads of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -161,9 +175,22 @@ impl Netlink {
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.get(RouteNetlinkMessage::GetLink(m), || {
-            format!("look up link {name}")
-        }) {
+        self.link(m, || format!("look up link {name}"))
+    }
+
+    /// The link with interface index `index`, or `None`.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.link(m, || format!("look up link {index}"))
+    }
+
+    fn link(
+        &mut self,
+        m: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<Link>, NetlinkError> {
+        match self.get(RouteNetlinkMessage::GetLink(m), what) {
             Ok(answer) => Ok(answer.map(|a| links_in(vec![a])).and_then(|mut l| l.pop())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -178,14 +205,16 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `name` here, up, and `peer_name` directly inside `peer_ns`, down (the
-    /// kernel cannot open a peer before the pair is linked), both with `mtu`. Fails with EEXIST
-    /// if either name is taken.
+    /// kernel cannot open a peer before the pair is linked), both with `mtu`, the peer with
+    /// `peer_mac` when given (else the kernel picks one). Fails with EEXIST if either name is
+    /// taken.
     pub fn add_veth(
         &mut self,
         name: &str,
         peer_name: &str,
         peer_ns: &Netns,
         mtu: u32,
+        peer_mac: Option<MacAddr>,
     ) -> Result<(), NetlinkError> {
         let mut peer = LinkMessage::default();
         peer.attributes = vec![
@@ -193,6 +222,9 @@ impl Netlink {
             LinkAttribute::Mtu(mtu),
             LinkAttribute::NetNsFd(peer_ns.fd().as_raw_fd()),
         ];
+        if let Some(mac) = peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;

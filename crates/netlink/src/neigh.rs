@@ -78,34 +78,39 @@ impl Netlink {
             || "list neighbours".to_string(),
         )?;
         Ok(answers
-            .into_iter()
+            .iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => {
-                    let mut ip = None;
-                    let mut mac = None;
-                    for attr in &n.attributes {
-                        match attr {
-                            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                                ip = Some(IpAddr::V4(*a))
-                            }
-                            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
-                                ip = Some(IpAddr::V6(*a))
-                            }
-                            NeighbourAttribute::LinkLayerAddress(l) => {
-                                mac = l.as_slice().try_into().ok().map(MacAddr)
-                            }
-                            _ => {}
-                        }
-                    }
-                    Some(Neighbour {
-                        index: n.header.ifindex,
-                        ip: ip?,
-                        mac,
-                        permanent: n.header.state == NeighbourState::Permanent,
-                    })
-                }
+                RouteNetlinkMessage::NewNeighbour(n) => Neighbour::from_message(n),
                 _ => None,
             })
             .collect())
+    }
+}
+
+impl Neighbour {
+    /// The entry a neighbour message (an answer or an event) describes.
+    pub fn from_message(n: &NeighbourMessage) -> Option<Neighbour> {
+        let mut ip = None;
+        let mut mac = None;
+        for attr in &n.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    ip = Some(IpAddr::V4(*a))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                    ip = Some(IpAddr::V6(*a))
+                }
+                NeighbourAttribute::LinkLayerAddress(l) => {
+                    mac = l.as_slice().try_into().ok().map(MacAddr)
+                }
+                _ => {}
+            }
+        }
+        Some(Neighbour {
+            index: n.header.ifindex,
+            ip: ip?,
+            mac,
+            permanent: n.header.state == NeighbourState::Permanent,
+        })
     }
 }
