@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strait_dataplane::ledger::host_veths;
-use strait_dataplane::model::{NetId, Table};
+use strait_dataplane::model::NetId;
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
 use strait_netlink::Netlink;
 use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
@@ -22,7 +22,7 @@ use crate::error::AgentError;
 use crate::freed::Freed;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
-use crate::network::NetworkState;
+use crate::network::{NETWORK_TABLE, NetworkState};
 use crate::pods::Pods;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
 use crate::recovery::{self, Recovery};
@@ -205,7 +205,7 @@ impl<S: Store> Agent<S> {
                     vni: n.spec.vni,
                     mtu: self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
                     vtep: n.vtep,
-                    table: Table::MAIN,
+                    table: NETWORK_TABLE,
                     pools: n.local_pools(),
                 })
                 .collect(),
@@ -221,6 +221,7 @@ impl<S: Store> Agent<S> {
         drift::watch_kernel(
             self.tasks.running("kernel events"),
             Arc::clone(&owned),
+            Arc::clone(&self.registry),
             Arc::clone(&wake),
         )
         .map_err(StartError::Watch)?;

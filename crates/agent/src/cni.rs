@@ -11,7 +11,6 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
-use strait_dataplane::model::Table;
 use strait_dataplane::{
     DataplaneError, GATEWAY_V4, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod,
     host_veth_name, pod_links, pod_mac,
@@ -25,6 +24,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
+use crate::network::NETWORK_TABLE;
 use crate::recovery::Quarantined;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
 use crate::tenancy::{PodIntent, fixed_address_refusal};
@@ -44,7 +44,7 @@ fn plan_of(a: &Attachment) -> PodPlan {
         netns: PathBuf::from(a.netns.clone().unwrap_or_default()),
         addresses: a.addresses.clone(),
         mtu: a.mtu,
-        table: Table::MAIN,
+        table: NETWORK_TABLE,
         pod_mac: a.pod_mac,
     }
 }

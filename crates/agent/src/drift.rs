@@ -14,12 +14,18 @@ use strait_dataplane::overlay::is_device;
 use strait_netlink::{Event, Monitor, Neighbour, Netlink, groups};
 
 use crate::reconciler::OwnedLinks;
+use crate::registry::Registry;
 use crate::tasks::Running;
 use crate::wake::{Reason, Wake};
 
-/// Does this kernel event touch something the reconciler owns? `exists` tells whether a link is
-/// still there.
-fn concerns_us(event: &Event, owned: &OwnedLinks, exists: &mut impl FnMut(u32) -> bool) -> bool {
+/// Does this kernel event touch something the reconciler owns? `name_of` tells the name of a
+/// link that is still there.
+fn concerns_us(
+    event: &Event,
+    owned: &OwnedLinks,
+    registry: &Registry,
+    name_of: &mut impl FnMut(u32) -> Option<String>,
+) -> bool {
     let event = match event {
         Event::Nexthop(nh) => return nh.protocol == ROUTE_PROTOCOL,
         Event::Route(message) => message,
@@ -36,10 +42,10 @@ fn concerns_us(event: &Event, owned: &OwnedLinks, exists: &mut impl FnMut(u32) -
         {
             true
         }
-        // Deleting a pod's veth deletes its neighbours too: that is its DEL, not drift.
-        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
-            Neighbour::from_message(n)
-                .is_some_and(|n| owned.is_pod_neighbour(n.index, n.ip) && exists(n.index))
+        RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
+            let deleted = matches!(event, RouteNetlinkMessage::DelNeighbour(_));
+            Neighbour::from_message(m)
+                .is_some_and(|n| is_pod_neighbour_drift(&n, deleted, registry, name_of))
         }
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
             owned.contains(a.header.index)
@@ -57,10 +63,27 @@ fn concerns_us(event: &Event, owned: &OwnedLinks, exists: &mut impl FnMut(u32) -
     }
 }
 
+/// Is this change to a neighbour one to a pod's permanent neighbour the reconciler keeps, on a
+/// veth that is still there? Writing it as recorded (an ADD, a repair) is not; deleting the
+/// veth (a DEL), which deletes its neighbours too, is not either.
+fn is_pod_neighbour_drift(
+    n: &Neighbour,
+    deleted: bool,
+    registry: &Registry,
+    name_of: &mut impl FnMut(u32) -> Option<String>,
+) -> bool {
+    let Some((veth, mac)) = registry.kept_neighbour(n.ip) else {
+        return false;
+    };
+    let as_kept = !deleted && n.permanent && n.mac == Some(mac);
+    !as_kept && name_of(n.index).is_some_and(|name| name == veth)
+}
+
 /// Starts the thread that turns kernel events into wake-ups.
 pub fn watch_kernel(
     running: Running,
     owned: Arc<OwnedLinks>,
+    registry: Arc<Registry>,
     wake: Arc<Wake>,
 ) -> std::io::Result<()> {
     let mut monitor = Monitor::new(&[
@@ -72,9 +95,13 @@ pub fn watch_kernel(
     ])
     .map_err(std::io::Error::other)?;
     let mut nl = Netlink::new().map_err(std::io::Error::other)?;
-    // When in doubt (the lookup failed), the link counts as there: a pass too many, not a
-    // repair missed.
-    let mut exists = move |index| !matches!(nl.link_by_index(index), Ok(None));
+    let mut name_of = move |index| match nl.link_by_index(index) {
+        Ok(link) => link.map(|l| l.name),
+        Err(e) => {
+            tracing::debug!(error = %e, index, "cannot look up a link");
+            None
+        }
+    };
     std::thread::Builder::new()
         .name("strait-kernel-events".into())
         .spawn(move || {
@@ -82,7 +109,10 @@ pub fn watch_kernel(
             loop {
                 match monitor.events() {
                     Ok(events) => {
-                        if events.iter().any(|e| concerns_us(e, &owned, &mut exists)) {
+                        if events
+                            .iter()
+                            .any(|e| concerns_us(e, &owned, &registry, &mut name_of))
+                        {
                             wake.signal(Reason::Kernel);
                         }
                     }

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+use strait_dataplane::model::Table;
 use strait_dataplane::overlay::{LocalPool, Mode, Vtep};
 use strait_dataplane::vtep_mac;
 use strait_ipam::{
@@ -17,6 +18,10 @@ use strait_store::Store;
 use tokio::sync::Mutex;
 
 use crate::config::{Network, NetworkPool};
+
+/// The routing table that holds a network's routes on the node: the main table, for every
+/// network, until networks get tables of their own.
+pub const NETWORK_TABLE: Table = Table::MAIN;
 use crate::error::AgentError;
 
 #[derive(Debug)]

@@ -5,12 +5,11 @@
 //! batch), then the nftables table. A pass that fails is retried with backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use strait_dataplane::model::{Actual, Table};
+use strait_dataplane::model::Actual;
 use strait_dataplane::overlay::LocalNode;
 use strait_dataplane::reconcile::{Inputs, Pass, PodHost, reconcile};
 use strait_netlink::Netlink;
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::cluster::ClusterCache;
 use crate::metrics::Metrics;
+use crate::network::NETWORK_TABLE;
 use crate::registry::Registry;
 use crate::wake::{Reason, Reasons, Wake};
 
@@ -26,31 +26,17 @@ const TICK: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// The links whose changes concern the reconciler: our devices and the underlay; and the pods'
-/// neighbours it keeps on their host veths.
+/// The links whose changes concern the reconciler: our devices and the underlay.
 #[derive(Debug, Default)]
-pub struct OwnedLinks {
-    devices: RwLock<HashSet<u32>>,
-    pod_neighbours: RwLock<HashSet<(u32, IpAddr)>>,
-}
+pub struct OwnedLinks(RwLock<HashSet<u32>>);
 
 impl OwnedLinks {
     pub fn contains(&self, index: u32) -> bool {
-        self.devices.read().expect("not poisoned").contains(&index)
+        self.0.read().expect("not poisoned").contains(&index)
     }
 
-    /// Is the neighbour for `ip` on link `index` a pod's that the reconciler keeps?
-    pub fn is_pod_neighbour(&self, index: u32, ip: IpAddr) -> bool {
-        self.pod_neighbours
-            .read()
-            .expect("not poisoned")
-            .contains(&(index, ip))
-    }
-
-    fn set(&self, devices: &BTreeSet<u32>, pod_neighbours: &BTreeSet<(u32, IpAddr)>) {
-        *self.devices.write().expect("not poisoned") = devices.iter().copied().collect();
-        *self.pod_neighbours.write().expect("not poisoned") =
-            pod_neighbours.iter().copied().collect();
+    fn set(&self, indices: &BTreeSet<u32>) {
+        *self.0.write().expect("not poisoned") = indices.iter().copied().collect();
     }
 }
 
@@ -89,7 +75,6 @@ struct Outcome {
     operations: usize,
     errors: Vec<String>,
     owned: BTreeSet<u32>,
-    pod_neighbours: BTreeSet<(u32, IpAddr)>,
     nft_listing: Option<String>,
     nft_repaired: bool,
     /// What the kernel holds after a pass that fully succeeded.
@@ -120,7 +105,6 @@ fn pass(inputs: &Inputs, known: Option<Actual>, nft: Option<(&str, Option<String
             out.errors = report.failed;
             out.applied = report.after;
             out.owned = report.owned_links;
-            out.pod_neighbours = report.pod_neighbours;
         }
         Err(e) => out.errors.push(e.to_string()),
     }
@@ -148,7 +132,7 @@ impl Reconciler {
             .filter(|a| !a.releasing)
             .map(|a| PodHost {
                 veth: a.host_veth,
-                table: Table::MAIN,
+                table: NETWORK_TABLE,
                 addresses: a.addresses,
                 mac: a.pod_mac,
             })
@@ -222,7 +206,7 @@ impl Reconciler {
                 nft_listing = outcome.nft_listing.clone();
             }
             if !outcome.owned.is_empty() {
-                self.owned.set(&outcome.owned, &outcome.pod_neighbours);
+                self.owned.set(&outcome.owned);
             }
             let ok = outcome.errors.is_empty();
             let repaired = !first

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -164,6 +165,18 @@ impl Registry {
 
     pub fn all(&self) -> Vec<Attachment> {
         self.lock().values().cloned().collect()
+    }
+
+    /// The host veth and pod MAC of the attachment, not being released, whose pod has `ip` at a
+    /// MAC Strait chose: whose neighbour for `ip` the reconciler keeps.
+    pub fn kept_neighbour(&self, ip: IpAddr) -> Option<(String, MacAddr)> {
+        self.lock().values().find_map(|a| {
+            let mac = a.pod_mac.filter(|_| !a.releasing)?;
+            a.addresses
+                .iter()
+                .any(|n| n.addr() == ip)
+                .then(|| (a.host_veth.clone(), mac))
+        })
     }
 
     /// Writes the record durably, then makes it visible.

@@ -216,13 +216,16 @@ fn create_device(nl: &mut Netlink, name: &str, spec: &DeviceSpec) -> Result<(), 
     })
 }
 
-/// Where a request goes in the batch: removals, then nexthops, then entries, then routes.
+/// Where a request goes in the batch: removals, then nexthops, then entries, then routes, then
+/// the pods' host sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     Removal,
     Nexthop,
     Entry,
     Route,
+    /// Pods' host routes and neighbours, each on the veth (by index) the pass read.
+    HostSide,
 }
 
 /// Carries out `ops` against the kernel `actual` describes (read by [`read_actual`], or left by
@@ -295,28 +298,19 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                     peer_route(route.table, route.dst, Some(*id)).replace_request(),
                 )
             }
-            // A veth gone since the read went with its pod: nothing left to repair or remove.
-            Op::SetHostRoute(r) | Op::DelHostRoute(r) => {
-                let Some(oif) = index(nl, &r.device) else {
-                    continue;
-                };
-                let route = host_route(r.table, r.dst, oif);
-                match op {
-                    Op::SetHostRoute(_) => (Stage::Route, route.replace_request()),
-                    _ => (Stage::Removal, route.delete_request()),
-                }
-            }
-            Op::SetHostNeighbour(n) | Op::DelHostNeighbour(n) => {
-                let Some(i) = index(nl, &n.device) else {
-                    continue;
-                };
-                match op {
-                    Op::SetHostNeighbour(_) => {
-                        (Stage::Entry, Neighbour::set_request(i, n.ip, n.mac))
-                    }
-                    _ => (Stage::Removal, Neighbour::delete_request(i, n.ip)),
-                }
-            }
+            // Written to the veth that was read, by its index: if it has gone since (its pod
+            // with it), or was made again for a later ADD, the write fails harmlessly.
+            Op::SetHostRoute(r) => match actual.host_veths.get(&r.device) {
+                Some(oif) => (
+                    Stage::HostSide,
+                    host_route(r.table, r.dst, *oif).replace_request(),
+                ),
+                None => continue,
+            },
+            Op::SetHostNeighbour(n) => match actual.host_veths.get(&n.device) {
+                Some(i) => (Stage::HostSide, Neighbour::set_request(*i, n.ip, n.mac)),
+                None => continue,
+            },
             Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {
                 let Some(i) = index(nl, device) else {
                     applied
@@ -359,6 +353,8 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
             Ok(()) => applied.done += 1,
             // Already gone is what a removal wanted (a route may have gone with its nexthop).
             Err(e) if stage == Stage::Removal && e.is_not_found() => applied.done += 1,
+            // The veth went with its pod since the read: nothing left to repair.
+            Err(e) if stage == Stage::HostSide && e.is_not_found() => {}
             Err(e) => applied.failed.push(e.to_string()),
         }
     }

@@ -7,8 +7,8 @@
 //!   `default via 169.254.1.1 dev IFNAME`, and a permanent neighbour for 169.254.1.1 pointing at
 //!   the host veth's MAC (so the first packet never waits on ARP);
 //! - on the host: the veth (named from the attachment, see [`host_veth_name`]) up and without
-//!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod.
-
+//!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod
+//!   (at the pod interface's MAC, which Strait chooses: [`pod_mac`]).
 //!
 //! Everything else Strait holds in the node's kernel is one node model ([`model`]): what must be
 //! there, from the overlay ([`overlay`]) and the pods' host sides, and one pass that reads what

@@ -27,10 +27,6 @@ impl NetId {
     pub fn new(name: &str) -> NetId {
         NetId(name.into())
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for NetId {
@@ -66,13 +62,6 @@ pub enum Family {
 
 impl Family {
     pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
-
-    pub fn of(ip: IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
 }
 
 /// The settings of one of Strait's VXLAN devices.
@@ -255,10 +244,8 @@ pub enum Op {
     DelRoute(Table, IpNet),
     /// Adds the route or points the one to its destination (in its table) at its veth.
     SetHostRoute(HostRoute),
-    DelHostRoute(HostRoute),
     /// Adds the permanent neighbour for a pod's address on its veth, or sets its MAC.
     SetHostNeighbour(Neigh),
-    DelHostNeighbour(Neigh),
 }
 
 /// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
@@ -376,7 +363,6 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
         }
     }
     ops.extend(actual.stray_hops.iter().map(|id| Op::DelHop(*id)));
-    plan_host_removals(desired, actual, &mut ops);
 
     let recreated = |device: &str| !live(device);
     for hop in &desired.hops {
@@ -410,10 +396,31 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
     for r in missing_routes.chain(changed_routes) {
         ops.push(Op::SetRoute(r.clone()));
     }
+    plan_host_sides(desired, actual, &mut ops);
+    ops
+}
+
+/// A pod's host side is repaired, never removed: removing host veths (and everything on them) is
+/// the CNI commands' work, and what a veth carries beyond its record belongs to recovery (the pod
+/// may still use it). An entry is repaired only while its veth exists, and a route only while no
+/// other veth holds one to the same address (two claims are a conflict recovery reports, not
+/// one to settle by moving the route).
+fn plan_host_sides(desired: &Desired, actual: &Actual, ops: &mut Vec<Op>) {
+    let held_elsewhere = |r: &HostRoute| {
+        let from = HostRoute {
+            device: "".into(),
+            ..r.clone()
+        };
+        actual
+            .host_routes
+            .range(from..)
+            .take_while(|have| have.table == r.table && have.dst == r.dst)
+            .any(|have| have.device != r.device)
+    };
     for r in desired
         .host_routes
         .difference(&actual.host_routes)
-        .filter(|r| actual.host_veths.contains_key(&r.device))
+        .filter(|r| actual.host_veths.contains_key(&r.device) && !held_elsewhere(r))
     {
         ops.push(Op::SetHostRoute(r.clone()));
     }
@@ -423,29 +430,6 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
         .filter(|n| actual.host_veths.contains_key(&n.device))
     {
         ops.push(Op::SetHostNeighbour(n.clone()));
-    }
-    ops
-}
-
-/// Host routes and neighbours of ours that no attachment wants, on veths some attachment holds
-/// them on. A veth no attachment holds belongs to recovery (a pod without a record keeps its
-/// network until its DEL or a GC), and the neighbours of an attachment whose pod's MAC Strait
-/// did not choose are its CNI commands' (CHECK reports them), so nothing there is touched here.
-fn plan_host_removals(desired: &Desired, actual: &Actual, ops: &mut Vec<Op>) {
-    let held: BTreeSet<&Arc<str>> = desired.host_routes.iter().map(|r| &r.device).collect();
-    for r in actual.host_routes.difference(&desired.host_routes) {
-        if held.contains(&r.device) {
-            ops.push(Op::DelHostRoute(r.clone()));
-        }
-    }
-    let held: BTreeSet<&Arc<str>> = desired.host_neighbours.iter().map(|n| &n.device).collect();
-    for n in actual.host_neighbours.difference(&desired.host_neighbours) {
-        // One whose MAC changed is replaced by SetHostNeighbour.
-        if held.contains(&n.device)
-            && neighbour_for(&desired.host_neighbours, &n.device, n.ip).is_none()
-        {
-            ops.push(Op::DelHostNeighbour(n.clone()));
-        }
     }
 }
 
@@ -493,7 +477,7 @@ mod tests {
                 vec![],
             ),
             (
-                "a stale address on the same veth",
+                "an address beyond the record stays (recovery's: the pod may use it)",
                 host_side(
                     &[
                         want.clone(),
@@ -501,11 +485,15 @@ mod tests {
                     ],
                     &["st000000000001"],
                 ),
-                vec![Op::DelHostRoute(host_route(
-                    254,
-                    "10.244.0.9/32",
-                    "st000000000001",
-                ))],
+                vec![],
+            ),
+            (
+                "another veth routes the address: a conflict, not moved",
+                host_side(
+                    &[host_route(254, "10.244.0.5/32", "st000000000002")],
+                    &["st000000000001", "st000000000002"],
+                ),
+                vec![],
             ),
             (
                 "a veth without a record keeps its routes",
@@ -565,16 +553,12 @@ mod tests {
             ),
             ("veth gone", with(&[], &[]), vec![]),
             (
-                "a stale address on the same veth",
+                "an address beyond the record stays",
                 with(
                     &[want.clone(), neighbour("st000000000001", "10.244.0.9", 1)],
                     &["st000000000001"],
                 ),
-                vec![Op::DelHostNeighbour(neighbour(
-                    "st000000000001",
-                    "10.244.0.9",
-                    1,
-                ))],
+                vec![],
             ),
             (
                 "a veth whose pod's MAC Strait did not choose keeps its neighbours",
@@ -621,10 +605,8 @@ mod tests {
     }
 
     #[test]
-    fn tables_and_families_read_as_people_write_them() {
+    fn tables_read_as_people_write_them() {
         assert_eq!(Table::MAIN.to_string(), "main");
         assert_eq!(Table(1001).to_string(), "1001");
-        assert_eq!(Family::of("fd00::1".parse().unwrap()), Family::V6);
-        assert_eq!(Family::of("10.0.0.1".parse().unwrap()), Family::V4);
     }
 }

@@ -158,19 +158,36 @@ pub fn add_pod(
     pod.send_all(pod_side)?;
     fault::inject("after-pod-side")?;
 
-    // Replace, not add: the reconciler repairs host routes of recorded attachments, and may have
-    // written this one (identical) since the veth appeared.
-    let host_side = plan
-        .host_routes(host_link.index)
+    let host_routes = plan.host_routes(host_link.index);
+    let host_side = host_routes
         .iter()
-        .map(Route::replace_request)
+        .map(Route::add_request)
         .chain(
             plan.addresses
                 .iter()
                 .map(|a| Neighbour::set_request(host_link.index, a.addr(), pod_mac)),
         )
         .collect();
-    undo.ctx().send_all(host_side)?;
+    let results = undo.ctx().batch(host_side);
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            // Added, not replaced: a route to the address through another veth is another
+            // pod's, and refuses the ADD. The reconciler repairs recorded attachments' host
+            // routes, and the record is written beside this work, so it may have put this very
+            // route here first: that one is ours.
+            Err(e) if e.is_exists() && i < host_routes.len() => {
+                let want = &host_routes[i];
+                if !undo
+                    .ctx()
+                    .routes(want.dst.addr().is_ipv6(), want.table)?
+                    .contains(want)
+                {
+                    return Err(e.into());
+                }
+            }
+            other => other?,
+        }
+    }
     fault::inject("after-host-side")?;
     undo.commit();
     Ok(PodLinks {

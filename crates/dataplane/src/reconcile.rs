@@ -3,7 +3,7 @@
 //! `straitctl routes` (a pass that does not apply) and leaving the cluster (a pass towards
 //! nothing) all run this, so there is one sequence to read and to trust.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,14 +54,26 @@ impl Inputs {
 pub fn desired(inputs: &Inputs) -> Desired {
     let mut out = Desired::default();
     overlay::contribute(&inputs.local, &inputs.cluster, &mut out);
+    // An address two records claim is a conflict recovery reports; its route is neither pod's to
+    // take from the other.
+    let mut claims: BTreeMap<(Table, IpAddr), usize> = BTreeMap::new();
+    for pod in &inputs.pods {
+        for a in &pod.addresses {
+            *claims.entry((pod.table, a.addr())).or_default() += 1;
+        }
+    }
     for pod in &inputs.pods {
         let device: Arc<str> = pod.veth.as_str().into();
-        out.host_routes
-            .extend(pod.addresses.iter().map(|a| HostRoute {
-                table: pod.table,
-                dst: IpNet::from(a.addr()),
-                device: Arc::clone(&device),
-            }));
+        out.host_routes.extend(
+            pod.addresses
+                .iter()
+                .filter(|a| claims[&(pod.table, a.addr())] == 1)
+                .map(|a| HostRoute {
+                    table: pod.table,
+                    dst: IpNet::from(a.addr()),
+                    device: Arc::clone(&device),
+                }),
+        );
         if let Some(mac) = pod.mac {
             out.host_neighbours
                 .extend(pod.addresses.iter().map(|a| Neigh {
@@ -97,8 +109,6 @@ pub struct Report {
     /// The indices of the links whose changes concern the node model: our devices and the
     /// underlay.
     pub owned_links: BTreeSet<u32>,
-    /// The pods' neighbours the pass keeps, by host veth index and address.
-    pub pod_neighbours: BTreeSet<(u32, IpAddr)>,
     pub read_time: Duration,
     pub apply_time: Duration,
 }
@@ -140,11 +150,6 @@ pub fn reconcile(
             report.owned_links.insert(link.index);
         }
     }
-    report.pod_neighbours = desired
-        .host_neighbours
-        .iter()
-        .filter_map(|n| Some((*actual.host_veths.get(&n.device)?, n.ip)))
-        .collect();
     report.desired = desired;
     report.actual = actual;
     Ok(report)
@@ -179,6 +184,18 @@ mod tests {
         let d = desired(&inputs);
         let devices: Vec<&str> = d.host_routes.iter().map(|r| &*r.device).collect();
         assert_eq!(devices, ["st000000000001", "st000000000002"]);
+
+        // Two records claiming one address: neither gets its route.
+        let mut doubled = inputs.clone();
+        doubled
+            .pods
+            .push(pod("st000000000003", "10.0.0.2/32", None));
+        let devices: Vec<String> = desired(&doubled)
+            .host_routes
+            .iter()
+            .map(|r| r.device.to_string())
+            .collect();
+        assert_eq!(devices, ["st000000000001"]);
         assert_eq!(
             d.host_neighbours,
             BTreeSet::from([Neigh {
