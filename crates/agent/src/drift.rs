@@ -11,7 +11,7 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteAttribute;
 use strait_dataplane::ROUTE_PROTOCOL;
 use strait_dataplane::overlay::is_device;
-use strait_netlink::{Event, Monitor, Neighbour, Netlink, groups};
+use strait_netlink::{Event, Monitor, Neighbour, Netlink, NetlinkError, groups};
 
 use crate::reconciler::OwnedLinks;
 use crate::registry::Registry;
@@ -24,7 +24,7 @@ fn concerns_us(
     event: &Event,
     owned: &OwnedLinks,
     registry: &Registry,
-    name_of: &mut impl FnMut(u32) -> Option<String>,
+    name_of: &mut impl FnMut(u32) -> Result<Option<String>, NetlinkError>,
 ) -> bool {
     let event = match event {
         Event::Nexthop(nh) => return nh.protocol == ROUTE_PROTOCOL,
@@ -70,13 +70,25 @@ fn is_pod_neighbour_drift(
     n: &Neighbour,
     deleted: bool,
     registry: &Registry,
-    name_of: &mut impl FnMut(u32) -> Option<String>,
+    name_of: &mut impl FnMut(u32) -> Result<Option<String>, NetlinkError>,
 ) -> bool {
-    let Some((veth, mac)) = registry.kept_neighbour(n.ip) else {
+    let kept = registry.kept_neighbours(n.ip);
+    let mut changed = kept
+        .iter()
+        .filter(|(_, mac)| deleted || !n.permanent || n.mac != Some(*mac))
+        .peekable();
+    if changed.peek().is_none() {
         return false;
-    };
-    let as_kept = !deleted && n.permanent && n.mac == Some(mac);
-    !as_kept && name_of(n.index).is_some_and(|name| name == veth)
+    }
+    match name_of(n.index) {
+        Ok(Some(name)) => changed.any(|(veth, _)| *veth == name),
+        Ok(None) => false,
+        // When in doubt, a pass too many rather than a repair missed.
+        Err(e) => {
+            tracing::debug!(error = %e, index = n.index, "cannot look up a link");
+            true
+        }
+    }
 }
 
 /// Starts the thread that turns kernel events into wake-ups.
@@ -95,13 +107,7 @@ pub fn watch_kernel(
     ])
     .map_err(std::io::Error::other)?;
     let mut nl = Netlink::new().map_err(std::io::Error::other)?;
-    let mut name_of = move |index| match nl.link_by_index(index) {
-        Ok(link) => link.map(|l| l.name),
-        Err(e) => {
-            tracing::debug!(error = %e, index, "cannot look up a link");
-            None
-        }
-    };
+    let mut name_of = move |index| Ok(nl.link_by_index(index)?.map(|l| l.name));
     std::thread::Builder::new()
         .name("strait-kernel-events".into())
         .spawn(move || {
@@ -143,4 +149,151 @@ pub fn watch_nft(running: Running, wake: Arc<Wake>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ipnet::IpNet;
+    use strait_netlink::MacAddr;
+
+    use super::*;
+    use crate::registry::{Attachment, AttachmentKey};
+
+    fn record(cid: &str, veth: &str, ip: &str, mac: Option<u8>) -> Attachment {
+        Attachment {
+            key: AttachmentKey {
+                network: "n".into(),
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+            },
+            served_by: None,
+            netns: None,
+            pod: None,
+            addresses: vec![format!("{ip}/32").parse::<IpNet>().unwrap()],
+            host_veth: veth.into(),
+            pod_mac: mac.map(|m| MacAddr([2, 0, 0, 0, 0, m])),
+            mtu: 1450,
+            releasing: false,
+        }
+    }
+
+    fn event(index: u32, ip: &str, mac: Option<u8>, permanent: bool) -> Neighbour {
+        Neighbour {
+            index,
+            ip: ip.parse().unwrap(),
+            mac: mac.map(|m| MacAddr([2, 0, 0, 0, 0, m])),
+            permanent,
+        }
+    }
+
+    #[test]
+    fn only_changes_to_kept_pod_neighbours_on_veths_still_there_wake_the_reconciler() {
+        let dir = std::env::temp_dir().join(format!("strait-drift-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (registry, _) = Registry::open(&dir).unwrap();
+        registry
+            .put(&record("a", "st00000000000a", "10.0.0.1", Some(1)))
+            .unwrap();
+        // Two records claiming one address (a conflict): both veths' neighbours are kept.
+        registry
+            .put(&record("b", "st00000000000b", "10.0.0.2", Some(2)))
+            .unwrap();
+        registry
+            .put(&record("c", "st00000000000c", "10.0.0.2", Some(3)))
+            .unwrap();
+        // Recorded before Strait chose pod MACs: its neighbour is not the reconciler's.
+        registry
+            .put(&record("d", "st00000000000d", "10.0.0.4", None))
+            .unwrap();
+        let mut links = |index: u32| match index {
+            1 => Ok(Some("st00000000000a".to_string())),
+            2 => Ok(Some("st00000000000b".to_string())),
+            3 => Ok(Some("st00000000000c".to_string())),
+            4 => Ok(Some("st00000000000d".to_string())),
+            9 => Err(NetlinkError::Decode("lookup failed".into())),
+            _ => Ok(None),
+        };
+        let cases = [
+            (
+                "deleted by hand",
+                event(1, "10.0.0.1", None, false),
+                true,
+                true,
+            ),
+            (
+                "written as kept (an ADD, a repair)",
+                event(1, "10.0.0.1", Some(1), true),
+                false,
+                false,
+            ),
+            (
+                "another MAC",
+                event(1, "10.0.0.1", Some(7), true),
+                false,
+                true,
+            ),
+            (
+                "no longer permanent",
+                event(1, "10.0.0.1", Some(1), false),
+                false,
+                true,
+            ),
+            (
+                "its veth is gone (a DEL)",
+                event(5, "10.0.0.1", Some(1), true),
+                true,
+                false,
+            ),
+            (
+                "the second record of a shared address",
+                event(3, "10.0.0.2", None, false),
+                true,
+                true,
+            ),
+            (
+                "not a pod's address",
+                event(1, "10.9.9.9", None, false),
+                true,
+                false,
+            ),
+            (
+                "a pod's address on another veth",
+                event(4, "10.0.0.1", None, false),
+                true,
+                false,
+            ),
+            (
+                "a MAC Strait did not choose",
+                event(4, "10.0.0.4", None, false),
+                true,
+                false,
+            ),
+            (
+                "the link cannot be looked up",
+                event(9, "10.0.0.1", None, false),
+                true,
+                true,
+            ),
+        ];
+        for (what, n, deleted, wakes) in cases {
+            assert_eq!(
+                is_pod_neighbour_drift(&n, deleted, &registry, &mut links),
+                wakes,
+                "{what}"
+            );
+        }
+        registry
+            .remove(&record("a", "", "10.0.0.1", None).key)
+            .unwrap();
+        assert!(
+            !is_pod_neighbour_drift(
+                &event(1, "10.0.0.1", None, false),
+                true,
+                &registry,
+                &mut links
+            ),
+            "an attachment gone"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -18,11 +18,11 @@ use strait_store::Store;
 use tokio::sync::Mutex;
 
 use crate::config::{Network, NetworkPool};
+use crate::error::AgentError;
 
 /// The routing table that holds a network's routes on the node: the main table, for every
 /// network, until networks get tables of their own.
 pub const NETWORK_TABLE: Table = Table::MAIN;
-use crate::error::AgentError;
 
 #[derive(Debug)]
 pub struct NetworkState {

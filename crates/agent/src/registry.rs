@@ -167,16 +167,14 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
-    /// The host veth and pod MAC of the attachment, not being released, whose pod has `ip` at a
-    /// MAC Strait chose: whose neighbour for `ip` the reconciler keeps.
-    pub fn kept_neighbour(&self, ip: IpAddr) -> Option<(String, MacAddr)> {
-        self.lock().values().find_map(|a| {
-            let mac = a.pod_mac.filter(|_| !a.releasing)?;
-            a.addresses
-                .iter()
-                .any(|n| n.addr() == ip)
-                .then(|| (a.host_veth.clone(), mac))
-        })
+    /// The host veth and pod MAC of each attachment, not being released, whose pod has `ip` at a
+    /// MAC Strait chose: where the reconciler keeps a neighbour for `ip`.
+    pub fn kept_neighbours(&self, ip: IpAddr) -> Vec<(String, MacAddr)> {
+        self.lock()
+            .values()
+            .filter(|a| !a.releasing && a.addresses.iter().any(|n| n.addr() == ip))
+            .filter_map(|a| Some((a.host_veth.clone(), a.pod_mac?)))
+            .collect()
     }
 
     /// Writes the record durably, then makes it visible.

@@ -354,7 +354,7 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
             // Already gone is what a removal wanted (a route may have gone with its nexthop).
             Err(e) if stage == Stage::Removal && e.is_not_found() => applied.done += 1,
             // The veth went with its pod since the read: nothing left to repair.
-            Err(e) if stage == Stage::HostSide && e.is_not_found() => {}
+            Err(e) if stage == Stage::HostSide && e.is_no_device() => {}
             Err(e) => applied.failed.push(e.to_string()),
         }
     }

@@ -38,6 +38,11 @@ impl NetlinkError {
         )
     }
 
+    /// The link named by index is not there.
+    pub fn is_no_device(&self) -> bool {
+        self.errno() == Some(libc::ENODEV)
+    }
+
     pub fn is_exists(&self) -> bool {
         self.errno() == Some(libc::EEXIST)
     }
