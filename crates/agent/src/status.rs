@@ -1,6 +1,7 @@
 //! What the agent answers straitctl: the node's state, its attachments, its peers and routes,
 //! and leaving the cluster.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,7 +9,7 @@ use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use strait_netlink::Netlink;
 use strait_rpc::{
     ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
-    ReconcileStatus, Request, Response, RouteInfo,
+    ReconcileStatus, Request, Response, RouteInfo, StoreInfo, VtepInfo,
 };
 use strait_store::{Kind, Store, StoreError};
 
@@ -51,7 +52,7 @@ impl<S: Store> Agent<S> {
             networks.push(NetworkStatus {
                 name: name.clone(),
                 vni: net.spec.vni,
-                vtep: net.vtep_ip().map(|ip| ip.to_string()),
+                vtep: net.vtep_ip().map(IpAddr::V4),
                 pools: net.spec.pools.iter().map(|p| p.pool.cidr).collect(),
                 blocks,
                 allocated: usage.allocated,
@@ -66,11 +67,13 @@ impl<S: Store> Agent<S> {
                 && self.recovery.not_ready().is_none(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: match &self.config.store {
-                StoreConfig::Embedded { path } => format!("embedded ({})", path.display()),
-                StoreConfig::Etcd { endpoints, .. } => format!("etcd ({})", endpoints.join(",")),
-                StoreConfig::Kubernetes { .. } => "kubernetes".to_string(),
+                StoreConfig::Embedded { path } => StoreInfo::Embedded { path: path.clone() },
+                StoreConfig::Etcd { endpoints, .. } => StoreInfo::Etcd {
+                    endpoints: endpoints.clone(),
+                },
+                StoreConfig::Kubernetes { .. } => StoreInfo::Kubernetes,
             },
-            address: self.underlay.address.to_string(),
+            address: self.underlay.address.into(),
             underlay: self.underlay.device.clone(),
             peers: view
                 .nodes
@@ -132,11 +135,15 @@ impl<S: Store> Agent<S> {
             .filter(|(name, _)| **name != self.config.node_name)
             .map(|(name, peer)| PeerInfo {
                 name: name.clone(),
-                address: peer.address.to_string(),
+                address: peer.address,
                 vteps: peer
                     .vteps
                     .iter()
-                    .map(|(network, v)| format!("{network}: {} {}", v.ip, v.mac))
+                    .map(|(network, v)| VtepInfo {
+                        network: network.to_string(),
+                        ip: v.ip.into(),
+                        mac: v.mac.to_string(),
+                    })
                     .collect(),
                 blocks: blocks.remove(name).unwrap_or_default(),
             })
@@ -161,8 +168,8 @@ impl<S: Store> Agent<S> {
             .iter()
             .map(|r| RouteInfo {
                 dst: r.dst,
-                table: r.table.to_string(),
-                via: r.hop.gateway.to_string(),
+                table: r.table.0,
+                via: r.hop.gateway,
                 device: r.hop.device.to_string(),
                 node: owners
                     .get(&(r.table, r.dst))

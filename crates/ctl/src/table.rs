@@ -52,7 +52,7 @@ pub fn status(s: &NodeStatus) -> String {
         rows.push(vec![
             n.name.clone(),
             n.vni.to_string(),
-            n.vtep.clone().unwrap_or_else(|| "-".into()),
+            n.vtep.map_or_else(|| "-".into(), |v| v.to_string()),
             join(&n.pools),
             join(&n.blocks),
             format!("{}/{}", n.allocated, n.capacity),
@@ -106,8 +106,12 @@ pub fn peers(peers: &[PeerInfo]) -> String {
     for p in peers {
         rows.push(vec![
             p.name.clone(),
-            p.address.clone(),
-            p.vteps.join(", "),
+            p.address.to_string(),
+            p.vteps
+                .iter()
+                .map(|v| format!("{}: {} {}", v.network, v.ip, v.mac))
+                .collect::<Vec<_>>()
+                .join(", "),
             join(&p.blocks),
         ]);
     }
@@ -123,8 +127,8 @@ pub fn routes(routes: &[RouteInfo]) -> String {
     for r in routes {
         rows.push(vec![
             r.dst.to_string(),
-            r.table.clone(),
-            r.via.clone(),
+            r.table_name(),
+            r.via.to_string(),
             r.device.clone(),
             r.node.clone(),
             if r.programmed { "yes" } else { "MISSING" }.to_string(),

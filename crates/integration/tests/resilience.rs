@@ -30,13 +30,7 @@ fn drift_is_repaired_on_the_event() {
     let block = routes[0]["dst"].as_str().unwrap().to_string();
     let vtep = routes[0]["via"].as_str().unwrap().to_string();
     let peers = cluster.nodes[0].ctl(&["peers"]);
-    let vtep_mac = peers[0]["vteps"][0]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .nth(2)
-        .unwrap()
-        .to_string();
+    let vtep_mac = peers[0]["vteps"][0]["mac"].as_str().unwrap().to_string();
     let pod_route = format!("{}/32", a.ip);
     let veth_of = |pod: &strait_integration::cluster::Pod| {
         let pods = cluster.nodes[0].ctl(&["pods"]);

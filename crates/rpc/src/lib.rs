@@ -87,9 +87,9 @@ pub struct NodeStatus {
     pub node: String,
     pub ready: bool,
     pub version: String,
-    pub store: String,
+    pub store: StoreInfo,
     /// The node's underlay address and device.
-    pub address: String,
+    pub address: IpAddr,
     pub underlay: String,
     pub peers: usize,
     pub networks: Vec<NetworkStatus>,
@@ -102,6 +102,25 @@ pub struct NodeStatus {
     /// is not ready and takes no new pod.
     #[serde(default)]
     pub conflicts: Vec<ConflictInfo>,
+}
+
+/// Where the cluster state lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum StoreInfo {
+    Embedded { path: PathBuf },
+    Etcd { endpoints: Vec<String> },
+    Kubernetes,
+}
+
+impl std::fmt::Display for StoreInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreInfo::Embedded { path } => write!(f, "embedded ({})", path.display()),
+            StoreInfo::Etcd { endpoints } => write!(f, "etcd ({})", endpoints.join(",")),
+            StoreInfo::Kubernetes => f.write_str("kubernetes"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,19 +148,25 @@ pub struct ReconcileStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub name: String,
-    pub address: String,
-    /// `network: VTEP_IP MAC` per network.
-    pub vteps: Vec<String>,
+    pub address: IpAddr,
+    /// Its VTEP per network with VXLAN pools.
+    pub vteps: Vec<VtepInfo>,
     pub blocks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VtepInfo {
+    pub network: String,
+    pub ip: IpAddr,
+    pub mac: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
     pub dst: IpNet,
-    /// The routing table holding it: `main` or a number.
-    #[serde(default)]
-    pub table: String,
-    pub via: String,
+    /// The routing table holding it.
+    pub table: u32,
+    pub via: IpAddr,
     pub device: String,
     /// The node holding the block.
     pub node: String,
@@ -154,7 +179,7 @@ pub struct NetworkStatus {
     pub name: String,
     pub vni: u32,
     /// This node's VTEP address, when the network uses VXLAN.
-    pub vtep: Option<String>,
+    pub vtep: Option<IpAddr>,
     pub pools: Vec<IpNet>,
     /// Blocks this node holds.
     pub blocks: Vec<IpNet>,
@@ -175,6 +200,16 @@ pub struct PodInfo {
     /// Deleted by the runtime; its data plane is being removed, then its addresses are freed.
     #[serde(default)]
     pub releasing: bool,
+}
+
+impl RouteInfo {
+    /// The table as `ip route` names it.
+    pub fn table_name(&self) -> String {
+        match self.table {
+            254 => "main".to_string(),
+            n => n.to_string(),
+        }
+    }
 }
 
 impl Request {
@@ -336,6 +371,35 @@ mod tests {
     use std::os::unix::net::UnixListener;
 
     use super::*;
+
+    #[test]
+    fn answers_carry_values_not_text() {
+        let routes = Response::Routes(vec![RouteInfo {
+            dst: "10.244.0.64/26".parse().unwrap(),
+            table: 254,
+            via: "10.244.0.64".parse().unwrap(),
+            device: "strait.4096".into(),
+            node: "b".into(),
+            programmed: true,
+        }]);
+        let json: serde_json::Value = serde_json::from_slice(&routes.encode()).unwrap();
+        assert_eq!(json["body"][0]["table"], 254);
+        assert_eq!(json["body"][0]["via"], "10.244.0.64");
+        let back: Response = serde_json::from_value(json).unwrap();
+        assert_eq!(back, routes);
+        let Response::Routes(r) = back else {
+            unreachable!("decoded above")
+        };
+        assert_eq!(r[0].table_name(), "main");
+
+        let store = StoreInfo::Etcd {
+            endpoints: vec!["http://10.0.0.1:2379".into()],
+        };
+        let json = serde_json::to_value(&store).unwrap();
+        assert_eq!(json["backend"], "etcd");
+        assert_eq!(store.to_string(), "etcd (http://10.0.0.1:2379)");
+        assert_eq!(serde_json::from_value::<StoreInfo>(json).unwrap(), store);
+    }
 
     #[test]
     fn a_request_and_its_response_cross_a_real_socket() {
