@@ -136,7 +136,15 @@ impl<S: Store> Agent<S> {
         );
         let ruleset = node::snat_ruleset(&config);
         let sysctl_dir = config.sysctl_dir.clone();
-        blocking_start(move || Ok(node::prepare(&ruleset, &sysctl_dir)?)).await?;
+        let ipv6_underlay = node::uses_ipv6(&config).then(|| underlay.device.clone());
+        blocking_start(move || {
+            Ok(node::prepare(
+                &ruleset,
+                &sysctl_dir,
+                ipv6_underlay.as_deref(),
+            )?)
+        })
+        .await?;
         let stop = Arc::new(Stop::default());
         let freed = Freed::new(Duration::from_secs(config.freed_address_hold.into()));
         let agent = Agent {
@@ -175,7 +183,7 @@ impl<S: Store> Agent<S> {
                         (
                             name.clone(),
                             Vtep {
-                                ip: v.ip.into(),
+                                ip: v.ip,
                                 mac: v.mac.to_string(),
                             },
                         )
@@ -205,6 +213,7 @@ impl<S: Store> Agent<S> {
                     vni: n.spec.vni,
                     mtu: self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
                     vtep: n.vtep,
+                    vtep_addresses: n.vtep_addresses.clone(),
                     table: NETWORK_TABLE,
                     pools: n.local_pools(),
                 })

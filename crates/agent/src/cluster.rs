@@ -3,7 +3,6 @@
 //! working; the watches catch up (with a full relist) when it returns.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,9 +30,9 @@ fn peer(record: &NodeRecord) -> Peer {
         vteps: record
             .networks
             .iter()
-            .filter_map(|(network, v)| match (v.ip, v.mac.parse()) {
-                (IpAddr::V4(ip), Ok(mac)) => Some((NetId::new(network), Vtep { ip, mac })),
-                _ => None,
+            .filter_map(|(network, v)| {
+                let mac = v.mac.parse().ok()?;
+                Some((NetId::new(network), Vtep { ip: v.ip, mac }))
             })
             .collect(),
     }

@@ -3,7 +3,6 @@
 //! gone; CHECK reports every difference it finds.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +11,8 @@ use ipnet::IpNet;
 
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
 use strait_dataplane::{
-    DataplaneError, GATEWAY_V4, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod,
-    host_veth_name, pod_links, pod_mac,
+    DataplaneError, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, gateway_for,
+    gateways, host_veth_name, pod_links, pod_mac,
 };
 use strait_netlink::Netlink;
 use strait_netns::Netns;
@@ -71,7 +70,6 @@ fn host_netlink() -> Result<Netlink, AgentError> {
 }
 
 fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
-    let gateway = IpAddr::V4(GATEWAY_V4);
     let interface = |l: &strait_netlink::Link, sandbox: Option<String>| Interface {
         name: l.name.clone(),
         mac: l.mac.map(|m| m.to_string()),
@@ -88,14 +86,17 @@ fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
             .iter()
             .map(|address| IpConfig {
                 address: *address,
-                gateway: Some(gateway),
+                gateway: Some(gateway_for(address.addr())),
                 interface: Some(1),
             })
             .collect(),
-        routes: vec![Route::new(
-            "0.0.0.0/0".parse().expect("literal"),
-            Some(gateway),
-        )],
+        routes: gateways(&a.addresses)
+            .into_iter()
+            .map(|gw| {
+                let default = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+                Route::new(default.parse().expect("literal"), Some(gw))
+            })
+            .collect(),
         dns: Default::default(),
     }
 }
@@ -208,7 +209,7 @@ impl<S: Store> Agent<S> {
             ),
             None => {
                 let node = &self.config.node_name;
-                let address = match &intent.address {
+                let given = match &intent.address {
                     Some(text) => {
                         let ip = text.parse().map_err(|_| AgentError::AddressInvalid {
                             address: text.clone(),
@@ -232,13 +233,13 @@ impl<S: Store> Agent<S> {
                                 reason,
                             });
                         }
-                        net.allocate_fixed(&self.store, node, ip).await?
+                        Some(net.allocate_fixed(&self.store, node, ip).await?)
                     }
-                    None => {
-                        net.allocate(&self.store, node, intent.pool.as_deref())
-                            .await?
-                    }
+                    None => None,
                 };
+                let addresses = net
+                    .allocate(&self.store, node, intent.pool.as_deref(), given)
+                    .await?;
                 let a = Attachment {
                     host_veth: host_veth_name(&key.network, &key.container_id, &key.ifname),
                     pod_mac: Some(pod_mac(&key.network, &key.container_id, &key.ifname)),
@@ -250,7 +251,7 @@ impl<S: Store> Agent<S> {
                         name: name.to_string(),
                         uid: req.invocation.args.pod_uid().map(str::to_string),
                     }),
-                    addresses: vec![address],
+                    addresses,
                     mtu: net.mtu,
                     releasing: false,
                 };

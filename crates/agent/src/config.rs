@@ -129,9 +129,12 @@ pub struct NetworkConfig {
     /// How the pools reach other nodes unless a pool says otherwise: `vxlan` or `routed`.
     #[serde(default)]
     pub mode: Mode,
-    /// Masquerade traffic from this network's pods that leaves the cluster.
+    /// Masquerade IPv4 traffic from this network's pods that leaves the cluster.
     #[serde(default = "yes")]
     pub snat: bool,
+    /// Masquerade IPv6 traffic from this network's pods that leaves the cluster; as `snat`
+    /// when absent. Off where the pools are globally routed.
+    pub snat6: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,8 +143,9 @@ pub struct PoolConfig {
     /// The pool's name in the cluster store; `<network>-v4`/`-v6` when absent.
     pub name: Option<String>,
     pub cidr: IpNet,
-    #[serde(default = "default_block_prefix")]
-    pub block_prefix: u8,
+    /// The prefix length of the pool's blocks: /26 (64 addresses) for IPv4 and /122 (64
+    /// addresses) for IPv6 when absent.
+    pub block_prefix: Option<u8>,
     /// Overrides the network's mode for this pool.
     pub mode: Option<Mode>,
     /// Whether pods may ask for a fixed address of this pool (`strait.io/ip-address`), where
@@ -187,8 +191,12 @@ fn default_empty_block_grace() -> u32 {
 fn default_freed_address_hold() -> u32 {
     300
 }
-fn default_block_prefix() -> u8 {
-    26
+/// Blocks of 64 addresses, as Calico's.
+fn default_block_prefix(cidr: &IpNet) -> u8 {
+    match cidr {
+        IpNet::V4(_) => 26,
+        IpNet::V6(_) => 122,
+    }
 }
 fn yes() -> bool {
     true
@@ -202,7 +210,10 @@ pub struct Network {
     /// As configured; the effective MTU also depends on the underlay.
     pub mtu: Option<u32>,
     pub vni: u32,
+    /// Masquerade IPv4 traffic leaving the cluster.
     pub snat: bool,
+    /// Masquerade IPv6 traffic leaving the cluster.
+    pub snat6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +270,7 @@ pub struct ConfigError {
 }
 
 /// Ranges no pool may touch, and why.
-const RESERVED: [(&str, &str); 5] = [
+const RESERVED: [(&str, &str); 9] = [
     ("0.0.0.0/8", "which means \"this network\""),
     ("127.0.0.0/8", "the loopback range"),
     (
@@ -268,6 +279,13 @@ const RESERVED: [(&str, &str); 5] = [
     ),
     ("224.0.0.0/4", "the multicast range"),
     ("240.0.0.0/4", "the reserved range"),
+    ("::/127", "the unspecified and loopback addresses"),
+    ("::ffff:0:0/96", "the IPv4-mapped range"),
+    (
+        "fe80::/10",
+        "the link-local range (pods' gateway is fe80::1)",
+    ),
+    ("ff00::/8", "the multicast range"),
 ];
 
 /// Whether two ranges share an address.
@@ -327,7 +345,7 @@ impl Config {
         pool_names.sort();
         if let Some(w) = pool_names.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!(
-                "two pools are named {:?} (a pool's name defaults to <network>-v4, in lower case): \
+                "two pools are named {:?} (a pool's name defaults to <network>-v4 or -v6, in lower case): \
                  set \"name\" on one of them",
                 w[0]
             ));
@@ -420,10 +438,22 @@ impl Config {
     }
 
     /// What only the node can tell: no pool overlaps the subnet of the node's underlay address
-    /// (its routes would shadow the node's own neighbours), and no network asks for a larger MTU
-    /// than the underlay carries.
+    /// (its routes would shadow the node's own neighbours), a routed pool has an underlay
+    /// address of its family to route through, and no network asks for a larger MTU than the
+    /// underlay carries.
     pub fn check_underlay(&self, subnet: &IpNet, underlay_mtu: u32) -> Result<(), String> {
         for n in &self.networks {
+            if let Some(p) = n.pools.iter().find(|p| {
+                p.mode == Mode::Routed && p.pool.cidr.addr().is_ipv6() != subnet.addr().is_ipv6()
+            }) {
+                return Err(format!(
+                    "network {:?}: pool {} is routed, which sends its traffic to other nodes \
+                     through their underlay addresses of its family, and this node's underlay \
+                     address (in {subnet}) is of the other family: set mode = \"vxlan\" on the \
+                     pool (VXLAN carries either family over this underlay)",
+                    n.name, p.pool.cidr
+                ));
+            }
             if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, subnet)) {
                 return Err(format!(
                     "network {:?}: pool {} overlaps this node's own subnet {subnet}: choose a \
@@ -497,28 +527,33 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
     }
     let mut pools = Vec::new();
     for p in &n.pools {
-        if p.cidr.addr().is_ipv6() {
-            return Err(format!(
-                "{at}: pool {}: IPv6 pools are not supported by the data plane yet",
-                p.cidr
-            ));
-        }
         if let Some((reserved, why)) = RESERVED.iter().find(|(r, _)| {
             let r: IpNet = r.parse().expect("literal");
             overlap(&p.cidr, &r)
         }) {
             return Err(format!(
-                "{at}: pool {} overlaps {reserved}, {why}: choose a private range such as 10.244.0.0/16",
-                p.cidr
+                "{at}: pool {} overlaps {reserved}, {why}: choose a private range such as {}",
+                p.cidr,
+                if p.cidr.addr().is_ipv6() {
+                    "fd00:10:244::/56"
+                } else {
+                    "10.244.0.0/16"
+                }
             ));
         }
-        let name = p
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-v4", n.name.to_lowercase()));
+        let name = p.name.clone().unwrap_or_else(|| {
+            let family = if p.cidr.addr().is_ipv6() { "v6" } else { "v4" };
+            format!("{}-{family}", n.name.to_lowercase())
+        });
         strait_store::validate_name(&name).map_err(|e| format!("{at}: pool name: {e}"))?;
         pools.push(NetworkPool {
-            pool: Pool::new(&name, p.cidr, p.block_prefix).map_err(|e| format!("{at}: {e}"))?,
+            pool: Pool::new(
+                &name,
+                p.cidr,
+                p.block_prefix
+                    .unwrap_or_else(|| default_block_prefix(&p.cidr)),
+            )
+            .map_err(|e| format!("{at}: {e}"))?,
             mode: p.mode.unwrap_or(n.mode),
             fixed_addresses: p.fixed_addresses,
         });
@@ -529,6 +564,7 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
         mtu: n.mtu,
         vni: n.vni,
         snat: n.snat,
+        snat6: n.snat6.unwrap_or(n.snat),
     })
 }
 
@@ -577,6 +613,21 @@ mod tests {
     }
 
     #[test]
+    fn a_network_may_have_pools_of_both_families_named_and_sized_by_family() {
+        let c = parse(
+            "[[network]]\nname = \"Dual\"\n[[network.pool]]\ncidr = \"10.244.0.0/16\"\n\
+             [[network.pool]]\ncidr = \"fd00:10:244::/56\"",
+        )
+        .unwrap();
+        let pools: Vec<(&str, u8)> = c.networks[0]
+            .pools
+            .iter()
+            .map(|p| (p.pool.name.as_str(), p.pool.block_prefix))
+            .collect();
+        assert_eq!(pools, [("dual-v4", 26), ("dual-v6", 122)]);
+    }
+
+    #[test]
     fn a_pool_may_route_while_its_network_encapsulates() {
         let c = parse(
             "[[network]]\nname = \"a\"\n[[network.pool]]\ncidr = \"10.0.0.0/16\"\nmode = \"routed\"\n\
@@ -617,6 +668,18 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         let subnet = |s: &str| s.parse::<IpNet>().unwrap();
         assert!(c.check_underlay(&subnet("192.168.1.0/24"), 1500).is_ok());
+        let routed6 = parse(
+            "[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"10.244.0.0/16\"\n\
+             [[network.pool]]\ncidr = \"fd00:10:244::/56\"\nmode = \"routed\"",
+        )
+        .unwrap();
+        let err = routed6
+            .check_underlay(&subnet("192.168.1.0/24"), 1500)
+            .unwrap_err();
+        assert!(
+            err.contains("fd00:10:244::/56") && err.contains("vxlan"),
+            "{err}"
+        );
         let err = c
             .check_underlay(&subnet("10.244.7.0/24"), 1500)
             .unwrap_err();
@@ -653,8 +716,12 @@ mod tests {
                 "host bits",
             ),
             (
-                "[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"fd00::/64\"",
-                "IPv6",
+                "[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"fe80::/64\"",
+                "link-local",
+            ),
+            (
+                "[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"fd00::/64\"\nblock_prefix = 26",
+                "block size",
             ),
             (
                 "[[network]]\nname = \"a\"\n[[network.pool]]\ncidr = \"10.0.0.0/16\"\n[[network]]\nname = \"b\"\n[[network.pool]]\ncidr = \"10.0.128.0/17\"",

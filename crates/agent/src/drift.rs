@@ -1,6 +1,6 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
 //! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
-//! route included), a pod's permanent neighbour changed or deleted on a veth that stays, and any
+//! route included) while its device stays, in either family, a pod's permanent neighbour changed or deleted on a veth that stays, and any
 //! change to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass
 //! rather than on a timer.
 
@@ -50,9 +50,16 @@ fn concerns_us(
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
             owned.contains(a.header.index)
         }
-        // Any of ours deleted, wherever it led: pods' host routes come and go with their veths,
-        // so only their deletion is news.
-        RouteNetlinkMessage::DelRoute(r) => u8::from(r.header.protocol) == ROUTE_PROTOCOL,
+        // Any of ours deleted, wherever it led (pods' host routes come and go with their veths,
+        // so only their deletion is news), unless its device went with it: IPv6 reports the
+        // routes of a deleted link, and the link's own event says whatever matters.
+        RouteNetlinkMessage::DelRoute(r) => {
+            u8::from(r.header.protocol) == ROUTE_PROTOCOL
+                && !r
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if matches!(name_of(*i), Ok(None))))
+        }
         RouteNetlinkMessage::NewRoute(r) => {
             u8::from(r.header.protocol) == ROUTE_PROTOCOL
                 && r.attributes
@@ -103,6 +110,8 @@ pub fn watch_kernel(
         groups::NEIGH,
         groups::IPV4_IFADDR,
         groups::IPV4_ROUTE,
+        groups::IPV6_IFADDR,
+        groups::IPV6_ROUTE,
         groups::NEXTHOP,
     ])
     .map_err(std::io::Error::other)?;
@@ -294,6 +303,49 @@ mod tests {
             ),
             "an attachment gone"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_deleted_route_of_ours_wakes_the_reconciler_unless_its_device_went_with_it() {
+        use netlink_packet_route::route::{RouteMessage, RouteProtocol};
+        let dir = std::env::temp_dir().join(format!("strait-drift-routes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (registry, _) = Registry::open(&dir).unwrap();
+        let deleted = |protocol: u8, oif: Option<u32>| {
+            let mut m = RouteMessage::default();
+            m.header.protocol = RouteProtocol::from(protocol);
+            m.attributes.extend(oif.map(RouteAttribute::Oif));
+            Event::Route(RouteNetlinkMessage::DelRoute(m))
+        };
+        let mut links = |index: u32| match index {
+            1 => Ok(Some("st00000000000a".to_string())),
+            9 => Err(NetlinkError::Decode("lookup failed".into())),
+            _ => Ok(None),
+        };
+        let owned = OwnedLinks::default();
+        let cases = [
+            (
+                "a pod's host route deleted by hand",
+                deleted(83, Some(1)),
+                true,
+            ),
+            (
+                "a route gone with its device (a DEL, IPv6)",
+                deleted(83, Some(5)),
+                false,
+            ),
+            ("through a nexthop object", deleted(83, None), true),
+            ("the device cannot be looked up", deleted(83, Some(9)), true),
+            ("not ours", deleted(2, Some(1)), false),
+        ];
+        for (what, event, wakes) in cases {
+            assert_eq!(
+                concerns_us(&event, &owned, &registry, &mut links),
+                wakes,
+                "{what}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,7 @@
 //! allocator's lock is never held across a store call: a stalled store delays only the requests
 //! that need a new block, never a DEL, a status or the metrics.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use strait_dataplane::model::Table;
@@ -31,6 +31,8 @@ pub struct NetworkState {
     pub mtu: u32,
     /// This node's VTEP, when a pool of the network uses VXLAN.
     pub vtep: Option<Vtep>,
+    /// The VTEP's addresses, one per family with a VXLAN pool, IPv4's first.
+    pub vtep_addresses: Vec<IpAddr>,
     allocator: Mutex<Allocator>,
     /// Held while claiming a block from the store, so that requests needing one wait for the
     /// claim in flight instead of each claiming another.
@@ -68,8 +70,7 @@ async fn claim_from(
 
 impl NetworkState {
     /// Registers the network's pools in the store, picks up the blocks this node holds, and
-    /// settles the VTEP: the first address (never given to a pod) of the node's lowest block of a
-    /// VXLAN pool, claimed now if there is none.
+    /// settles the VTEP.
     pub async fn load(
         store: &impl Store,
         spec: Network,
@@ -87,73 +88,150 @@ impl NetworkState {
                 }
             }
         }
-        if spec.uses_vxlan() && vxlan_blocks.is_empty() {
-            let vxlan_pools = spec.pools.iter().filter(|p| p.mode == Mode::Vxlan);
-            let block = claim_from(store, vxlan_pools, node, &spec).await?;
-            allocator.add_block(block);
-            vxlan_blocks.push(block);
+        // Per family with a VXLAN pool, the device holds the first address (never given to a
+        // pod) of the node's lowest block of such a pool, claimed now if there is none: peers
+        // route IPv4 blocks through the IPv4 one, and the node's own packets to other nodes'
+        // pods leave from them. IPv6 blocks are routed through the device's link-local address.
+        let mut vtep_addresses = Vec::new();
+        for ipv6 in [false, true] {
+            let vxlan =
+                |p: &&NetworkPool| p.mode == Mode::Vxlan && p.pool.cidr.addr().is_ipv6() == ipv6;
+            if !spec.pools.iter().any(|p| vxlan(&p)) {
+                continue;
+            }
+            let lowest = vxlan_blocks
+                .iter()
+                .filter(|b| b.addr().is_ipv6() == ipv6)
+                .min()
+                .copied();
+            let block = match lowest {
+                Some(block) => block,
+                None => {
+                    let block =
+                        claim_from(store, spec.pools.iter().filter(vxlan), node, &spec).await?;
+                    allocator.add_block(block);
+                    block
+                }
+            };
+            vtep_addresses.push(block.network());
         }
-        let vtep = vxlan_blocks
-            .iter()
-            .min()
-            .and_then(|block| match block.network() {
-                IpAddr::V4(ip) => Some(Vtep {
-                    ip,
-                    mac: vtep_mac(node, &spec.name),
-                }),
-                IpAddr::V6(_) => None,
-            });
+        let vtep = vtep_addresses.first().map(|ip| Vtep {
+            ip: *ip,
+            mac: vtep_mac(node, &spec.name),
+        });
         Ok(NetworkState {
             mtu: spec.effective_mtu(underlay_mtu),
             vtep,
+            vtep_addresses,
             spec,
             allocator: Mutex::new(allocator),
             claiming: Mutex::new(()),
         })
     }
 
-    /// One address for a pod (as a host prefix), from `pool` when one is named, claiming a block
-    /// if this node's are full.
+    /// The address families of the network's pools (`ipv6` flags), IPv4 first.
+    pub fn families(&self) -> Vec<bool> {
+        let mut out: Vec<bool> = self
+            .spec
+            .pools
+            .iter()
+            .map(|p| p.pool.cidr.addr().is_ipv6())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A pod's addresses (as host prefixes), one of each family the network has, IPv4 first:
+    /// `given` (a fixed address already reserved) for its family, from `pool` when one is named
+    /// for its family, else from the family's pools. If one family fails, the addresses of the
+    /// others (`given` included) are released.
     pub async fn allocate(
         &self,
         store: &impl Store,
         node: &str,
         pool: Option<&str>,
-    ) -> Result<IpNet, AgentError> {
-        let pools: Vec<&NetworkPool> = match pool {
-            None => self.spec.pools.iter().collect(),
-            Some(name) => vec![
-                self.spec
-                    .pools
-                    .iter()
-                    .find(|p| p.pool.name == name)
-                    .ok_or_else(|| AgentError::UnknownPool {
-                        network: self.spec.name.clone(),
-                        pool: name.to_string(),
-                        known: self
+        given: Option<IpNet>,
+    ) -> Result<Vec<IpNet>, AgentError> {
+        let named = pool.map(|name| {
+            self.spec
+                .pools
+                .iter()
+                .find(|p| p.pool.name == name)
+                .ok_or_else(|| AgentError::UnknownPool {
+                    network: self.spec.name.clone(),
+                    pool: name.to_string(),
+                    known: self
+                        .spec
+                        .pools
+                        .iter()
+                        .map(|p| p.pool.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        });
+        let named = match named.transpose() {
+            Ok(named) => named,
+            Err(e) => {
+                self.release(given.as_slice()).await;
+                return Err(e);
+            }
+        };
+        let mut out = Vec::new();
+        for ipv6 in self.families() {
+            let one = match given.filter(|g| g.addr().is_ipv6() == ipv6) {
+                Some(g) => Ok(g),
+                None => {
+                    let pools: Vec<&NetworkPool> = match named {
+                        Some(p) if p.pool.cidr.addr().is_ipv6() == ipv6 => vec![p],
+                        _ => self
                             .spec
                             .pools
                             .iter()
-                            .map(|p| p.pool.name.clone())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?,
-            ],
+                            .filter(|p| p.pool.cidr.addr().is_ipv6() == ipv6)
+                            .collect(),
+                    };
+                    self.allocate_from(store, node, ipv6, pools).await
+                }
+            };
+            match one {
+                Ok(a) => out.push(a),
+                Err(e) => {
+                    out.extend(given);
+                    self.release(&out).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One address of a family from `pools` (of that family), claiming a block if this node's
+    /// are full.
+    async fn allocate_from(
+        &self,
+        store: &impl Store,
+        node: &str,
+        ipv6: bool,
+        pools: Vec<&NetworkPool>,
+    ) -> Result<IpNet, AgentError> {
+        let within = match pools.as_slice() {
+            [one] => Some(one.pool.cidr),
+            _ => None,
         };
-        let within = pool.map(|_| pools[0].pool.cidr);
-        if let Some(ip) = self.allocator.lock().await.allocate_within(false, within) {
+        if let Some(ip) = self.allocator.lock().await.allocate_within(ipv6, within) {
             return Ok(IpNet::from(ip));
         }
         let _one_claim = self.claiming.lock().await;
         // The claim that was in flight may have made room.
-        if let Some(ip) = self.allocator.lock().await.allocate_within(false, within) {
+        if let Some(ip) = self.allocator.lock().await.allocate_within(ipv6, within) {
             return Ok(IpNet::from(ip));
         }
         let block = claim_from(store, pools.into_iter(), node, &self.spec).await?;
         let mut allocator = self.allocator.lock().await;
         allocator.add_block(block);
         allocator
-            .allocate_within(false, within)
+            .allocate_within(ipv6, within)
             .map(IpNet::from)
             .ok_or_else(|| AgentError::Exhausted {
                 network: self.spec.name.clone(),
@@ -274,9 +352,8 @@ impl NetworkState {
 
     /// The blocks of this node's that hold no allocated address, except the VTEP's.
     pub async fn empty_blocks(&self) -> Vec<IpNet> {
-        let vtep = self.vtep.map(|v| IpAddr::V4(v.ip));
         let mut empty = self.allocator.lock().await.empty_blocks();
-        empty.retain(|b| vtep.is_none_or(|ip| !b.contains(&ip)));
+        empty.retain(|b| !self.vtep_addresses.iter().any(|ip| b.contains(ip)));
         empty
     }
 
@@ -321,7 +398,7 @@ impl NetworkState {
             .collect()
     }
 
-    pub fn vtep_ip(&self) -> Option<Ipv4Addr> {
+    pub fn vtep_ip(&self) -> Option<IpAddr> {
         self.vtep.map(|v| v.ip)
     }
 }

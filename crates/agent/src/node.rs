@@ -12,7 +12,7 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(
-        "enabling IPv4 forwarding in {}: {source}{}",
+        "writing {}: {source}{}",
         path.display(),
         if source.raw_os_error() == Some(libc::EROFS) {
             " (in a container without privileges /proc/sys is read-only: mount the host's \
@@ -42,7 +42,10 @@ pub fn snat_ruleset(config: &Config) -> Ruleset {
     Ruleset {
         snat_sources: pools
             .clone()
-            .filter(|(n, _)| n.snat)
+            .filter(|(n, p)| match p.cidr.addr().is_ipv6() {
+                false => n.snat,
+                true => n.snat6,
+            })
             .map(|(_, p)| p.cidr)
             .collect(),
         cluster: pools
@@ -52,21 +55,55 @@ pub fn snat_ruleset(config: &Config) -> Ruleset {
     }
 }
 
-/// Prepares the node: forwarding on, and the nftables table.
-pub fn prepare(ruleset: &Ruleset, sysctl_dir: &Path) -> Result<(), NodeError> {
-    enable_forwarding(sysctl_dir)?;
+/// Whether any network has an IPv6 pool.
+pub fn uses_ipv6(config: &Config) -> bool {
+    config
+        .networks
+        .iter()
+        .flat_map(|n| &n.pools)
+        .any(|p| p.pool.cidr.addr().is_ipv6())
+}
+
+/// Prepares the node: forwarding on (IPv6's too when `ipv6_underlay` names the underlay device
+/// of a node with IPv6 pools), and the nftables table.
+pub fn prepare(
+    ruleset: &Ruleset,
+    sysctl_dir: &Path,
+    ipv6_underlay: Option<&str>,
+) -> Result<(), NodeError> {
+    enable_forwarding(sysctl_dir, ipv6_underlay)?;
     strait_nft::apply(&strait_nft::render(ruleset))?;
     Ok(())
 }
 
-/// Turns IPv4 forwarding on, writing only when it is off: a node that has it on already needs no
-/// writable sysctls.
-fn enable_forwarding(sysctl_dir: &Path) -> Result<(), NodeError> {
-    let path = sysctl_dir.join("net/ipv4/ip_forward");
+/// Turns forwarding on, writing only what differs: a node that has it on already needs no
+/// writable sysctls. For IPv6 the underlay first keeps accepting router advertisements while
+/// forwarding (`accept_ra` 1 becomes 2), so the node keeps a default route learnt from them;
+/// no other interface does (a pod's advertisements must never reach the node's routes).
+fn enable_forwarding(sysctl_dir: &Path, ipv6_underlay: Option<&str>) -> Result<(), NodeError> {
+    ensure(sysctl_dir, "net/ipv4/ip_forward", |_| Some("1"))?;
+    if let Some(device) = ipv6_underlay {
+        ensure(
+            sysctl_dir,
+            &format!("net/ipv6/conf/{device}/accept_ra"),
+            |now| (now == "1").then_some("2"),
+        )?;
+        ensure(sysctl_dir, "net/ipv6/conf/all/forwarding", |_| Some("1"))?;
+    }
+    Ok(())
+}
+
+/// Writes the setting at `relative` when `wanted(current value)` asks for another value.
+fn ensure(
+    sysctl_dir: &Path,
+    relative: &str,
+    wanted: impl Fn(&str) -> Option<&'static str>,
+) -> Result<(), NodeError> {
+    let path = sysctl_dir.join(relative);
     std::fs::read_to_string(&path)
-        .and_then(|on| match on.trim() {
-            "1" => Ok(()),
-            _ => std::fs::write(&path, b"1"),
+        .and_then(|now| match wanted(now.trim()) {
+            Some(value) if value != now.trim() => std::fs::write(&path, value),
+            _ => Ok(()),
         })
         .map_err(|source| NodeError::Forwarding { path, source })
 }
@@ -105,10 +142,29 @@ mod tests {
         let file = dir.join("net/ipv4/ip_forward");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, "0\n").unwrap();
-        enable_forwarding(&dir).unwrap();
+        enable_forwarding(&dir, None).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "1");
+        // IPv6: the underlay keeps its router advertisements, a setting other than 1 is kept.
+        let setting = |s: &str| dir.join("net/ipv6/conf").join(s);
+        for (device, accept_ra) in [("eth0", "1\n"), ("all", "1\n"), ("eth1", "0\n")] {
+            std::fs::create_dir_all(setting(device)).unwrap();
+            std::fs::write(setting(device).join("accept_ra"), accept_ra).unwrap();
+        }
+        std::fs::write(setting("all/forwarding"), "0\n").unwrap();
+        enable_forwarding(&dir, Some("eth0")).unwrap();
+        enable_forwarding(&dir, Some("eth1")).unwrap();
+        let read = |s: &str| std::fs::read_to_string(setting(s)).unwrap();
+        assert_eq!(
+            [
+                read("eth0/accept_ra"),
+                read("eth1/accept_ra"),
+                read("all/accept_ra")
+            ],
+            ["2", "0\n", "1\n"]
+        );
+        assert_eq!(read("all/forwarding"), "1");
         std::fs::remove_dir_all(&dir).unwrap();
-        let missing = enable_forwarding(&dir).unwrap_err().to_string();
+        let missing = enable_forwarding(&dir, None).unwrap_err().to_string();
         assert!(missing.contains("net/ipv4/ip_forward"), "{missing}");
         let read_only = NodeError::Forwarding {
             path: file,

@@ -1,7 +1,6 @@
 //! What the agent answers straitctl: the node's state, its attachments, its peers and routes,
 //! and leaving the cluster.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -52,7 +51,7 @@ impl<S: Store> Agent<S> {
             networks.push(NetworkStatus {
                 name: name.clone(),
                 vni: net.spec.vni,
-                vtep: net.vtep_ip().map(IpAddr::V4),
+                vtep: net.vtep_ip(),
                 pools: net.spec.pools.iter().map(|p| p.pool.cidr).collect(),
                 blocks,
                 allocated: usage.allocated,
@@ -141,7 +140,7 @@ impl<S: Store> Agent<S> {
                     .iter()
                     .map(|(network, v)| VtepInfo {
                         network: network.to_string(),
-                        ip: v.ip.into(),
+                        ip: v.ip,
                         mac: v.mac.to_string(),
                     })
                     .collect(),

@@ -5,10 +5,12 @@
 //!
 //! - in the pod: `IFNAME` with `POD_IP/32`, `169.254.1.1 dev IFNAME scope link`,
 //!   `default via 169.254.1.1 dev IFNAME`, and a permanent neighbour for 169.254.1.1 pointing at
-//!   the host veth's MAC (so the first packet never waits on ARP);
-//! - on the host: the veth (named from the attachment, see [`host_veth_name`]) up and without
-//!   address, `POD_IP dev VETH scope link proto strait`, and a permanent neighbour for the pod
-//!   (at the pod interface's MAC, which Strait chooses: [`pod_mac`]).
+//!   the host veth's MAC (so the first packet never waits on ARP); for IPv6, `POD_IP6/128`
+//!   (`nodad`), `default via fe80::1 dev IFNAME` and a permanent neighbour for `fe80::1`;
+//! - on the host: the veth (named from the attachment, see [`host_veth_name`]) up, without
+//!   address for IPv4 and with `fe80::1/64` (`nodad`) when the pod has IPv6,
+//!   `POD_IP dev VETH scope link proto strait` for each address, and a permanent neighbour for
+//!   each (at the pod interface's MAC, which Strait chooses: [`pod_mac`]).
 //!
 //! Everything else Strait holds in the node's kernel is one node model ([`model`]): what must be
 //! there, from the overlay ([`overlay`]) and the pods' host sides, and one pass that reads what
@@ -27,6 +29,7 @@ mod undo;
 
 pub use error::DataplaneError;
 pub use naming::{
-    GATEWAY_V4, HOST_VETH_PREFIX, ROUTE_PROTOCOL, host_veth_name, is_host_veth, pod_mac, vtep_mac,
+    GATEWAY_V4, GATEWAY_V6, HOST_VETH_PREFIX, ROUTE_PROTOCOL, gateway_for, gateways,
+    host_veth_name, is_host_veth, link_local, pod_mac, vtep_mac,
 };
 pub use pod::{PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, pod_links};

@@ -72,7 +72,8 @@ pub struct DeviceSpec {
     pub mtu: u32,
     pub local: Ipv4Addr,
     pub underlay: String,
-    pub address: IpNet,
+    /// The VTEP's addresses: its IPv4 address as a /32, its link-local address as a /64.
+    pub addresses: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,7 +192,7 @@ impl Desired {
                             underlay: Some(s.underlay.clone()),
                             learning: false,
                             up: true,
-                            addresses: vec![s.address],
+                            addresses: s.addresses.clone(),
                         },
                     )
                 })
@@ -300,8 +301,10 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
                 if !have.up {
                     ops.push(Op::SetUp(name.clone()));
                 }
-                if !have.addresses.contains(&want.address) {
-                    ops.push(Op::AddAddress(name.clone(), want.address));
+                for address in &want.addresses {
+                    if !have.addresses.contains(address) {
+                        ops.push(Op::AddAddress(name.clone(), *address));
+                    }
                 }
             }
             existing => {
@@ -309,7 +312,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
                     ops.push(Op::DeleteDevice(name.clone()));
                 }
                 ops.push(Op::CreateDevice(name.clone(), want.clone()));
-                ops.push(Op::AddAddress(name.clone(), want.address));
+                for address in &want.addresses {
+                    ops.push(Op::AddAddress(name.clone(), *address));
+                }
                 ops.push(Op::SetUp(name.clone()));
                 fresh.insert(name);
             }

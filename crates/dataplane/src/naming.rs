@@ -1,14 +1,58 @@
 //! The names and numbers by which Strait recognises what it owns in the kernel.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
 use strait_netlink::MacAddr;
 
 /// The route protocol number on every route Strait installs (`ip route ... proto 83`).
 pub const ROUTE_PROTOCOL: u8 = 83;
 
-/// The gateway every pod routes through; the host veth answers for it.
+/// The IPv4 gateway every pod routes through; the host veth answers for it.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The IPv6 gateway every pod routes through: a link-local address the host veth holds.
+pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The gateway of a pod address's family.
+pub fn gateway_for(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => IpAddr::V4(GATEWAY_V4),
+        IpAddr::V6(_) => IpAddr::V6(GATEWAY_V6),
+    }
+}
+
+/// The gateways of a pod with `addresses`: one per family, IPv4's first.
+pub fn gateways(addresses: &[IpNet]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = addresses.iter().map(|a| gateway_for(a.addr())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The link-local address of an interface with MAC `mac` (modified EUI-64, RFC 4291): what a
+/// peer's VXLAN device is reached at for IPv6, known from its MAC alone.
+pub fn link_local(mac: MacAddr) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
 
 /// Every host-side veth Strait creates starts with this.
 pub const HOST_VETH_PREFIX: &str = "st";
@@ -62,6 +106,23 @@ pub fn is_host_veth(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_addresses_follow_modified_eui64() {
+        let mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        assert_eq!(
+            link_local(mac),
+            "fe80::42:acff:fe11:2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            gateway_for("10.0.0.1".parse().unwrap()),
+            IpAddr::V4(GATEWAY_V4)
+        );
+        assert_eq!(
+            gateway_for("fd00::1".parse().unwrap()),
+            IpAddr::V6(GATEWAY_V6)
+        );
+    }
 
     #[test]
     fn pod_macs_are_unicast_local_stable_and_distinct() {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use strait_netlink::MacAddr;
 
 use crate::model::{Desired, DeviceSpec, Fdb, Hop, Neigh, NetId, PeerRoute, Table};
+use crate::naming::link_local;
 
 /// How a pool's blocks reach other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -51,11 +52,20 @@ pub fn is_device(name: &str) -> bool {
         .is_some_and(|vni| !vni.is_empty() && vni.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// A VXLAN tunnel endpoint.
+/// A VXLAN tunnel endpoint: the device's MAC, and its first address (IPv4 when the network
+/// has IPv4 pools), through which peers route IPv4 blocks. IPv6 blocks are routed through the
+/// device's link-local address, which follows from its MAC ([`link_local`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Vtep {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: MacAddr,
+}
+
+impl Vtep {
+    /// The IPv6 next hop of blocks behind this endpoint.
+    pub fn link_local(&self) -> IpAddr {
+        IpAddr::V6(link_local(self.mac))
+    }
 }
 
 /// This node, as the reconciler sees it.
@@ -76,6 +86,9 @@ pub struct LocalNetwork {
     pub mtu: u32,
     /// This node's VTEP, when a pool of the network uses VXLAN.
     pub vtep: Option<Vtep>,
+    /// The VTEP's addresses on this node, one per family with a VXLAN pool: the source of the
+    /// node's own packets to other nodes' pods.
+    pub vtep_addresses: Vec<IpAddr>,
     /// The routing table that holds the network's routes.
     pub table: Table,
     pub pools: Vec<LocalPool>,
@@ -122,6 +135,15 @@ fn mode_of(network: &LocalNetwork, block: &BlockKey) -> Option<Mode> {
         .map(|p| p.mode)
 }
 
+impl LocalNetwork {
+    /// Whether the network has an IPv6 pool that crosses nodes over VXLAN.
+    fn has_ipv6_vxlan(&self) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.mode == Mode::Vxlan && p.cidr.addr().is_ipv6())
+    }
+}
+
 impl LocalNode {
     /// The node holding each block this node routes to, by the route's table and destination.
     pub fn block_owners<'a>(&self, cluster: &'a ClusterView) -> BTreeMap<(Table, IpNet), &'a str> {
@@ -145,6 +167,16 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
         let name = device_name(network.vni);
         let device: Arc<str> = name.as_str().into();
         if let Some(vtep) = network.vtep {
+            let ipv6 = network.has_ipv6_vxlan();
+            let mut addresses: Vec<IpNet> = network
+                .vtep_addresses
+                .iter()
+                .copied()
+                .map(IpNet::from)
+                .collect();
+            if ipv6 {
+                addresses.push(IpNet::new(vtep.link_local(), 64).expect("a /64 fits IPv6"));
+            }
             out.devices.insert(
                 name.clone(),
                 DeviceSpec {
@@ -153,7 +185,7 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                     mtu: network.mtu,
                     local: local.address,
                     underlay: local.underlay.clone(),
-                    address: IpNet::from(IpAddr::V4(vtep.ip)),
+                    addresses,
                 },
             );
             for (name, peer) in &cluster.nodes {
@@ -166,11 +198,17 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                         mac: theirs.mac,
                         dst: peer.address,
                     });
-                    out.neighbours.insert(Neigh {
-                        device: Arc::clone(&device),
-                        ip: IpAddr::V4(theirs.ip),
-                        mac: theirs.mac,
-                    });
+                    let ips = [
+                        theirs.ip.is_ipv4().then_some(theirs.ip),
+                        ipv6.then(|| theirs.link_local()),
+                    ];
+                    for ip in ips.into_iter().flatten() {
+                        out.neighbours.insert(Neigh {
+                            device: Arc::clone(&device),
+                            ip,
+                            mac: theirs.mac,
+                        });
+                    }
                 }
             }
         }
@@ -178,13 +216,24 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
             let Some(peer) = cluster.nodes.get(owner).filter(|_| *owner != local.name) else {
                 continue;
             };
+            let ipv6 = block.cidr.addr().is_ipv6();
             let hop = match mode_of(network, block) {
-                Some(Mode::Vxlan) => peer.vteps.get(&network.id).map(|v| Hop {
-                    device: Arc::clone(&device),
-                    gateway: IpAddr::V4(v.ip),
-                    onlink: true,
+                // IPv6 through the peer device's link-local address (a gateway on the link by
+                // definition), IPv4 through its VTEP address, declared on the link.
+                Some(Mode::Vxlan) => peer.vteps.get(&network.id).and_then(|v| match ipv6 {
+                    true => Some(Hop {
+                        device: Arc::clone(&device),
+                        gateway: v.link_local(),
+                        onlink: false,
+                    }),
+                    false => v.ip.is_ipv4().then(|| Hop {
+                        device: Arc::clone(&device),
+                        gateway: v.ip,
+                        onlink: true,
+                    }),
                 }),
-                Some(Mode::Routed) => Some(Hop {
+                // Through the peer's underlay address, of the block's family.
+                Some(Mode::Routed) => (peer.address.is_ipv6() == ipv6).then(|| Hop {
                     device: Arc::clone(&underlay),
                     gateway: peer.address,
                     onlink: false,
@@ -237,9 +286,13 @@ mod tests {
                 vni: 4096,
                 mtu: 1450,
                 vtep: (mode == Mode::Vxlan).then_some(Vtep {
-                    ip: Ipv4Addr::new(10, 244, 0, 0),
+                    ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 0)),
                     mac: mac(1),
                 }),
+                vtep_addresses: match mode {
+                    Mode::Vxlan => vec![IpAddr::V4(Ipv4Addr::new(10, 244, 0, 0))],
+                    Mode::Routed => vec![],
+                },
                 table: Table::MAIN,
                 pools: vec![LocalPool {
                     name: "default".into(),
@@ -256,7 +309,7 @@ mod tests {
             vteps: BTreeMap::from([(
                 NetId::new("pods"),
                 Vtep {
-                    ip: Ipv4Addr::new(10, 244, 0, (i - 1) * 64),
+                    ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, (i - 1) * 64)),
                     mac: mac(i),
                 },
             )]),
@@ -294,7 +347,7 @@ mod tests {
         let d = desired(&l, &c);
         let dev = &d.devices["strait.4096"];
         assert_eq!((dev.vni, dev.mtu, dev.local), (4096, 1450, l.address));
-        assert_eq!(dev.address, "10.244.0.0/32".parse().unwrap());
+        assert_eq!(dev.addresses, ["10.244.0.0/32".parse().unwrap()]);
         assert_eq!(
             d.fdb,
             BTreeSet::from([Fdb {
@@ -320,6 +373,82 @@ mod tests {
                 hop: vxlan_hop()
             }])
         );
+    }
+
+    /// The VXLAN node with an IPv6 pool beside its IPv4 one, and a peer holding a block of each.
+    fn dual_stack() -> (LocalNode, ClusterView) {
+        let mut l = local(Mode::Vxlan);
+        let n = &mut l.networks[0];
+        n.pools.push(LocalPool {
+            name: "default6".into(),
+            cidr: "fd00::/56".parse().unwrap(),
+            mode: Mode::Vxlan,
+        });
+        n.vtep_addresses.push("fd00::".parse().unwrap());
+        let mut c = cluster();
+        c.blocks.insert(block("default6", "fd00::40/122"), "b".into());
+        (l, c)
+    }
+
+    #[test]
+    fn ipv6_blocks_cross_vxlan_through_the_peer_devices_link_local_address() {
+        let (l, c) = dual_stack();
+        let d = desired(&l, &c);
+        let dev = &d.devices["strait.4096"];
+        let peer_link_local: IpAddr = link_local(mac(2)).into();
+        assert_eq!(
+            dev.addresses,
+            [
+                "10.244.0.0/32".parse().unwrap(),
+                "fd00::/128".parse().unwrap(),
+                IpNet::new(link_local(mac(1)).into(), 64).unwrap(),
+            ]
+        );
+        // One FDB entry per peer carries both families; a neighbour per family.
+        assert_eq!(d.fdb.len(), 1);
+        assert_eq!(
+            d.neighbours.iter().map(|n| (n.ip, n.mac)).collect::<Vec<_>>(),
+            [
+                ("10.244.0.64".parse().unwrap(), mac(2)),
+                (peer_link_local, mac(2))
+            ]
+        );
+        let hop6 = Hop {
+            device: "strait.4096".into(),
+            gateway: peer_link_local,
+            onlink: false,
+        };
+        assert_eq!(d.hops, BTreeSet::from([vxlan_hop(), hop6.clone()]));
+        assert!(d.routes.contains(&PeerRoute {
+            table: Table::MAIN,
+            dst: "fd00::40/122".parse().unwrap(),
+            hop: hop6,
+        }));
+        assert!(d.routes.contains(&PeerRoute {
+            table: Table::MAIN,
+            dst: "10.244.0.64/26".parse().unwrap(),
+            hop: vxlan_hop(),
+        }));
+        assert_eq!(plan(&d, &as_actual(&d)), vec![]);
+    }
+
+    #[test]
+    fn a_routed_ipv6_block_needs_an_ipv6_node_address() {
+        let (mut l, mut c) = dual_stack();
+        l.networks[0].pools[1].mode = Mode::Routed;
+        let d = desired(&l, &c);
+        assert!(!d.routes.iter().any(|r| r.dst.addr().is_ipv6()), "{:?}", d.routes);
+        c.nodes.get_mut("b").unwrap().address = "2001:db8::2".parse().unwrap();
+        let d = desired(&l, &c);
+        assert!(d.routes.contains(&PeerRoute {
+            table: Table::MAIN,
+            dst: "fd00::40/122".parse().unwrap(),
+            hop: Hop {
+                device: "eth0".into(),
+                gateway: "2001:db8::2".parse().unwrap(),
+                onlink: false,
+            },
+        }));
     }
 
     #[test]
@@ -467,7 +596,7 @@ mod tests {
             .vteps
             .get_mut(&NetId::new("pods"))
             .unwrap()
-            .ip = Ipv4Addr::new(10, 244, 0, 65);
+            .ip = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 65));
         let ops = plan(&desired(&l, &moved), &before);
         assert!(ops.contains(&Op::DelHop(100)), "{ops:?}");
         assert!(ops.iter().any(
@@ -520,9 +649,10 @@ mod tests {
             vni: 4097,
             mtu: 1450,
             vtep: Some(Vtep {
-                ip: Ipv4Addr::new(10, 244, 0, 1),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 1)),
                 mac: mac(11),
             }),
+            vtep_addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 244, 0, 1))],
             table: Table(1001),
             pools: vec![LocalPool {
                 name: "tenant".into(),
@@ -535,7 +665,7 @@ mod tests {
         b.vteps.insert(
             NetId::new("tenant"),
             Vtep {
-                ip: Ipv4Addr::new(10, 244, 0, 65),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 65)),
                 mac: mac(12),
             },
         );

@@ -13,7 +13,7 @@ use crate::error::DataplaneError;
 use crate::fault;
 use crate::kernel::host_route;
 use crate::model::Table;
-use crate::naming::{GATEWAY_V4, ROUTE_PROTOCOL};
+use crate::naming::{GATEWAY_V6, ROUTE_PROTOCOL, gateways};
 use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
@@ -63,18 +63,38 @@ fn route(dst: IpNet, gateway: Option<IpAddr>, oif: u32, scope: Scope) -> Route {
 }
 
 impl PodPlan {
-    /// Inside the pod: the gateway on the link, and the default route through it.
+    fn has_ipv6(&self) -> bool {
+        self.addresses.iter().any(|a| a.addr().is_ipv6())
+    }
+
+    /// The families of the pod's addresses, as `ipv6` flags.
+    fn families(&self) -> Vec<bool> {
+        let mut out: Vec<bool> = self.addresses.iter().map(|a| a.addr().is_ipv6()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Inside the pod, per family: the default route through the gateway (IPv4's gateway also
+    /// gets a link route; IPv6's is link-local, on the link by definition).
     fn pod_routes(&self, pod_index: u32) -> Vec<Route> {
-        let gw = IpAddr::V4(GATEWAY_V4);
-        vec![
-            route(IpNet::from(gw), None, pod_index, Scope::Link),
-            route(
-                "0.0.0.0/0".parse().expect("literal"),
+        let mut out = Vec::new();
+        for gw in gateways(&self.addresses) {
+            let default = match gw {
+                IpAddr::V4(_) => {
+                    out.push(route(IpNet::from(gw), None, pod_index, Scope::Link));
+                    "0.0.0.0/0"
+                }
+                IpAddr::V6(_) => "::/0",
+            };
+            out.push(route(
+                default.parse().expect("literal"),
                 Some(gw),
                 pod_index,
                 Scope::Universe,
-            ),
-        ]
+            ));
+        }
+        out
     }
 
     /// On the host: each pod address through the host veth.
@@ -84,6 +104,35 @@ impl PodPlan {
             .map(|a| host_route(self.table, IpNet::from(a.addr()), host_index))
             .collect()
     }
+}
+
+/// The IPv6 gateway's address on the host veth.
+fn gateway_v6_on_host() -> IpNet {
+    IpNet::new(IpAddr::V6(GATEWAY_V6), 64).expect("literal")
+}
+
+/// A host route as read back, compared with the one Strait writes: the kernel reports IPv6
+/// routes with universe scope whatever was written.
+fn same_host_route(have: &Route, want: &Route) -> bool {
+    have.dst == want.dst
+        && have.oif == want.oif
+        && have.table == want.table
+        && have.protocol == want.protocol
+        && have.gateway.is_none()
+        && have.nexthop.is_none()
+}
+
+/// The routes in `table` of each family (`ipv6` flags).
+fn routes_of(
+    nl: &mut Netlink,
+    families: impl IntoIterator<Item = bool>,
+    table: u32,
+) -> Result<Vec<Route>, DataplaneError> {
+    let mut out = Vec::new();
+    for ipv6 in families {
+        out.extend(nl.routes(ipv6, table)?);
+    }
+    Ok(out)
 }
 
 fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
@@ -145,11 +194,11 @@ pub fn add_pod(
             .iter()
             .map(|a| add_address_request(pod_link.index, *a)),
     );
-    pod_side.push(Neighbour::set_request(
-        pod_link.index,
-        IpAddr::V4(GATEWAY_V4),
-        host_mac,
-    ));
+    pod_side.extend(
+        gateways(&plan.addresses)
+            .into_iter()
+            .map(|gw| Neighbour::set_request(pod_link.index, gw, host_mac)),
+    );
     pod_side.extend(
         plan.pod_routes(pod_link.index)
             .iter()
@@ -159,9 +208,12 @@ pub fn add_pod(
     fault::inject("after-pod-side")?;
 
     let host_routes = plan.host_routes(host_link.index);
-    let host_side = host_routes
-        .iter()
-        .map(Route::add_request)
+    let gateway_address = plan
+        .has_ipv6()
+        .then(|| add_address_request(host_link.index, gateway_v6_on_host()));
+    let host_side = gateway_address
+        .into_iter()
+        .chain(host_routes.iter().map(Route::add_request))
         .chain(
             plan.addresses
                 .iter()
@@ -169,18 +221,21 @@ pub fn add_pod(
         )
         .collect();
     let results = undo.ctx().batch(host_side);
+    let skip = usize::from(plan.has_ipv6());
     for (i, result) in results.into_iter().enumerate() {
+        let route = i.checked_sub(skip).filter(|r| *r < host_routes.len());
         match result {
             // Added, not replaced: a route to the address through another veth is another
             // pod's, and refuses the ADD. The reconciler repairs recorded attachments' host
             // routes, and the record is written beside this work, so it may have put this very
             // route here first: that one is ours.
-            Err(e) if e.is_exists() && i < host_routes.len() => {
-                let want = &host_routes[i];
+            Err(e) if e.is_exists() && route.is_some() => {
+                let want = &host_routes[route.expect("checked")];
                 if !undo
                     .ctx()
                     .routes(want.dst.addr().is_ipv6(), want.table)?
-                    .contains(want)
+                    .iter()
+                    .any(|have| same_host_route(have, want))
                 {
                     return Err(e.into());
                 }
@@ -255,9 +310,16 @@ pub fn check_pod(
         None => problems.push(format!("host interface {} is missing", plan.host_veth)),
         Some(link) => {
             check_link(link, "veth", plan.mtu, "host interface", &mut problems);
-            let routes = host.routes(false, plan.table.0)?;
+            if plan.has_ipv6() && !host.addresses(link.index)?.contains(&gateway_v6_on_host()) {
+                problems.push(format!(
+                    "gateway address {} is missing on {}",
+                    gateway_v6_on_host(),
+                    plan.host_veth
+                ));
+            }
+            let routes = routes_of(host, plan.families(), plan.table.0)?;
             for want in plan.host_routes(link.index) {
-                if !routes.contains(&want) {
+                if !routes.iter().any(|have| same_host_route(have, &want)) {
                     problems.push(format!(
                         "host route {} dev {} is missing",
                         want.dst, plan.host_veth
@@ -292,7 +354,7 @@ pub fn check_pod(
                         problems.push(format!("address {address} is missing on {}", plan.ifname));
                     }
                 }
-                let routes = pod.routes(false, TABLE_MAIN)?;
+                let routes = routes_of(pod, plan.families(), TABLE_MAIN)?;
                 for want in plan.pod_routes(link.index) {
                     if !routes.iter().any(|r| same_route(r, &want)) {
                         problems.push(format!(
@@ -307,13 +369,9 @@ pub fn check_pod(
                 }
                 let host_mac = host_link.as_ref().and_then(|l| l.mac);
                 let neighbours = pod.neighbours(link.index)?;
-                check_neighbour(
-                    &neighbours,
-                    IpAddr::V4(GATEWAY_V4),
-                    host_mac,
-                    &plan.ifname,
-                    &mut problems,
-                );
+                for gw in gateways(&plan.addresses) {
+                    check_neighbour(&neighbours, gw, host_mac, &plan.ifname, &mut problems);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cni::address;
+use crate::cni::{address, addresses};
 use crate::control_plane::ControlPlane;
 use crate::etcd::Etcd;
 use crate::fabric::Fabric;
@@ -25,12 +25,15 @@ pub enum Backend {
     Kubernetes,
 }
 
-/// A pod: its namespace, the node it is on, and its address.
+/// A pod: its namespace, the node it is on, and its addresses.
 #[derive(Debug)]
 pub struct Pod {
     pub ns: TestNetns,
     pub node: usize,
+    /// Its first address.
     pub ip: String,
+    /// All of its addresses, IPv4's first.
+    pub ips: Vec<String>,
     pub container_id: String,
 }
 
@@ -128,21 +131,27 @@ impl Cluster {
         let result: Value = self.nodes[n].add(&container_id, &ns);
         Pod {
             ip: address(&result),
+            ips: addresses(&result),
             ns,
             node: n,
             container_id,
         }
     }
 
-    /// Every ordered pair of pods that cannot reach each other.
+    /// Every ordered pair of pods that cannot reach each other at the other's first address.
     pub fn unreachable(pods: &[Pod]) -> Vec<(String, String)> {
+        Cluster::unreachable_at(pods, |p| p.ip.as_str())
+    }
+
+    /// Every ordered pair of pods that cannot reach each other at the address `which` picks.
+    pub fn unreachable_at(pods: &[Pod], which: impl Fn(&Pod) -> &str) -> Vec<(String, String)> {
         let mut bad = Vec::new();
         for a in pods {
             for b in pods {
-                if a.ns.name != b.ns.name && !ping(&a.ns, &b.ip) {
+                if a.ns.name != b.ns.name && !ping(&a.ns, which(b)) {
                     bad.push((
-                        format!("node{} {}", a.node, a.ip),
-                        format!("node{} {}", b.node, b.ip),
+                        format!("node{} {}", a.node, which(a)),
+                        format!("node{} {}", b.node, which(b)),
                     ));
                 }
             }

@@ -62,6 +62,20 @@ pub fn address(result: &Value) -> String {
     first.split('/').next().unwrap_or(first).to_string()
 }
 
+/// Every address of an ADD's result (or a straitctl pod), without prefix lengths, in order.
+pub fn addresses(result: &Value) -> Vec<String> {
+    let ips: Vec<&str> = match result["ips"].as_array() {
+        Some(ips) => ips.iter().filter_map(|ip| ip["address"].as_str()).collect(),
+        None => result["addresses"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+    };
+    ips.iter()
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect()
+}
+
 /// The CNI_* environment of one call.
 #[derive(Debug, Clone, Default)]
 pub struct Env {

@@ -40,12 +40,22 @@ pub struct PeerEcho {
 }
 
 impl PeerEcho {
+    /// Listens on IPv4.
     pub fn start(ns: &TestNetns, port: u16) -> PeerEcho {
+        PeerEcho::listen(ns, port, "TCP-LISTEN")
+    }
+
+    /// Listens on IPv6.
+    pub fn start6(ns: &TestNetns, port: u16) -> PeerEcho {
+        PeerEcho::listen(ns, port, "TCP6-LISTEN")
+    }
+
+    fn listen(ns: &TestNetns, port: u16, kind: &str) -> PeerEcho {
         let child = ns
             .command(
                 "socat",
                 &[
-                    &format!("TCP-LISTEN:{port},reuseaddr,fork"),
+                    &format!("{kind}:{port},reuseaddr,fork"),
                     "SYSTEM:echo $SOCAT_PEERADDR",
                 ],
             )
@@ -76,13 +86,22 @@ impl Drop for PeerEcho {
     }
 }
 
-/// Connects from `from` to `addr:port` and returns what the server said (its view of our
-/// address), or `None` if the connection failed.
+/// Connects from `from` to `addr:port` (either family) and returns what the server said (its
+/// view of our address, an IPv6 one in its usual short form), or `None` if the connection
+/// failed.
 pub fn tcp_peer(from: &TestNetns, addr: &str, port: u16) -> Option<String> {
-    let out = from.exec(
-        "socat",
-        &["-T3", "-", &format!("TCP:{addr}:{port},connect-timeout=3")],
-    );
+    let target = match addr.contains(':') {
+        true => format!("TCP6:[{addr}]:{port},connect-timeout=3"),
+        false => format!("TCP:{addr}:{port},connect-timeout=3"),
+    };
+    let out = from.exec("socat", &["-T3", "-", &target]);
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // socat spells IPv6 peers out in full, in brackets.
+    let text = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .map_or(text.clone(), |a| a.to_string()),
+        None => text,
+    };
     (out.status.success() && !text.is_empty()).then_some(text)
 }

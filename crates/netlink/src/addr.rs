@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::NetlinkError;
@@ -19,6 +21,8 @@ pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
 }
 
 /// Adds `address` (with its prefix length) to link `index`; adding it again is not an error.
+/// IPv6 addresses skip duplicate address detection (`nodad`): Strait allocates every address
+/// it adds, and DAD would hold each one back for about a second.
 pub fn add_address_request(index: u32, address: IpNet) -> Request {
     let mut m = AddressMessage::default();
     m.header.family = family_of(address.addr());
@@ -27,6 +31,10 @@ pub fn add_address_request(index: u32, address: IpNet) -> Request {
     m.attributes.push(AddressAttribute::Address(address.addr()));
     if address.addr().is_ipv4() {
         m.attributes.push(AddressAttribute::Local(address.addr()));
+    } else {
+        m.header.flags |= AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     Request::route(
         RouteNetlinkMessage::NewAddress(m),

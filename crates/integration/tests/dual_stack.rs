@@ -1,0 +1,355 @@
+//! Dual-stack and IPv6-only pods in real namespaces: ADD gives one address of each family the
+//! network has, the kernel holds both sides as designed, traffic flows over both families (pod
+//! to pod, pod to node, masqueraded to the outside, across three nodes over VXLAN with every
+//! store), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6 host route
+//! on the event, DEL leaves nothing, and a pool the node cannot route is refused with the reason.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use strait_integration::cluster::{Backend, Cluster};
+use strait_integration::cni::{Env, addresses};
+use strait_integration::inspect::{ip_json, link_names};
+use strait_integration::netns::TestNetns;
+use strait_integration::node::{Node, NodeSpec};
+use strait_integration::traffic::{PeerEcho, ping, ping_df, tcp_peer};
+
+const V4_POOL: &str = "10.244.0.0/16";
+const V6_POOL: &str = "fd00:10:244::/56";
+
+fn is_permanent(n: &Value) -> bool {
+    n["state"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|x| x == "PERMANENT"))
+}
+
+/// A kernel setting inside `ns`.
+fn sysctl(ns: &TestNetns, name: &str) -> String {
+    let out = ns.exec("sysctl", &["-n", name]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The node's underlay device: the one holding its fabric address.
+fn underlay_device(node: &Node) -> String {
+    ip_json(&node.ns, &["-4", "addr", "show"])
+        .iter()
+        .find(|l| {
+            l["addr_info"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["local"] == node.address.as_str()))
+        })
+        .and_then(|l| l["ifname"].as_str().map(String::from))
+        .expect("the node's underlay device")
+}
+
+#[test]
+fn dual_stack_pod_lifecycle_add_inspect_traffic_check_repair_del() {
+    let node = Node::start(NodeSpec {
+        pools: vec![(V4_POOL.into(), 26), (V6_POOL.into(), 122)],
+        ..NodeSpec::default()
+    });
+    let underlay = underlay_device(&node);
+    assert_eq!(sysctl(&node.ns, "net.ipv6.conf.all.forwarding"), "1");
+    assert_eq!(
+        sysctl(&node.ns, &format!("net.ipv6.conf.{underlay}.accept_ra")),
+        "2",
+        "the underlay keeps its router advertisements while the node forwards"
+    );
+    let outside = node.outside();
+    node.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    outside.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    node.ns
+        .ip(&["-6", "route", "add", "default", "via", "2001:db8:1::2"]);
+    outside.ip(&["-6", "addr", "add", "2001:db8:ff::1/128", "dev", "lo"]);
+    let before = node.snapshot();
+    let (a, b) = (TestNetns::new("d6a"), TestNetns::new("d6b"));
+
+    let ra = node.add("ctr-a", &a);
+    let rb = node.add("ctr-b", &b);
+    let (ips_a, ips_b) = (addresses(&ra), addresses(&rb));
+    for (r, ips) in [(&ra, &ips_a), (&rb, &ips_b)] {
+        assert_eq!(ips.len(), 2, "{r}");
+        assert!(
+            ips[0].starts_with("10.244.") && ips[1].starts_with("fd00:10:244:"),
+            "{r}"
+        );
+        assert!(
+            r["ips"][0]["address"].as_str().unwrap().ends_with("/32"),
+            "{r}"
+        );
+        assert!(
+            r["ips"][1]["address"].as_str().unwrap().ends_with("/128"),
+            "{r}"
+        );
+        assert_eq!(r["ips"][0]["gateway"], "169.254.1.1");
+        assert_eq!(r["ips"][1]["gateway"], "fe80::1");
+        let routes: Vec<(&str, &str)> = r["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["dst"].as_str().unwrap(), r["gw"].as_str().unwrap()))
+            .collect();
+        assert_eq!(routes, [("0.0.0.0/0", "169.254.1.1"), ("::/0", "fe80::1")]);
+    }
+    let (v6_a, v6_b) = (ips_a[1].as_str(), ips_b[1].as_str());
+
+    // The pod side: the IPv6 address as a /128 without duplicate address detection, the default
+    // route through fe80::1, and a permanent neighbour for it at the host veth's MAC.
+    let addrs = ip_json(
+        &a,
+        &["-6", "addr", "show", "dev", "eth0", "scope", "global"],
+    );
+    let info = &addrs[0]["addr_info"][0];
+    assert_eq!(
+        (info["local"].as_str(), info["prefixlen"].as_u64()),
+        (Some(v6_a), Some(128))
+    );
+    assert_eq!(info["nodad"], true, "{info}");
+    assert!(info.get("tentative").is_none(), "usable at once: {info}");
+    let routes = ip_json(&a, &["-6", "route", "show", "default"]);
+    assert_eq!(
+        (routes[0]["gateway"].as_str(), routes[0]["dev"].as_str()),
+        (Some("fe80::1"), Some("eth0")),
+        "{routes:?}"
+    );
+    let host_mac = ra["interfaces"][0]["mac"].as_str().unwrap();
+    let neigh = ip_json(&a, &["-6", "neigh", "show", "dev", "eth0"]);
+    assert!(
+        neigh
+            .iter()
+            .any(|n| n["dst"] == "fe80::1" && n["lladdr"] == host_mac && is_permanent(n)),
+        "{neigh:?}"
+    );
+
+    // The host side: fe80::1 on the veth (no DAD), the pod's /128 routed to it, and a
+    // permanent neighbour at the pod's MAC.
+    let veth_a = ra["interfaces"][0]["name"].as_str().unwrap();
+    let gw = ip_json(&node.ns, &["-6", "addr", "show", "dev", veth_a]);
+    assert!(
+        gw[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["local"] == "fe80::1" && i["prefixlen"] == 64 && i["nodad"] == true),
+        "{gw:?}"
+    );
+    let host_route = ip_json(&node.ns, &["-6", "route", "show", v6_a]);
+    assert_eq!(
+        (
+            host_route[0]["dev"].as_str(),
+            host_route[0]["protocol"].as_str()
+        ),
+        (Some(veth_a), Some("83")),
+        "{host_route:?}"
+    );
+    let pod_mac = ra["interfaces"][1]["mac"].as_str().unwrap();
+    let neigh = ip_json(&node.ns, &["-6", "neigh", "show", "dev", veth_a]);
+    assert!(
+        neigh
+            .iter()
+            .any(|n| n["dst"] == v6_a && n["lladdr"] == pod_mac && is_permanent(n)),
+        "{neigh:?}"
+    );
+
+    // Traffic over both families: pod to pod both ways, TCP with the real source, pod to its
+    // gateway on the node, the node to a pod.
+    for (from, to) in [(&a, &ips_b), (&b, &ips_a)] {
+        for ip in to.iter() {
+            assert!(ping(from, ip), "ping {ip}");
+        }
+    }
+    let echo = PeerEcho::start6(&b, 7000);
+    assert_eq!(tcp_peer(&a, v6_b, 7000).as_deref(), Some(v6_a));
+    drop(echo);
+    let echo = PeerEcho::start(&b, 7001);
+    assert_eq!(
+        tcp_peer(&a, &ips_b[0], 7001).as_deref(),
+        Some(ips_a[0].as_str())
+    );
+    drop(echo);
+    assert!(ping(&a, "fe80::1%eth0"), "a pod reaches its IPv6 gateway");
+    assert!(ping(&node.ns, v6_a), "the node reaches a pod over IPv6");
+
+    // Leaving the cluster over IPv6: masqueraded to the node's IPv6 address.
+    let echo = PeerEcho::start6(&outside, 8000);
+    assert_eq!(
+        tcp_peer(&a, "2001:db8:ff::1", 8000).as_deref(),
+        Some("2001:db8:1::1")
+    );
+    drop(echo);
+
+    let check = |cid: &str, pod: &TestNetns| {
+        node.cni(
+            &Env::attachment("CHECK", cid, &pod.path(), "eth0"),
+            &node.conf("1.0.0"),
+        )
+    };
+    check("ctr-a", &a).ok();
+    check("ctr-b", &b).ok();
+    // CHECK reports the pod's deleted IPv6 default route.
+    a.ip(&["-6", "route", "del", "default"]);
+    let err = check("ctr-a", &a).err(103);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("pod route ::/0 via fe80::1"),
+        "{err}"
+    );
+    // The pod's IPv6 host route is repaired on the event (the reconciler's timer is 30 s).
+    node.ns.ip(&["-6", "route", "del", v6_b]);
+    strait_integration::wait_until(
+        "the deleted IPv6 host route is repaired",
+        Duration::from_secs(10),
+        || check("ctr-b", &b).success,
+        || node.ns.ip(&["-6", "route", "show", v6_b]),
+    );
+    assert!(ping(&node.ns, v6_b));
+    // A repeated ADD repairs the pod side, with the same addresses.
+    let again = node.add("ctr-a", &a);
+    assert_eq!(addresses(&again), ips_a);
+    check("ctr-a", &a).ok();
+    assert!(ping(&a, v6_b));
+
+    for _ in 0..2 {
+        node.del("ctr-a", &a);
+        node.del("ctr-b", &b);
+    }
+    assert_eq!(link_names(&a), ["lo"]);
+    assert_eq!(link_names(&b), ["lo"]);
+    let after = node.snapshot();
+    assert_eq!(after.links, before.links);
+    assert_eq!(after.kernel, before.kernel);
+    assert_eq!(after.records, before.records);
+    assert_eq!(after.allocated, 0);
+    assert_eq!(after.nft, before.nft);
+}
+
+#[test]
+fn an_ipv6_only_network_gives_pods_ipv6_alone() {
+    let node = Node::start(NodeSpec {
+        pools: vec![(V6_POOL.into(), 122)],
+        ..NodeSpec::default()
+    });
+    let before = node.snapshot();
+    let (a, b) = (TestNetns::new("o6a"), TestNetns::new("o6b"));
+    let ra = node.add("ctr-a", &a);
+    let rb = node.add("ctr-b", &b);
+    let (ips_a, ips_b) = (addresses(&ra), addresses(&rb));
+    assert!(
+        ips_a.len() == 1 && ips_a[0].starts_with("fd00:10:244:"),
+        "{ra}"
+    );
+    assert_eq!(ra["routes"][0]["dst"], "::/0", "{ra}");
+    assert_eq!(ra["routes"].as_array().unwrap().len(), 1, "{ra}");
+    let v4 = ip_json(&a, &["-4", "addr", "show", "dev", "eth0"]);
+    assert!(
+        v4.is_empty() || v4[0]["addr_info"].as_array().unwrap().is_empty(),
+        "no IPv4 address: {v4:?}"
+    );
+    assert!(ping(&a, &ips_b[0]) && ping(&b, &ips_a[0]));
+    assert!(ping(&node.ns, &ips_a[0]), "the node reaches a pod");
+    let status = node.ctl(&["status"]);
+    assert!(
+        status["networks"][0]["vtep"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("fd00:10:244:") && v.ends_with("::")),
+        "an IPv6-only network's VTEP is the first address of the node's block: {status}"
+    );
+    node.del("ctr-a", &a);
+    node.del("ctr-b", &b);
+    let after = node.snapshot();
+    assert_eq!(after.links, before.links);
+    assert_eq!(after.kernel, before.kernel);
+    assert_eq!(after.allocated, 0);
+}
+
+fn dual_stack() -> NodeSpec {
+    NodeSpec {
+        pools: vec![(V4_POOL.into(), 26), (V6_POOL.into(), 122)],
+        ..NodeSpec::default()
+    }
+}
+
+#[test]
+fn dual_stack_pods_reach_each_other_across_three_nodes_with_every_store() {
+    for backend in [Backend::Embedded, Backend::Etcd, Backend::Kubernetes] {
+        let cluster = Cluster::start_with(3, backend, dual_stack());
+        let pods: Vec<_> = (0..3)
+            .flat_map(|n| [n, n])
+            .map(|n| cluster.pod(n))
+            .collect();
+        cluster.wait_converged(Duration::from_secs(10));
+        for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
+            let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
+            assert!(bad.is_empty(), "{backend:?} {family}: unreachable {bad:?}");
+        }
+        // IPv6 inside VXLAN over the IPv4 underlay: 1450 bytes, less IPv6's 40 and ICMPv6's 8.
+        let (a, b) = (&pods[0], &pods[4]);
+        let v6_b = b.ips[1].as_str();
+        assert!(
+            ping_df(&a.ns, v6_b, 1450 - 48),
+            "{backend:?}: a full-MTU IPv6 packet crosses"
+        );
+        assert!(
+            !ping_df(&a.ns, v6_b, 1450 - 47),
+            "{backend:?}: one byte more does not"
+        );
+        assert!(
+            ping(&cluster.nodes[0].ns, v6_b),
+            "{backend:?}: node to remote pod over IPv6"
+        );
+        let echo = PeerEcho::start6(&b.ns, 7000);
+        assert_eq!(
+            tcp_peer(&a.ns, v6_b, 7000).as_deref(),
+            Some(a.ips[1].as_str()),
+            "{backend:?}: pods see each other's real IPv6 address across nodes"
+        );
+        drop(echo);
+        // The routes to other nodes' IPv6 blocks go through their VXLAN devices' link-local
+        // addresses, which follow from the devices' MACs.
+        let routes = cluster.nodes[0].ctl(&["routes"]);
+        let v6_routes: Vec<&Value> = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["dst"].as_str().is_some_and(|d| d.contains(':')))
+            .collect();
+        assert!(
+            v6_routes.len() >= 2
+                && v6_routes
+                    .iter()
+                    .all(|r| r["via"].as_str().is_some_and(|v| v.starts_with("fe80::"))),
+            "{backend:?}: {routes}"
+        );
+    }
+}
+
+#[test]
+fn a_routed_ipv6_pool_on_an_ipv4_underlay_is_refused_with_the_reason() {
+    let mut node = Node::create(NodeSpec {
+        mode: "routed".into(),
+        ..dual_stack()
+    });
+    let log = node.try_start_agent().unwrap_err();
+    assert!(
+        log.contains(V6_POOL) && log.contains("set mode = \"vxlan\" on the pool"),
+        "{log}"
+    );
+}
