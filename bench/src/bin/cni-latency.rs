@@ -5,6 +5,9 @@
 //! `ip -batch` processes (one on the node, one in the pod; no IPAM, no neighbour entries).
 //! 200 pods one after another, then 200 pods from two parallel callers. Prints p50/p99 and the
 //! ratio Strait / each reference (lower is better), and against the fastest plugin reference.
+//! Then dual-stack: Strait with an IPv4 and an IPv6 pool against `bridge` and `ptp` with
+//! `host-local` given both ranges (they wait for duplicate address detection on the pod's IPv6
+//! address; 20 pods each), and against Strait's own IPv4-only figure.
 //!
 //! Run as root after `cargo build --release --workspace`: `bench/run cni-latency`.
 
@@ -21,6 +24,8 @@ use strait_integration::node::{Node, NodeSpec};
 use strait_netns::Netns;
 
 const PODS: usize = 200;
+/// Pods per dual-stack reference run: each of their ADDs waits about a second.
+const DUAL_PODS: usize = 20;
 
 /// One plugin under test: how to run it and with what configuration.
 struct Subject {
@@ -137,17 +142,21 @@ DEL) ip link del "$veth" 2>/dev/null || true ;;
 esac
 "#;
 
-/// A reference plugin of Debian's with `host-local` IPAM.
+/// A reference plugin of Debian's with `host-local` IPAM over `subnets` (one range each).
 fn reference(
     name: &'static str,
     plugin: &str,
     extra: serde_json::Value,
-    subnet: &str,
+    subnets: &[&str],
     dir: &Path,
 ) -> Subject {
+    let ranges: Vec<serde_json::Value> = subnets
+        .iter()
+        .map(|s| serde_json::json!([{ "subnet": s }]))
+        .collect();
     let mut conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": name.replace('+', "-"), "type": plugin,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join(name)},
+        "cniVersion": "1.0.0", "name": name.replace(['+', ' '], "-"), "type": plugin,
+        "ipam": {"type": "host-local", "ranges": ranges, "dataDir": dir.join(name)},
     });
     for (k, v) in extra.as_object().expect("an object") {
         conf[k] = v.clone();
@@ -162,7 +171,14 @@ fn reference(
 
 fn main() {
     strait_integration::require_root();
-    let node = Node::start(NodeSpec::default());
+    // A second network, dual-stack, beside the default IPv4 one.
+    let node = Node::start(NodeSpec {
+        extra: "[[network]]\nname = \"dual\"\nvni = 4097\n\
+                [[network.pool]]\ncidr = \"10.93.0.0/16\"\n\
+                [[network.pool]]\ncidr = \"fd00:93::/56\"\n"
+            .into(),
+        ..NodeSpec::default()
+    });
     let node_ns = Netns::open(node.ns.path()).expect("node namespace");
     let floor_script = node.dir.join("floor");
     std::fs::write(&floor_script, FLOOR).expect("write the floor script");
@@ -182,21 +198,21 @@ fn main() {
             "bridge+ipMasq",
             "bridge",
             serde_json::json!({"bridge": "cniref0", "isGateway": true, "ipMasq": true}),
-            "10.99.0.0/16",
+            &["10.99.0.0/16"],
             &node.dir,
         ),
         reference(
             "bridge",
             "bridge",
             serde_json::json!({"bridge": "cniref1", "isGateway": true, "ipMasq": false}),
-            "10.98.0.0/16",
+            &["10.98.0.0/16"],
             &node.dir,
         ),
         reference(
             "ptp",
             "ptp",
             serde_json::json!({"ipMasq": false}),
-            "10.97.0.0/16",
+            &["10.97.0.0/16"],
             &node.dir,
         ),
         Subject {
@@ -219,6 +235,7 @@ fn main() {
     println!(
         "CNI latency, {PODS} pods per run (ms; ratio = strait / that reference, lower is better)\n"
     );
+    let mut sequential_v4_add = Duration::ZERO;
     for callers in [1, 2] {
         let runs: Vec<[Duration; 4]> = subjects
             .iter()
@@ -246,6 +263,9 @@ fn main() {
             "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
         );
         let ours = runs[0];
+        if callers == 1 {
+            sequential_v4_add = ours[0];
+        }
         for (s, f) in subjects.iter().zip(&runs) {
             let ratios = if s.name == "strait" {
                 String::new()
@@ -300,5 +320,88 @@ fn main() {
             ms(ours[2]) / ms(fastest(2))
         );
     }
+    dual_stack(&node, &node_ns, &pods, sequential_v4_add);
     // The bridges stay behind by design; the node namespace goes with the node.
+}
+
+/// Dual-stack ADD and DEL, sequential: Strait against the references given both ranges, and
+/// against Strait's own IPv4-only ADD p50 (`v4_add`) measured above.
+fn dual_stack(node: &Node, node_ns: &Netns, pods: &[TestNetns], v4_add: Duration) {
+    let conf: serde_json::Value = serde_json::from_str(&node.conf("1.0.0")).expect("JSON");
+    let mut conf = conf;
+    conf["name"] = "dual".into();
+    let subjects = [
+        Subject {
+            name: "strait dual-stack",
+            plugin: bin("strait"),
+            conf: conf.to_string(),
+            cni_path: format!("{}:/usr/lib/cni", bin("strait").parent().unwrap().display()),
+        },
+        reference(
+            "bridge dual-stack",
+            "bridge",
+            serde_json::json!({"bridge": "cniref2", "isGateway": true, "ipMasq": false}),
+            &["10.91.0.0/16", "fd00:91::/64"],
+            &node.dir,
+        ),
+        reference(
+            "ptp dual-stack",
+            "ptp",
+            serde_json::json!({"ipMasq": false}),
+            &["10.90.0.0/16", "fd00:90::/64"],
+            &node.dir,
+        ),
+    ];
+    for s in &subjects {
+        measure(s, node_ns, &pods[..2], 1, "dwarm");
+    }
+    println!("dual-stack, sequential ({PODS} pods for strait, {DUAL_PODS} per reference):");
+    println!(
+        "  {:<22}{:>9}{:>9}{:>9}{:>9}   {:>10}{:>10}",
+        "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
+    );
+    let runs: Vec<[Duration; 4]> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let count = if i == 0 { PODS } else { DUAL_PODS };
+            let r = measure(s, node_ns, &pods[..count], 1, &format!("d{i}"));
+            node.wait_released(|p| p["releasing"] == true);
+            [
+                percentile(&r.add, 50.0),
+                percentile(&r.add, 99.0),
+                percentile(&r.del, 50.0),
+                percentile(&r.del, 99.0),
+            ]
+        })
+        .collect();
+    let ours = runs[0];
+    for (s, f) in subjects.iter().zip(&runs) {
+        let ratios = if std::ptr::eq(f, &runs[0]) {
+            String::new()
+        } else {
+            format!(
+                "   {:>10.3}{:>10.3}",
+                ms(ours[0]) / ms(f[0]),
+                ms(ours[2]) / ms(f[2])
+            )
+        };
+        println!(
+            "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{ratios}",
+            s.name,
+            ms(f[0]),
+            ms(f[1]),
+            ms(f[2]),
+            ms(f[3])
+        );
+    }
+    let fastest = runs[1..].iter().map(|f| f[0]).min().expect("references");
+    println!(
+        "  strait dual-stack / fastest dual-stack reference: ADD p50 {:.3}",
+        ms(ours[0]) / ms(fastest)
+    );
+    println!(
+        "  strait dual-stack / strait IPv4-only: ADD p50 {:.3}",
+        ms(ours[0]) / ms(v4_add)
+    );
 }

@@ -152,10 +152,11 @@ pub async fn serve<S: Store>(
 async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
     let agent = &shared.agent;
     for (name, net) in &agent.networks {
-        let (_, usage) = net.usage().await;
-        agent
-            .metrics
-            .set_ipam(name, usage.allocated, usage.capacity);
+        for (ipv6, usage) in net.usage_by_family().await {
+            agent
+                .metrics
+                .set_ipam(name, ipv6, usage.allocated, usage.capacity);
+        }
     }
     let quarantined = agent.recovery.quarantined();
     agent.metrics.set_recovery(

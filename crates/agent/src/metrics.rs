@@ -175,8 +175,12 @@ impl Metrics {
         self.address_conflicts.set(conflicts as i64);
     }
 
-    pub fn set_ipam(&self, network: &str, allocated: u64, capacity: u64) {
-        let labels = vec![("network".to_string(), network.to_string())];
+    pub fn set_ipam(&self, network: &str, ipv6: bool, allocated: u64, capacity: u64) {
+        let family = if ipv6 { "ipv6" } else { "ipv4" };
+        let labels = vec![
+            ("network".to_string(), network.to_string()),
+            ("family".to_string(), family.to_string()),
+        ];
         self.ipam_allocated
             .get_or_create(&labels)
             .set(allocated as i64);
@@ -201,7 +205,7 @@ mod tests {
         let m = Metrics::new();
         m.cni("ADD", true, 0.002);
         m.pass(true, 0.01, 3, true);
-        m.set_ipam("pods", 2, 63);
+        m.set_ipam("pods", false, 2, 63);
         m.orphan_released();
         m.set_recovery(1, 0);
         let text = m.encode();
@@ -213,7 +217,7 @@ mod tests {
             "strait_orphan_releases_total 1",
             "strait_quarantined_addresses 1",
             "strait_address_conflicts 0",
-            "strait_ipam_addresses_allocated{network=\"pods\"} 2",
+            "strait_ipam_addresses_allocated{network=\"pods\",family=\"ipv4\"} 2",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

@@ -68,6 +68,11 @@ async fn claim_from(
     })
 }
 
+/// "IPv4" or "IPv6".
+pub fn family_name(ipv6: bool) -> &'static str {
+    if ipv6 { "IPv6" } else { "IPv4" }
+}
+
 impl NetworkState {
     /// Registers the network's pools in the store, picks up the blocks this node holds, and
     /// settles the VTEP.
@@ -324,30 +329,57 @@ impl NetworkState {
         Ok(())
     }
 
-    /// Whether a pod could get an address now: this node's blocks have room, or a pool has a
-    /// free block; why not, otherwise.
+    /// Whether a pod could get an address now: for each family of the network, this node's
+    /// blocks have room or a pool has a free block; why not, otherwise.
     pub async fn can_allocate(&self, store: &impl Store) -> Result<(), String> {
-        let usage = self.allocator.lock().await.usage();
-        if usage.allocated < usage.capacity {
-            return Ok(());
-        }
-        for p in &self.spec.pools {
-            match has_free_block(store, &p.pool).await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "network {}: this node's blocks are full and the cluster store cannot \
-                         say whether a block is free: {e}",
-                        self.spec.name
-                    ));
+        for ipv6 in self.families() {
+            let usage = self.allocator.lock().await.usage_of(ipv6);
+            if usage.allocated < usage.capacity {
+                continue;
+            }
+            let mut free = false;
+            for p in self
+                .spec
+                .pools
+                .iter()
+                .filter(|p| p.pool.cidr.addr().is_ipv6() == ipv6)
+            {
+                match has_free_block(store, &p.pool).await {
+                    Ok(true) => {
+                        free = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "network {}: this node's {} blocks are full and the cluster store \
+                             cannot say whether a block is free: {e}",
+                            self.spec.name,
+                            family_name(ipv6)
+                        ));
+                    }
                 }
             }
+            if !free {
+                return Err(format!(
+                    "network {}: this node's {} blocks are full and every block of its {} \
+                     pools is taken",
+                    self.spec.name,
+                    family_name(ipv6),
+                    family_name(ipv6)
+                ));
+            }
         }
-        Err(format!(
-            "network {}: this node's blocks are full and every block of its pools is taken",
-            self.spec.name
-        ))
+        Ok(())
+    }
+
+    /// Per family of the network (`ipv6` flag), the usage of this node's blocks.
+    pub async fn usage_by_family(&self) -> Vec<(bool, Usage)> {
+        let allocator = self.allocator.lock().await;
+        self.families()
+            .into_iter()
+            .map(|ipv6| (ipv6, allocator.usage_of(ipv6)))
+            .collect()
     }
 
     /// The blocks of this node's that hold no allocated address, except the VTEP's.
@@ -400,5 +432,96 @@ impl NetworkState {
 
     pub fn vtep_ip(&self) -> Option<IpAddr> {
         self.vtep.map(|v| v.ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_ipam::Pool;
+    use strait_store::EmbeddedStore;
+
+    use super::*;
+
+    fn pool(name: &str, cidr: &str, block_prefix: u8) -> NetworkPool {
+        NetworkPool {
+            pool: Pool::new(name, cidr.parse().unwrap(), block_prefix).unwrap(),
+            mode: Mode::Vxlan,
+            fixed_addresses: true,
+        }
+    }
+
+    fn network(pools: Vec<NetworkPool>) -> Network {
+        Network {
+            name: "n".into(),
+            pools,
+            mtu: None,
+            vni: 4096,
+            snat: true,
+            snat6: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pod_gets_one_address_per_family_and_a_failed_family_frees_the_others() {
+        let dir = std::env::temp_dir().join(format!("strait-net-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = EmbeddedStore::open(&dir).unwrap();
+        // An IPv6 pool of one block of 4 addresses: the first is the VTEP's, three for pods.
+        let spec = network(vec![
+            pool("n-v4", "10.1.0.0/24", 26),
+            pool("n-v6", "fd00:1::/126", 126),
+        ]);
+        let net = NetworkState::load(&store, spec, "node", 1500)
+            .await
+            .unwrap();
+        assert_eq!(
+            net.vtep_addresses,
+            [
+                "10.1.0.0".parse::<IpAddr>().unwrap(),
+                "fd00:1::".parse().unwrap()
+            ]
+        );
+        let first = net.allocate(&store, "node", None, None).await.unwrap();
+        assert_eq!(
+            first,
+            [
+                "10.1.0.1/32".parse().unwrap(),
+                "fd00:1::1/128".parse().unwrap()
+            ]
+        );
+        // A fixed IPv4 address: the IPv6 one is allocated beside it.
+        let given = net
+            .allocate_fixed(&store, "node", "10.1.0.9".parse().unwrap())
+            .await
+            .unwrap();
+        let second = net
+            .allocate(&store, "node", None, Some(given))
+            .await
+            .unwrap();
+        assert_eq!(
+            second,
+            [
+                "10.1.0.9/32".parse().unwrap(),
+                "fd00:1::2/128".parse().unwrap()
+            ]
+        );
+        let third = net.allocate(&store, "node", None, None).await.unwrap();
+        assert_eq!(third[1], "fd00:1::3/128".parse().unwrap());
+        // IPv6 is exhausted: the IPv4 address allocated for the pod goes back.
+        let before = net.usage_by_family().await;
+        let err = net.allocate(&store, "node", None, None).await.unwrap_err();
+        assert!(matches!(err, AgentError::Exhausted { .. }), "{err}");
+        assert_eq!(net.usage_by_family().await, before);
+        assert!(net.can_allocate(&store).await.unwrap_err().contains("IPv6"));
+        // A named pool picks its family's address; the other family comes from its pools.
+        net.release(&second).await;
+        let named = net
+            .allocate(&store, "node", Some("n-v6"), None)
+            .await
+            .unwrap();
+        assert_eq!(named.len(), 2);
+        let unknown = net.allocate(&store, "node", Some("nope"), None).await;
+        assert!(matches!(unknown, Err(AgentError::UnknownPool { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

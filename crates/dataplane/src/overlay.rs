@@ -386,7 +386,8 @@ mod tests {
         });
         n.vtep_addresses.push("fd00::".parse().unwrap());
         let mut c = cluster();
-        c.blocks.insert(block("default6", "fd00::40/122"), "b".into());
+        c.blocks
+            .insert(block("default6", "fd00::40/122"), "b".into());
         (l, c)
     }
 
@@ -407,7 +408,10 @@ mod tests {
         // One FDB entry per peer carries both families; a neighbour per family.
         assert_eq!(d.fdb.len(), 1);
         assert_eq!(
-            d.neighbours.iter().map(|n| (n.ip, n.mac)).collect::<Vec<_>>(),
+            d.neighbours
+                .iter()
+                .map(|n| (n.ip, n.mac))
+                .collect::<Vec<_>>(),
             [
                 ("10.244.0.64".parse().unwrap(), mac(2)),
                 (peer_link_local, mac(2))
@@ -437,7 +441,11 @@ mod tests {
         let (mut l, mut c) = dual_stack();
         l.networks[0].pools[1].mode = Mode::Routed;
         let d = desired(&l, &c);
-        assert!(!d.routes.iter().any(|r| r.dst.addr().is_ipv6()), "{:?}", d.routes);
+        assert!(
+            !d.routes.iter().any(|r| r.dst.addr().is_ipv6()),
+            "{:?}",
+            d.routes
+        );
         c.nodes.get_mut("b").unwrap().address = "2001:db8::2".parse().unwrap();
         let d = desired(&l, &c);
         assert!(d.routes.contains(&PeerRoute {

@@ -128,7 +128,7 @@ fn operators_see_peers_routes_status_and_metrics() {
         "strait_reconcile_passes_total{result=\"ok\"}",
         "strait_reconcile_duration_seconds_bucket",
         "strait_cni_requests_total{command=\"ADD\",result=\"ok\"} 1",
-        "strait_ipam_addresses_allocated{network=\"strait\"} 1",
+        "strait_ipam_addresses_allocated{network=\"strait\",family=\"ipv4\"} 1",
     ] {
         assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
     }

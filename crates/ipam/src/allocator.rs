@@ -118,10 +118,22 @@ impl Allocator {
     }
 
     pub fn usage(&self) -> Usage {
-        self.blocks.values().fold(Usage::default(), |u, b| Usage {
-            allocated: u.allocated + b.allocated(),
-            capacity: u.capacity + b.capacity(),
-        })
+        self.usage_where(|_| true)
+    }
+
+    /// The usage of the blocks of one family.
+    pub fn usage_of(&self, ipv6: bool) -> Usage {
+        self.usage_where(|net| net.addr().is_ipv6() == ipv6)
+    }
+
+    fn usage_where(&self, include: impl Fn(&IpNet) -> bool) -> Usage {
+        self.blocks
+            .iter()
+            .filter(|(net, _)| include(net))
+            .fold(Usage::default(), |u, (_, b)| Usage {
+                allocated: u.allocated + b.allocated(),
+                capacity: u.capacity + b.capacity(),
+            })
     }
 }
 
