@@ -2,12 +2,14 @@
 //! neighbour programmed, when 100, 1,000 and 5,000 peers appear at once (one etcd transaction of
 //! node and block records; no namespace per peer), and when one peer joins 5,000. The reference,
 //! in the same run: `ip -batch` and `bridge -batch` installing the same entries into a scratch
-//! namespace, the kernel's own floor. Also the agent's resident memory at 5,000 peers.
+//! namespace, the kernel's own floor. Also the agent's resident memory at 5,000 peers. Then the
+//! same with a dual-stack network: each peer also holds an IPv6 block, reached through its
+//! VXLAN device's link-local address (a neighbour, a nexthop and a route more per peer).
 //!
 //! Run as root: `bench/run convergence`.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,27 +25,35 @@ use strait_store::{BlockRecord, Kind, NodeRecord, Vtep, etcd_key};
 
 /// Clear of the test nodes' service range (10.96.0.0/12).
 const POOL: &str = "10.128.0.0/10";
+const POOL6: &str = "fd00:128::/96";
 const DEVICE: &str = "strait.4096";
 const JOINS: u32 = 20;
 
-/// Peer `i` (from 1): its name, underlay address, block, VTEP address and MAC.
+/// Peer `i` (from 1): its name, underlay address, blocks, VTEP address and MAC, and the
+/// link-local address its VXLAN device has for that MAC.
 struct Peer {
     name: String,
     address: Ipv4Addr,
     block: IpNet,
+    block6: IpNet,
     vtep: Ipv4Addr,
     mac: String,
+    link_local: Ipv6Addr,
 }
 
 fn peer(i: u32) -> Peer {
     let block_start = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 64;
+    let block6_start = u128::from("fd00:128::".parse::<Ipv6Addr>().unwrap()) + u128::from(i) * 64;
     let [_, b, c, d] = i.to_be_bytes();
+    let mac = strait_netlink::MacAddr([2, 0, 0, b, c, d]);
     Peer {
         name: format!("peer-{i}"),
         address: Ipv4Addr::new(172, 16 + b, c, d),
         block: IpNet::new(IpAddr::V4(Ipv4Addr::from(block_start)), 26).unwrap(),
+        block6: IpNet::new(IpAddr::V6(Ipv6Addr::from(block6_start)), 122).unwrap(),
         vtep: Ipv4Addr::from(block_start),
-        mac: format!("02:00:00:{b:02x}:{c:02x}:{d:02x}"),
+        mac: mac.to_string(),
+        link_local: strait_dataplane::link_local(mac),
     }
 }
 
@@ -54,7 +64,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(fabric: &TestNetns, endpoint: String) -> Writer {
+    /// `dual`: the node's network has two pools (named `strait-0` and `strait-1`), and each peer
+    /// holds a block of both.
+    fn start(fabric: &TestNetns, endpoint: String, dual: bool) -> Writer {
         let (requests, incoming) = mpsc::channel::<(Vec<u32>, mpsc::Sender<Instant>)>();
         let ns = Netns::open(fabric.path()).unwrap();
         ns.spawn(move || {
@@ -78,22 +90,27 @@ impl Writer {
                             )]
                             .into(),
                         };
-                        let block = BlockRecord {
-                            pool: "strait-v4".into(),
-                            cidr: p.block,
-                            node: p.name.clone(),
-                        };
                         ops.push(TxnOp::put(
                             etcd_key("/strait", Kind::Node, &p.name),
                             serde_json::to_vec(&node).unwrap(),
                             None,
                         ));
-                        let block_name = strait_ipam::block_name(p.block);
-                        ops.push(TxnOp::put(
-                            etcd_key("/strait", Kind::IpBlock, &block_name),
-                            serde_json::to_vec(&block).unwrap(),
-                            None,
-                        ));
+                        let blocks = match dual {
+                            false => vec![("strait-v4", p.block)],
+                            true => vec![("strait-0", p.block), ("strait-1", p.block6)],
+                        };
+                        for (pool, cidr) in blocks {
+                            let block = BlockRecord {
+                                pool: pool.into(),
+                                cidr,
+                                node: p.name.clone(),
+                            };
+                            ops.push(TxnOp::put(
+                                etcd_key("/strait", Kind::IpBlock, &strait_ipam::block_name(cidr)),
+                                serde_json::to_vec(&block).unwrap(),
+                                None,
+                            ));
+                        }
                     }
                     client.txn(Txn::new().and_then(ops)).await.unwrap();
                     let _ = done.send(Instant::now());
@@ -112,14 +129,15 @@ impl Writer {
     }
 }
 
-/// Counts what the node holds towards peers: routes via the device, FDB entries, neighbours.
+/// Counts what the node holds towards peers: routes via the device (both families), FDB
+/// entries, neighbours.
 fn programmed(nl: &mut Netlink) -> (usize, usize, usize) {
     let Some(dev) = nl.link_by_name(DEVICE).unwrap() else {
         return (0, 0, 0);
     };
-    let routes = nl
-        .routes(false, TABLE_MAIN)
-        .unwrap()
+    let mut routes = nl.routes(false, TABLE_MAIN).unwrap();
+    routes.extend(nl.routes(true, TABLE_MAIN).unwrap());
+    let routes = routes
         .iter()
         .filter(|r| r.protocol == 83 && r.oif == Some(dev.index))
         .count();
@@ -133,16 +151,20 @@ fn programmed(nl: &mut Netlink) -> (usize, usize, usize) {
     (routes, fdb, neighbours)
 }
 
-fn node_spec() -> NodeSpec {
+fn node_spec(dual: bool) -> NodeSpec {
+    let mut pools = vec![(POOL.into(), 26)];
+    if dual {
+        pools.push((POOL6.into(), 122));
+    }
     NodeSpec {
-        pools: vec![(POOL.into(), 26)],
+        pools,
         ..NodeSpec::default()
     }
 }
 
 /// A one-node cluster on etcd, and a netlink socket inside the node.
-fn single_node() -> (Cluster, Netlink, Writer) {
-    let cluster = Cluster::start_with(1, Backend::Etcd, node_spec());
+fn single_node(dual: bool) -> (Cluster, Netlink, Writer) {
+    let cluster = Cluster::start_with(1, Backend::Etcd, node_spec(dual));
     let socket = Netns::open(cluster.nodes[0].ns.path())
         .unwrap()
         .route_socket();
@@ -150,13 +172,14 @@ fn single_node() -> (Cluster, Netlink, Writer) {
     let writer = Writer::start(
         &cluster.fabric.ns,
         cluster.etcd.as_ref().unwrap().endpoint.clone(),
+        dual,
     );
     (cluster, nl, writer)
 }
 
 /// The same kernel objects (neighbours, nexthops, routes through them, FDB entries) installed
 /// by iproute2 in batch mode into a scratch namespace.
-fn reference(peers: u32) -> Duration {
+fn reference(peers: u32, dual: bool) -> Duration {
     let ns = TestNetns::new("ref");
     ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
     ns.ip(&["addr", "add", "192.168.100.1/24", "dev", "up0"]);
@@ -191,6 +214,20 @@ fn reference(peers: u32) -> Duration {
             p.vtep
         );
         let _ = writeln!(ip_batch, "route add {} nhid {i} proto 83", p.block);
+        if dual {
+            let _ = writeln!(
+                ip_batch,
+                "neigh add {} lladdr {} dev {DEVICE} nud permanent",
+                p.link_local, p.mac
+            );
+            let id = i + 1_000_000;
+            let _ = writeln!(
+                ip_batch,
+                "nexthop add id {id} via {} dev {DEVICE} proto 83",
+                p.link_local
+            );
+            let _ = writeln!(ip_batch, "route add {} nhid {id} proto 83", p.block6);
+        }
         let _ = writeln!(
             fdb_batch,
             "fdb add {} dev {DEVICE} dst {} self permanent",
@@ -213,17 +250,18 @@ fn reference(peers: u32) -> Duration {
     took
 }
 
-/// Waits until peer `last`'s route is in: routes are programmed last in a batch and the store
+/// Waits until peer `last`'s routes are in: routes are programmed last in a batch and the store
 /// delivers peers in order, so then everything should be. One full count confirms it, so that
 /// polling does not steal the CPU the agent is converging with.
-fn wait_programmed(nl: &mut Netlink, last: u32) -> Instant {
+fn wait_programmed(nl: &mut Netlink, last: u32, dual: bool) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let families = if dual { 2 } else { 1 };
     loop {
-        if route_in(nl, &peer(last)) {
+        if route_in(nl, &peer(last)) && (!dual || route6_in(nl, &peer(last))) {
             let done = Instant::now();
             let (r, f, n) = programmed(nl);
             let want = last as usize;
-            if r == want && f == want && n == want {
+            if r == want * families && f == want && n == want * families {
                 return done;
             }
         }
@@ -242,6 +280,17 @@ fn route_in(nl: &mut Netlink, p: &Peer) -> bool {
     nl.route_to(probe)
         .unwrap()
         .is_some_and(|r| r.gateway == Some(IpAddr::V4(p.vtep)))
+}
+
+/// Is peer `p`'s IPv6 block routed through its device's link-local address?
+fn route6_in(nl: &mut Netlink, p: &Peer) -> bool {
+    let IpNet::V6(block) = p.block6 else {
+        return false;
+    };
+    let probe = IpAddr::V6(Ipv6Addr::from(u128::from(block.network()) + 1));
+    nl.route_to(probe)
+        .unwrap()
+        .is_some_and(|r| r.gateway == Some(IpAddr::V6(p.link_local)))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -266,16 +315,22 @@ fn main() {
         "peers at once", "objects", "strait ms", "ref ms", "ratio"
     );
     let mut last = None;
-    for peers in [100u32, 1000, 5000] {
-        let (cluster, mut nl, writer) = single_node();
+    for (peers, dual) in [
+        (100u32, false),
+        (1000, false),
+        (1000, true),
+        (5000, true),
+        (5000, false),
+    ] {
+        let (cluster, mut nl, writer) = single_node(dual);
         let committed = writer.add(1..=peers);
-        let done = wait_programmed(&mut nl, peers);
+        let done = wait_programmed(&mut nl, peers, dual);
         let ours = done - committed;
-        let theirs = reference(peers);
+        let theirs = reference(peers, dual);
         println!(
             "{:<24}{:>10}{:>14.1}{:>10.1}{:>12.2}",
-            peers,
-            peers * 4,
+            format!("{peers}{}", if dual { " dual-stack" } else { "" }),
+            peers * if dual { 7 } else { 4 },
             ms(ours),
             ms(theirs),
             ms(ours) / ms(theirs)
