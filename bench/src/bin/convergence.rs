@@ -81,6 +81,7 @@ impl Writer {
                     for p in peers.into_iter().map(peer) {
                         let node = NodeRecord {
                             address: p.address.into(),
+                            address6: None,
                             networks: [(
                                 "strait".to_string(),
                                 Vtep {

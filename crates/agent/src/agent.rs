@@ -103,7 +103,7 @@ impl<S: Store> Agent<S> {
         .await?;
         tracing::info!(address = %underlay.address, device = %underlay.device, mtu = underlay.mtu, "underlay");
         config
-            .check_underlay(&underlay.subnet, underlay.mtu)
+            .check_underlay(&underlay.subnets(), underlay.mtu)
             .map_err(StartError::Unfit)?;
         let (registry, warnings) = Registry::open(&config.state_dir.join("attachments"))?;
         for w in warnings {
@@ -175,6 +175,7 @@ impl<S: Store> Agent<S> {
     pub(crate) async fn announce(&self) -> Result<(), StartError> {
         let record = NodeRecord {
             address: self.underlay.address.into(),
+            address6: self.underlay.address6.map(|(a, _)| a.into()),
             networks: self
                 .networks
                 .iter()

@@ -27,6 +27,7 @@ pub struct ClusterCache {
 fn peer(record: &NodeRecord) -> Peer {
     Peer {
         address: record.address,
+        address6: record.address6,
         vteps: record
             .networks
             .iter()

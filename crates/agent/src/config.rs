@@ -437,27 +437,38 @@ impl Config {
         })
     }
 
-    /// What only the node can tell: no pool overlaps the subnet of the node's underlay address
+    /// What only the node can tell: no pool overlaps a subnet of the node's underlay addresses
     /// (its routes would shadow the node's own neighbours), a routed pool has an underlay
     /// address of its family to route through, and no network asks for a larger MTU than the
-    /// underlay carries.
-    pub fn check_underlay(&self, subnet: &IpNet, underlay_mtu: u32) -> Result<(), String> {
+    /// underlay carries. `subnets` are those of the underlay's IPv4 address and, if it has one,
+    /// its IPv6 address.
+    pub fn check_underlay(&self, subnets: &[IpNet], underlay_mtu: u32) -> Result<(), String> {
         for n in &self.networks {
+            for subnet in subnets {
+                if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, subnet)) {
+                    return Err(format!(
+                        "network {:?}: pool {} overlaps this node's own subnet {subnet}: choose \
+                         a range the nodes are not on",
+                        n.name, p.pool.cidr
+                    ));
+                }
+            }
             if let Some(p) = n.pools.iter().find(|p| {
-                p.mode == Mode::Routed && p.pool.cidr.addr().is_ipv6() != subnet.addr().is_ipv6()
+                p.mode == Mode::Routed
+                    && !subnets
+                        .iter()
+                        .any(|s| s.addr().is_ipv6() == p.pool.cidr.addr().is_ipv6())
             }) {
+                let family = if p.pool.cidr.addr().is_ipv6() {
+                    "IPv6"
+                } else {
+                    "IPv4"
+                };
                 return Err(format!(
                     "network {:?}: pool {} is routed, which sends its traffic to other nodes \
-                     through their underlay addresses of its family, and this node's underlay \
-                     address (in {subnet}) is of the other family: set mode = \"vxlan\" on the \
+                     through their {family} underlay addresses, and this node's underlay \
+                     device has no {family} address: add one, or set mode = \"vxlan\" on the \
                      pool (VXLAN carries either family over this underlay)",
-                    n.name, p.pool.cidr
-                ));
-            }
-            if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, subnet)) {
-                return Err(format!(
-                    "network {:?}: pool {} overlaps this node's own subnet {subnet}: choose a \
-                     range the nodes are not on",
                     n.name, p.pool.cidr
                 ));
             }
@@ -667,32 +678,32 @@ mod tests {
     fn a_configuration_that_does_not_fit_the_node_is_refused() {
         let c = parse(MINIMAL).unwrap();
         let subnet = |s: &str| s.parse::<IpNet>().unwrap();
-        assert!(c.check_underlay(&subnet("192.168.1.0/24"), 1500).is_ok());
+        assert!(c.check_underlay(&[subnet("192.168.1.0/24")], 1500).is_ok());
         let routed6 = parse(
             "[[network]]\nname = \"n\"\n[[network.pool]]\ncidr = \"10.244.0.0/16\"\n\
              [[network.pool]]\ncidr = \"fd00:10:244::/56\"\nmode = \"routed\"",
         )
         .unwrap();
         let err = routed6
-            .check_underlay(&subnet("192.168.1.0/24"), 1500)
+            .check_underlay(&[subnet("192.168.1.0/24")], 1500)
             .unwrap_err();
         assert!(
             err.contains("fd00:10:244::/56") && err.contains("vxlan"),
             "{err}"
         );
         let err = c
-            .check_underlay(&subnet("10.244.7.0/24"), 1500)
+            .check_underlay(&[subnet("10.244.7.0/24")], 1500)
             .unwrap_err();
         assert!(err.contains("own subnet"), "{err}");
         let jumbo =
             parse(&MINIMAL.replace("name = \"strait\"", "name = \"strait\"\nmtu = 9000")).unwrap();
         let err = jumbo
-            .check_underlay(&subnet("192.168.1.0/24"), 1500)
+            .check_underlay(&[subnet("192.168.1.0/24")], 1500)
             .unwrap_err();
         assert!(err.contains("1450"), "{err}");
         assert!(
             jumbo
-                .check_underlay(&subnet("192.168.1.0/24"), 9050)
+                .check_underlay(&[subnet("192.168.1.0/24")], 9050)
                 .is_ok()
         );
     }

@@ -30,7 +30,7 @@ impl<S: Store> Agent<S> {
                 Ok(json) => Response::CniOk(json),
                 Err(e) => Response::CniError(e),
             },
-            Request::Status => Response::Status(self.status().await),
+            Request::Status => Response::Status(Box::new(self.status().await)),
             Request::Pods => Response::Pods(self.pods()),
             Request::Peers => Response::Peers(self.peers()),
             Request::Routes => match self.routes().await {
@@ -73,6 +73,7 @@ impl<S: Store> Agent<S> {
                 StoreConfig::Kubernetes { .. } => StoreInfo::Kubernetes,
             },
             address: self.underlay.address.into(),
+            address6: self.underlay.address6.map(|(a, _)| a.into()),
             underlay: self.underlay.device.clone(),
             peers: view
                 .nodes
@@ -135,6 +136,7 @@ impl<S: Store> Agent<S> {
             .map(|(name, peer)| PeerInfo {
                 name: name.clone(),
                 address: peer.address,
+                address6: peer.address6,
                 vteps: peer
                     .vteps
                     .iter()

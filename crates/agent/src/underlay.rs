@@ -1,7 +1,7 @@
 //! This node's place on the underlay: its address (VXLAN's outer source, peers' next hop for
 //! routed pools) and the subnet it is on, the device holding it, and that device's MTU.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use strait_netlink::{Netlink, NetlinkError, TABLE_MAIN};
@@ -11,8 +11,20 @@ pub struct Underlay {
     pub address: Ipv4Addr,
     /// The address's subnet on its device.
     pub subnet: IpNet,
+    /// The device's first global IPv6 address, with its subnet, if it has one: the next hop of
+    /// routed IPv6 pools for peers.
+    pub address6: Option<(Ipv6Addr, IpNet)>,
     pub device: String,
     pub mtu: u32,
+}
+
+impl Underlay {
+    /// The subnets of the node's underlay addresses.
+    pub fn subnets(&self) -> Vec<IpNet> {
+        std::iter::once(self.subnet)
+            .chain(self.address6.map(|(_, subnet)| subnet))
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +37,11 @@ pub enum UnderlayError {
     Unknown,
     #[error("reading interfaces: {0}")]
     Netlink(#[from] NetlinkError),
+}
+
+/// Neither loopback, unspecified, link-local nor multicast: an address peers can route to.
+fn is_global(ip: Ipv6Addr) -> bool {
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local() || ip.is_multicast())
 }
 
 /// Finds the configured address's device, or the address of the default route's device.
@@ -69,9 +86,17 @@ pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underla
         .into_iter()
         .find(|l| l.index == index)
         .ok_or(UnderlayError::Unknown)?;
+    let address6 = nl
+        .addresses(index)?
+        .into_iter()
+        .find_map(|a| match a.addr() {
+            IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
+            _ => None,
+        });
     Ok(Underlay {
         address,
         subnet,
+        address6,
         device: link.name,
         mtu: link.mtu,
     })

@@ -106,7 +106,11 @@ pub fn peers(peers: &[PeerInfo]) -> String {
     for p in peers {
         rows.push(vec![
             p.name.clone(),
-            p.address.to_string(),
+            std::iter::once(p.address)
+                .chain(p.address6)
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             p.vteps
                 .iter()
                 .map(|v| format!("{}: {} {}", v.network, v.ip, v.mac))

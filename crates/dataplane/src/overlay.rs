@@ -106,6 +106,8 @@ pub struct LocalPool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub address: IpAddr,
+    /// Its IPv6 underlay address, if it has one besides `address`.
+    pub address6: Option<IpAddr>,
     /// Per network, its VTEP.
     pub vteps: BTreeMap<NetId, Vtep>,
 }
@@ -232,12 +234,16 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                         onlink: true,
                     }),
                 }),
-                // Through the peer's underlay address, of the block's family.
-                Some(Mode::Routed) => (peer.address.is_ipv6() == ipv6).then(|| Hop {
-                    device: Arc::clone(&underlay),
-                    gateway: peer.address,
-                    onlink: false,
-                }),
+                // Through the peer's underlay address of the block's family.
+                Some(Mode::Routed) => [Some(peer.address), peer.address6]
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a.is_ipv6() == ipv6)
+                    .map(|gateway| Hop {
+                        device: Arc::clone(&underlay),
+                        gateway,
+                        onlink: false,
+                    }),
                 None => None,
             };
             if let Some(hop) = hop {
@@ -306,6 +312,7 @@ mod tests {
     fn cluster() -> ClusterView {
         let node = |i: u8| Peer {
             address: IpAddr::V4(Ipv4Addr::new(192, 168, 0, i)),
+            address6: None,
             vteps: BTreeMap::from([(
                 NetId::new("pods"),
                 Vtep {
@@ -446,7 +453,7 @@ mod tests {
             "{:?}",
             d.routes
         );
-        c.nodes.get_mut("b").unwrap().address = "2001:db8::2".parse().unwrap();
+        c.nodes.get_mut("b").unwrap().address6 = Some("2001:db8::2".parse().unwrap());
         let d = desired(&l, &c);
         assert!(d.routes.contains(&PeerRoute {
             table: Table::MAIN,

@@ -1,5 +1,6 @@
 //! The simulated underlay: a "fabric" namespace holding a bridge, and each node's `eth0` plugged
-//! into it, so nodes share one L2 segment (192.168.100.0/24), like machines on a switch.
+//! into it, so nodes share one L2 segment (192.168.100.0/24 and fd00:fab::/64), like machines
+//! on a switch.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -14,6 +15,8 @@ pub struct Fabric {
 
 /// The underlay prefix every fabric uses.
 pub const PREFIX: &str = "192.168.100";
+/// Its IPv6 prefix (a /64).
+pub const PREFIX6: &str = "fd00:fab:";
 
 /// The bridge's own MAC, set so that it never changes. A bridge left to choose takes the lowest
 /// MAC of its ports, so plugging in a node would change it under the neighbour entries of the
@@ -34,7 +37,8 @@ impl Fabric {
         }
     }
 
-    /// Plugs `node` in: its `eth0` gets the next address; returns that address.
+    /// Plugs `node` in: its `eth0` gets the next address (and the IPv6 address with the same
+    /// number); returns the IPv4 address.
     pub fn attach(&self, node: &TestNetns) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let port = format!("p{n}");
@@ -59,6 +63,18 @@ impl Fabric {
         self.ns.ip(&["link", "set", &port, "up"]);
         let address = format!("{PREFIX}.{n}");
         node.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{PREFIX6}:{n}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        // The link-local address too is usable at once, like a machine's that has been up for
+        // a while: the neighbour solicitations for forwarded packets leave from it.
+        node.exec("sysctl", &["-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
         node.ip(&["link", "set", "eth0", "up"]);
         address
     }

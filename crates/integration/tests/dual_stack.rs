@@ -1,7 +1,7 @@
 //! Dual-stack and IPv6-only pods in real namespaces: ADD gives one address of each family the
 //! network has, the kernel holds both sides as designed, traffic flows over both families (pod
 //! to pod, pod to node, masqueraded to the outside, across three nodes over VXLAN with every
-//! store), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6 host route
+//! store, and routed), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6 host route
 //! on the event, DEL leaves nothing, and a pool the node cannot route is refused with the reason.
 
 use std::time::Duration;
@@ -288,68 +288,83 @@ fn dual_stack() -> NodeSpec {
 }
 
 #[test]
-fn dual_stack_pods_reach_each_other_across_three_nodes_with_every_store() {
+fn dual_stack_pods_reach_each_other_across_three_nodes_in_both_modes_with_every_store() {
     for backend in [Backend::Embedded, Backend::Etcd, Backend::Kubernetes] {
-        let cluster = Cluster::start_with(3, backend, dual_stack());
-        let pods: Vec<_> = (0..3)
-            .flat_map(|n| [n, n])
-            .map(|n| cluster.pod(n))
-            .collect();
-        cluster.wait_converged(Duration::from_secs(10));
-        for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
-            let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
-            assert!(bad.is_empty(), "{backend:?} {family}: unreachable {bad:?}");
+        for mode in ["vxlan", "routed"] {
+            let what = format!("{mode} with {backend:?}");
+            let spec = NodeSpec {
+                mode: mode.into(),
+                ..dual_stack()
+            };
+            let cluster = Cluster::start_with(3, backend, spec);
+            let pods: Vec<_> = (0..3)
+                .flat_map(|n| [n, n])
+                .map(|n| cluster.pod(n))
+                .collect();
+            cluster.wait_converged(Duration::from_secs(10));
+            for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
+                let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
+                assert!(bad.is_empty(), "{what} {family}: unreachable {bad:?}");
+            }
+            // Full-size IPv6 packets cross unfragmented (IPv6's header is 40 bytes, ICMPv6's 8):
+            // inside VXLAN over the IPv4 underlay, or routed at the underlay's MTU.
+            let (a, b) = (&pods[0], &pods[4]);
+            let v6_b = b.ips[1].as_str();
+            let mtu = if mode == "vxlan" { 1450 } else { 1500 };
+            assert!(
+                ping_df(&a.ns, v6_b, mtu - 48),
+                "{what}: a full-MTU IPv6 packet crosses"
+            );
+            assert!(
+                !ping_df(&a.ns, v6_b, mtu - 47),
+                "{what}: one byte more does not"
+            );
+            assert!(
+                ping(&cluster.nodes[0].ns, v6_b),
+                "{what}: node to remote pod over IPv6"
+            );
+            let echo = PeerEcho::start6(&b.ns, 7000);
+            assert_eq!(
+                tcp_peer(&a.ns, v6_b, 7000).as_deref(),
+                Some(a.ips[1].as_str()),
+                "{what}: pods see each other's real IPv6 address across nodes"
+            );
+            drop(echo);
+            // Other nodes' IPv6 blocks are routed through their VXLAN devices' link-local
+            // addresses (which follow from the devices' MACs), or through their IPv6 underlay
+            // addresses.
+            let routes = cluster.nodes[0].ctl(&["routes"]);
+            let v6_via: Vec<&str> = routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["dst"].as_str().is_some_and(|d| d.contains(':')))
+                .filter_map(|r| r["via"].as_str())
+                .collect();
+            let expected = if mode == "vxlan" {
+                "fe80::"
+            } else {
+                "fd00:fab::"
+            };
+            assert!(
+                v6_via.len() >= 2 && v6_via.iter().all(|v| v.starts_with(expected)),
+                "{what}: {routes}"
+            );
         }
-        // IPv6 inside VXLAN over the IPv4 underlay: 1450 bytes, less IPv6's 40 and ICMPv6's 8.
-        let (a, b) = (&pods[0], &pods[4]);
-        let v6_b = b.ips[1].as_str();
-        assert!(
-            ping_df(&a.ns, v6_b, 1450 - 48),
-            "{backend:?}: a full-MTU IPv6 packet crosses"
-        );
-        assert!(
-            !ping_df(&a.ns, v6_b, 1450 - 47),
-            "{backend:?}: one byte more does not"
-        );
-        assert!(
-            ping(&cluster.nodes[0].ns, v6_b),
-            "{backend:?}: node to remote pod over IPv6"
-        );
-        let echo = PeerEcho::start6(&b.ns, 7000);
-        assert_eq!(
-            tcp_peer(&a.ns, v6_b, 7000).as_deref(),
-            Some(a.ips[1].as_str()),
-            "{backend:?}: pods see each other's real IPv6 address across nodes"
-        );
-        drop(echo);
-        // The routes to other nodes' IPv6 blocks go through their VXLAN devices' link-local
-        // addresses, which follow from the devices' MACs.
-        let routes = cluster.nodes[0].ctl(&["routes"]);
-        let v6_routes: Vec<&Value> = routes
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["dst"].as_str().is_some_and(|d| d.contains(':')))
-            .collect();
-        assert!(
-            v6_routes.len() >= 2
-                && v6_routes
-                    .iter()
-                    .all(|r| r["via"].as_str().is_some_and(|v| v.starts_with("fe80::"))),
-            "{backend:?}: {routes}"
-        );
     }
 }
 
 #[test]
-fn a_routed_ipv6_pool_on_an_ipv4_underlay_is_refused_with_the_reason() {
+fn a_routed_ipv6_pool_on_a_node_without_an_ipv6_underlay_address_is_refused_with_the_reason() {
     let mut node = Node::create(NodeSpec {
         mode: "routed".into(),
         ..dual_stack()
     });
+    node.ns
+        .ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "global"]);
     let log = node.try_start_agent().unwrap_err();
     assert!(
-        log.contains(V6_POOL) && log.contains("set mode = \"vxlan\" on the pool"),
+        log.contains(V6_POOL) && log.contains("has no IPv6 address"),
         "{log}"
     );
 }

@@ -70,7 +70,7 @@ pub enum Response {
     /// The JSON to print on stdout (ADD's result), or nothing (DEL, CHECK, STATUS, GC).
     CniOk(Option<serde_json::Value>),
     CniError(CniError),
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     Pods(Vec<PodInfo>),
     Peers(Vec<PeerInfo>),
     Routes(Vec<RouteInfo>),
@@ -90,6 +90,9 @@ pub struct NodeStatus {
     pub store: StoreInfo,
     /// The node's underlay address and device.
     pub address: IpAddr,
+    /// The underlay's IPv6 address, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpAddr>,
     pub underlay: String,
     pub peers: usize,
     pub networks: Vec<NetworkStatus>,
@@ -149,6 +152,9 @@ pub struct ReconcileStatus {
 pub struct PeerInfo {
     pub name: String,
     pub address: IpAddr,
+    /// Its IPv6 underlay address, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpAddr>,
     /// Its VTEP per network with VXLAN pools.
     pub vteps: Vec<VtepInfo>,
     pub blocks: Vec<IpNet>,

@@ -50,6 +50,9 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
 pub struct NodeRecord {
     /// The node's underlay address: VXLAN's outer destination, the next hop of routed blocks.
     pub address: IpAddr,
+    /// The node's IPv6 underlay address, if it has one: the next hop of routed IPv6 blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpAddr>,
     /// Per network, the node's VXLAN tunnel endpoint.
     #[serde(default)]
     pub networks: BTreeMap<String, Vtep>,
