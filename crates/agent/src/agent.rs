@@ -95,13 +95,14 @@ async fn blocking_start<T: Send + 'static>(
 
 impl<S: Store> Agent<S> {
     pub async fn start(config: Config, store: S) -> Result<Agent<S>, StartError> {
-        let configured = config.node_address;
+        let (configured, configured6) = (config.node_address, config.node_address6);
         let underlay = blocking_start(move || {
             let mut nl = Netlink::new().map_err(UnderlayError::from)?;
-            Ok(crate::underlay::resolve(&mut nl, configured)?)
+            Ok(crate::underlay::resolve(&mut nl, configured, configured6)?)
         })
         .await?;
-        tracing::info!(address = %underlay.address, device = %underlay.device, mtu = underlay.mtu, "underlay");
+        tracing::info!(address = %underlay.address, address6 = ?underlay.address6.map(|(a, _)| a),
+            device = %underlay.device, mtu = underlay.mtu, "underlay");
         config
             .check_underlay(&underlay.subnets(), underlay.mtu)
             .map_err(StartError::Unfit)?;

@@ -24,6 +24,7 @@ use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
 use crate::network::NETWORK_TABLE;
+use crate::node::refuse_router_advertisements;
 use crate::recovery::Quarantined;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
 use crate::tenancy::{PodIntent, fixed_address_refusal};
@@ -238,7 +239,9 @@ impl<S: Store> Agent<S> {
                     None => None,
                 };
                 let addresses = net
-                    .allocate(&self.store, node, intent.pool.as_deref(), given)
+                    .allocate(&self.store, node, intent.pool.as_deref(), given, |p| {
+                        intent.may_draw_from(p)
+                    })
                     .await?;
                 let a = Attachment {
                     host_veth: host_veth_name(&key.network, &key.container_id, &key.ifname),
@@ -277,6 +280,7 @@ impl<S: Store> Agent<S> {
         // waits for the slower of the two instead of their sum.
         let (written, record_written) = std::sync::mpsc::sync_channel::<bool>(1);
         let plan = plan_of(&attachment);
+        let sysctl_dir = self.config.sysctl_dir.clone();
         let kernel = blocking(move || {
             let mut ns = ns;
             let mut host = host_netlink()?;
@@ -288,17 +292,19 @@ impl<S: Store> Agent<S> {
                 }
                 delete_pod(&mut host, &plan.host_veth)?;
             }
-            Ok(add_pod(
-                &mut host,
-                &plan,
-                &mut ns,
-                || match record_written.recv() {
-                    Ok(true) => Ok(()),
-                    _ => Err(DataplaneError::Stopped(
+            let before_addresses = || {
+                if record_written.recv() != Ok(true) {
+                    return Err(DataplaneError::Stopped(
                         "its record could not be written".into(),
-                    )),
-                },
-            )?)
+                    ));
+                }
+                if plan.addresses.iter().any(|a| a.addr().is_ipv6()) {
+                    refuse_router_advertisements(&sysctl_dir, &plan.host_veth)
+                        .map_err(|e| DataplaneError::Stopped(e.to_string()))?;
+                }
+                Ok(())
+            };
+            Ok(add_pod(&mut host, &plan, &mut ns, before_addresses)?)
         });
         let record = async {
             let persisted = persist(&self.registry, &attachment).await;

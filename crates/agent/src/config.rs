@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -19,6 +19,9 @@ pub struct FileConfig {
     /// The node's underlay address: VXLAN's outer source, routed pools' next hop for peers.
     /// The address of the default route's device when absent.
     pub node_address: Option<Ipv4Addr>,
+    /// The node's IPv6 address on the same device: routed IPv6 pools' next hop for peers. The
+    /// device's first global address that is neither temporary nor deprecated when absent.
+    pub node_address6: Option<Ipv6Addr>,
     /// Where /metrics, /healthz and /readyz are served; `""` serves none.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: String,
@@ -26,7 +29,9 @@ pub struct FileConfig {
     pub state_dir: PathBuf,
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
-    /// Where the node's kernel settings are read and written (`net/ipv4/ip_forward`).
+    /// Where the node's kernel settings are read and written (`net/ipv4/ip_forward`, and for
+    /// IPv6 pools `net/ipv6/conf/all/forwarding`, the underlay's `accept_ra` and each pod's host
+    /// veth's).
     #[serde(default = "default_sysctl_dir")]
     pub sysctl_dir: PathBuf,
     #[serde(default)]
@@ -250,6 +255,7 @@ impl Network {
 pub struct Config {
     pub node_name: String,
     pub node_address: Option<Ipv4Addr>,
+    pub node_address6: Option<Ipv6Addr>,
     pub metrics_address: String,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
@@ -270,6 +276,9 @@ pub struct ConfigError {
 }
 
 /// Ranges no pool may touch, and why.
+/// The smallest MTU a link carrying IPv6 may have (RFC 8200).
+const IPV6_MIN_MTU: u32 = 1280;
+
 const RESERVED: [(&str, &str); 9] = [
     ("0.0.0.0/8", "which means \"this network\""),
     ("127.0.0.0/8", "the loopback range"),
@@ -424,6 +433,7 @@ impl Config {
         Ok(Config {
             node_name,
             node_address: file.node_address,
+            node_address6: file.node_address6,
             metrics_address: file.metrics_address,
             state_dir: file.state_dir,
             socket: file.socket,
@@ -470,6 +480,15 @@ impl Config {
                      device has no {family} address: add one, or set mode = \"vxlan\" on the \
                      pool (VXLAN carries either family over this underlay)",
                     n.name, p.pool.cidr
+                ));
+            }
+            let has_ipv6 = n.pools.iter().any(|p| p.pool.cidr.addr().is_ipv6());
+            if has_ipv6 && n.effective_mtu(underlay_mtu) < IPV6_MIN_MTU {
+                return Err(format!(
+                    "network {:?}: its pods' MTU {} is below IPv6's minimum of {IPV6_MIN_MTU}: \
+                     raise the network's mtu (or the underlay's) or drop its IPv6 pools",
+                    n.name,
+                    n.effective_mtu(underlay_mtu)
                 ));
             }
             let most = underlay_mtu.saturating_sub(n.overhead());

@@ -1,8 +1,8 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
 //! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
-//! route included) while its device stays, in either family, a pod's permanent neighbour changed or deleted on a veth that stays, and any
-//! change to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass
-//! rather than on a timer.
+//! route included) while its device stays, in either family, a pod's permanent neighbour
+//! changed or deleted on a veth that stays, and any change to the nftables ruleset. Each wakes
+//! the reconciler, which repairs within its next pass rather than on a timer.
 
 use std::sync::Arc;
 

@@ -149,23 +149,55 @@ impl NetworkState {
 
     /// A pod's addresses (as host prefixes), one of each family the network has, IPv4 first:
     /// `given` (a fixed address already reserved) for its family, from `pool` when one is named
-    /// for its family, else from the family's pools. If one family fails, the addresses of the
-    /// others (`given` included) are released.
+    /// for its family, else from the family's pools that `may_draw_from` allows (none allowed:
+    /// refused). If one family fails, the addresses of the others (`given` included) are
+    /// released.
     pub async fn allocate(
         &self,
         store: &impl Store,
         node: &str,
         pool: Option<&str>,
         given: Option<IpNet>,
+        may_draw_from: impl Fn(&str) -> bool,
     ) -> Result<Vec<IpNet>, AgentError> {
-        let named = pool.map(|name| {
-            self.spec
-                .pools
-                .iter()
-                .find(|p| p.pool.name == name)
-                .ok_or_else(|| AgentError::UnknownPool {
+        let mut out: Vec<IpNet> = given.into_iter().collect();
+        for ipv6 in self.families() {
+            if given.is_some_and(|g| g.addr().is_ipv6() == ipv6) {
+                continue;
+            }
+            let one = match self.pools_for(ipv6, pool, given.is_some(), &may_draw_from) {
+                Ok(pools) => self.allocate_from(store, node, ipv6, pools).await,
+                Err(e) => Err(e),
+            };
+            match one {
+                Ok(a) => out.push(a),
+                Err(e) => {
+                    self.release(&out).await;
+                    return Err(e);
+                }
+            }
+        }
+        out.sort_by_key(|a| a.addr().is_ipv6());
+        Ok(out)
+    }
+
+    /// The pools a family's address may come from: `named` if it is of that family, else those
+    /// `may_draw_from` allows. A named pool this network does not have is refused, unless the
+    /// pod has a fixed address (which decides its pool).
+    fn pools_for(
+        &self,
+        ipv6: bool,
+        named: Option<&str>,
+        fixed: bool,
+        may_draw_from: &impl Fn(&str) -> bool,
+    ) -> Result<Vec<&NetworkPool>, AgentError> {
+        let of_family = |p: &&NetworkPool| p.pool.cidr.addr().is_ipv6() == ipv6;
+        match named.map(|name| self.spec.pools.iter().find(|p| p.pool.name == name)) {
+            Some(Some(p)) if of_family(&p) => return Ok(vec![p]),
+            Some(None) if !fixed => {
+                return Err(AgentError::UnknownPool {
                     network: self.spec.name.clone(),
-                    pool: name.to_string(),
+                    pool: named.unwrap_or_default().to_string(),
                     known: self
                         .spec
                         .pools
@@ -173,42 +205,36 @@ impl NetworkState {
                         .map(|p| p.pool.name.clone())
                         .collect::<Vec<_>>()
                         .join(", "),
-                })
-        });
-        let named = match named.transpose() {
-            Ok(named) => named,
-            Err(e) => {
-                self.release(given.as_slice()).await;
-                return Err(e);
+                });
             }
-        };
-        let mut out = Vec::new();
-        for ipv6 in self.families() {
-            let one = match given.filter(|g| g.addr().is_ipv6() == ipv6) {
-                Some(g) => Ok(g),
-                None => {
-                    let pools: Vec<&NetworkPool> = match named {
-                        Some(p) if p.pool.cidr.addr().is_ipv6() == ipv6 => vec![p],
-                        _ => self
-                            .spec
-                            .pools
-                            .iter()
-                            .filter(|p| p.pool.cidr.addr().is_ipv6() == ipv6)
-                            .collect(),
-                    };
-                    self.allocate_from(store, node, ipv6, pools).await
-                }
-            };
-            match one {
-                Ok(a) => out.push(a),
-                Err(e) => {
-                    out.extend(given);
-                    self.release(&out).await;
-                    return Err(e);
-                }
-            }
+            _ => {}
         }
-        Ok(out)
+        let pools: Vec<&NetworkPool> = self
+            .spec
+            .pools
+            .iter()
+            .filter(of_family)
+            .filter(|p| may_draw_from(&p.pool.name))
+            .collect();
+        if pools.is_empty() {
+            return Err(AgentError::NotAllowed {
+                reason: format!(
+                    "the pod's namespace may use none of network {}'s {} pools ({}); the \
+                     cluster admin lists the pools it may use in the namespace's {} annotation",
+                    self.spec.name,
+                    family_name(ipv6),
+                    self.spec
+                        .pools
+                        .iter()
+                        .filter(of_family)
+                        .map(|p| p.pool.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    crate::tenancy::ALLOWED_POOLS,
+                ),
+            });
+        }
+        Ok(pools)
     }
 
     /// One address of a family from `pools` (of that family), claiming a block if this node's
@@ -481,7 +507,8 @@ mod tests {
                 "fd00:1::".parse().unwrap()
             ]
         );
-        let first = net.allocate(&store, "node", None, None).await.unwrap();
+        let any = |_: &str| true;
+        let first = net.allocate(&store, "node", None, None, any).await.unwrap();
         assert_eq!(
             first,
             [
@@ -489,13 +516,14 @@ mod tests {
                 "fd00:1::1/128".parse().unwrap()
             ]
         );
-        // A fixed IPv4 address: the IPv6 one is allocated beside it.
+        // A fixed IPv4 address: the IPv6 one is allocated beside it; a pool name the network
+        // does not have is no matter then (the address decides its pool).
         let given = net
             .allocate_fixed(&store, "node", "10.1.0.9".parse().unwrap())
             .await
             .unwrap();
         let second = net
-            .allocate(&store, "node", None, Some(given))
+            .allocate(&store, "node", Some("elsewhere"), Some(given), any)
             .await
             .unwrap();
         assert_eq!(
@@ -505,23 +533,74 @@ mod tests {
                 "fd00:1::2/128".parse().unwrap()
             ]
         );
-        let third = net.allocate(&store, "node", None, None).await.unwrap();
+        let third = net.allocate(&store, "node", None, None, any).await.unwrap();
         assert_eq!(third[1], "fd00:1::3/128".parse().unwrap());
         // IPv6 is exhausted: the IPv4 address allocated for the pod goes back.
         let before = net.usage_by_family().await;
-        let err = net.allocate(&store, "node", None, None).await.unwrap_err();
+        let err = net
+            .allocate(&store, "node", None, None, any)
+            .await
+            .unwrap_err();
         assert!(matches!(err, AgentError::Exhausted { .. }), "{err}");
         assert_eq!(net.usage_by_family().await, before);
         assert!(net.can_allocate(&store).await.unwrap_err().contains("IPv6"));
-        // A named pool picks its family's address; the other family comes from its pools.
-        net.release(&second).await;
-        let named = net
-            .allocate(&store, "node", Some("n-v6"), None)
+        let unknown = net.allocate(&store, "node", Some("nope"), None, any).await;
+        assert!(matches!(unknown, Err(AgentError::UnknownPool { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_other_family_comes_only_from_pools_the_namespace_may_use() {
+        let dir = std::env::temp_dir().join(format!("strait-net-ns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let spec = network(vec![
+            pool("a-v4", "10.1.0.0/24", 26),
+            pool("b-v4", "10.2.0.0/24", 26),
+            pool("a-v6", "fd00:a::/120", 122),
+            pool("b-v6", "fd00:b::/120", 122),
+        ]);
+        let net = NetworkState::load(&store, spec, "node", 1500)
             .await
             .unwrap();
-        assert_eq!(named.len(), 2);
-        let unknown = net.allocate(&store, "node", Some("nope"), None).await;
-        assert!(matches!(unknown, Err(AgentError::UnknownPool { .. })));
+        let team_a = |p: &str| p.starts_with("a-");
+        // The namespace's pool is IPv4: the IPv6 address comes from team A's IPv6 pool.
+        for _ in 0..70 {
+            let got = net
+                .allocate(&store, "node", Some("a-v4"), None, team_a)
+                .await
+                .unwrap();
+            let pools = ["10.1.0.0/24", "fd00:a::/120"].map(|c| c.parse::<IpNet>().unwrap());
+            assert!(
+                pools[0].contains(&got[0]) && pools[1].contains(&got[1]),
+                "{got:?}"
+            );
+        }
+        // The pod names team A's IPv6 pool: its IPv4 address comes from team A's IPv4 pool.
+        let got = net
+            .allocate(&store, "node", Some("a-v6"), None, team_a)
+            .await
+            .unwrap();
+        assert!(
+            "10.1.0.0/24".parse::<IpNet>().unwrap().contains(&got[0]),
+            "{got:?}"
+        );
+        assert!(
+            "fd00:a::/120".parse::<IpNet>().unwrap().contains(&got[1]),
+            "{got:?}"
+        );
+        // A namespace allowed no IPv6 pool: refused, and its IPv4 address freed.
+        let before = net.usage_by_family().await;
+        let only_v4 = |p: &str| p == "a-v4";
+        let refused = net
+            .allocate(&store, "node", Some("a-v4"), None, only_v4)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, AgentError::NotAllowed { reason } if reason.contains("IPv6 pools (a-v6, b-v6)")),
+            "{refused}"
+        );
+        assert_eq!(net.usage_by_family().await, before);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

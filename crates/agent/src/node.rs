@@ -93,6 +93,17 @@ fn enable_forwarding(sysctl_dir: &Path, ipv6_underlay: Option<&str>) -> Result<(
     Ok(())
 }
 
+/// Makes a pod's host veth ignore router advertisements: a node whose interfaces accept them
+/// while forwarding (`accept_ra` 2 by default, as some IPv6 set-ups have it) would otherwise
+/// take its routes from a pod.
+pub fn refuse_router_advertisements(sysctl_dir: &Path, veth: &str) -> Result<(), NodeError> {
+    ensure(
+        sysctl_dir,
+        &format!("net/ipv6/conf/{veth}/accept_ra"),
+        |_| Some("0"),
+    )
+}
+
 /// Writes the setting at `relative` when `wanted(current value)` asks for another value.
 fn ensure(
     sysctl_dir: &Path,
@@ -110,6 +121,8 @@ fn ensure(
 
 #[cfg(test)]
 mod tests {
+    use ipnet::IpNet;
+
     use super::*;
 
     #[test]
@@ -134,6 +147,27 @@ mod tests {
         let r = snat_ruleset(&config);
         assert_eq!(r.snat_sources, vec!["10.244.0.0/16".parse().unwrap()]);
         assert_eq!(r.cluster.len(), 3);
+    }
+
+    #[test]
+    fn ipv6_masquerade_has_its_own_switch_and_follows_snat_when_unset() {
+        let ruleset = |network: &str| {
+            let config = Config::parse(
+                &format!(
+                    "[[network]]\nname = \"a\"\n{network}\n[[network.pool]]\n\
+                     cidr = \"10.244.0.0/16\"\n[[network.pool]]\ncidr = \"fd00:1::/56\""
+                ),
+                || Some("n".into()),
+            )
+            .unwrap();
+            snat_ruleset(&config).snat_sources
+        };
+        let v4: IpNet = "10.244.0.0/16".parse().unwrap();
+        let v6: IpNet = "fd00:1::/56".parse().unwrap();
+        assert_eq!(ruleset(""), [v4, v6]);
+        assert_eq!(ruleset("snat6 = false"), [v4]);
+        assert_eq!(ruleset("snat = false"), Vec::<IpNet>::new());
+        assert_eq!(ruleset("snat = false\nsnat6 = true"), [v6]);
     }
 
     #[test]

@@ -117,6 +117,24 @@ pub fn decide(
     })
 }
 
+impl PodIntent {
+    /// Whether pool `name` may give the pod its address of a family its chosen pool (or fixed
+    /// address) is not of: any pool where the namespace names none, else only a pool it names
+    /// (as its default or in its list). A namespace kept to one team's IPv4 pool never gets
+    /// another team's IPv6 addresses.
+    pub fn may_draw_from(&self, name: &str) -> bool {
+        match &self.pools {
+            Allowed::Any => true,
+            Allowed::Only(names) => names.is_empty() || names.iter().any(|n| n == name),
+        }
+    }
+
+    /// What the namespace allows, for messages.
+    pub fn allowed_pools(&self) -> String {
+        self.pools.describe()
+    }
+}
+
 /// Why a fixed address in pool `pool` is refused to a pod with `intent`, if it is.
 pub fn fixed_address_refusal(intent: &PodIntent, pool: &str, opened: bool) -> Option<String> {
     if !opened {
@@ -180,6 +198,25 @@ mod tests {
         assert!(decide(&[(POOL, "silver"), (NETWORK, "other")], &listed).is_ok());
         assert!(decide(&[(POOL, "bronze")], &listed).is_err());
         assert!(decide(&[(POOL, "bronze")], &[(ALLOWED_POOLS, "*")]).is_ok());
+    }
+
+    #[test]
+    fn another_family_draws_only_from_the_pools_a_restricted_namespace_names() {
+        let decide = |ns: &[(&str, &str)]| decide("shop", &map(&[]), &map(ns), "strait").unwrap();
+        let open = decide(&[]);
+        assert!(
+            open.may_draw_from("team-b-v6"),
+            "a namespace that names no pool"
+        );
+        assert!(
+            PodIntent::default().may_draw_from("team-b-v6"),
+            "no Kubernetes"
+        );
+        let team_a = decide(&[(POOL, "team-a-v4"), (ALLOWED_POOLS, "team-a-v6")]);
+        assert!(team_a.may_draw_from("team-a-v6"));
+        assert!(!team_a.may_draw_from("team-b-v6"));
+        assert!(!decide(&[(POOL, "team-a-v4")]).may_draw_from("team-a-v6"));
+        assert!(decide(&[(ALLOWED_POOLS, "*")]).may_draw_from("team-b-v6"));
     }
 
     #[test]

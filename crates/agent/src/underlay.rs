@@ -32,6 +32,11 @@ pub enum UnderlayError {
     #[error("node_address {0} is not on any interface of this node")]
     NotLocal(Ipv4Addr),
     #[error(
+        "node_address6 {0} is not a settled address of the underlay device {1} (the device of \
+         node_address): set one of that device's addresses, or none to take its first"
+    )]
+    NotOnUnderlay(Ipv6Addr, String),
+    #[error(
         "cannot tell this node's address: there is no default route with an IPv4 address; set node_address in straitd's configuration"
     )]
     Unknown,
@@ -44,8 +49,13 @@ fn is_global(ip: Ipv6Addr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local() || ip.is_multicast())
 }
 
-/// Finds the configured address's device, or the address of the default route's device.
-pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underlay, UnderlayError> {
+/// Finds the configured address's device, or the address of the default route's device; and
+/// that device's IPv6 address: `configured6`, or its first global settled one.
+pub fn resolve(
+    nl: &mut Netlink,
+    configured: Option<Ipv4Addr>,
+    configured6: Option<Ipv6Addr>,
+) -> Result<Underlay, UnderlayError> {
     let links = nl.links()?;
     let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<(Ipv4Addr, IpNet)>, NetlinkError> {
         Ok(nl
@@ -86,13 +96,23 @@ pub fn resolve(nl: &mut Netlink, configured: Option<Ipv4Addr>) -> Result<Underla
         .into_iter()
         .find(|l| l.index == index)
         .ok_or(UnderlayError::Unknown)?;
-    let address6 = nl
-        .addresses(index)?
+    let settled: Vec<(Ipv6Addr, IpNet)> = nl
+        .settled_addresses(index)?
         .into_iter()
-        .find_map(|a| match a.addr() {
+        .filter_map(|a| match a.addr() {
             IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
             _ => None,
-        });
+        })
+        .collect();
+    let address6 = match configured6 {
+        Some(want) => Some(
+            settled
+                .into_iter()
+                .find(|(a, _)| *a == want)
+                .ok_or_else(|| UnderlayError::NotOnUnderlay(want, link.name.clone()))?,
+        ),
+        None => settled.into_iter().next(),
+    };
     Ok(Underlay {
         address,
         subnet,

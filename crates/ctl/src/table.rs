@@ -27,8 +27,15 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 pub fn status(s: &NodeStatus) -> String {
     let mut out = format!(
-        "node {}  ready {}  version {}\nunderlay {} on {}  peers {}  store {}\n",
-        s.node, s.ready, s.version, s.address, s.underlay, s.peers, s.store
+        "node {}  ready {}  version {}\nunderlay {}{} on {}  peers {}  store {}\n",
+        s.node,
+        s.ready,
+        s.version,
+        s.address,
+        s.address6.map(|a| format!(", {a}")).unwrap_or_default(),
+        s.underlay,
+        s.peers,
+        s.store
     );
     if let Some(r) = &s.reconcile {
         out.push_str(&format!(

@@ -23,7 +23,7 @@ pub struct PodPlan {
     pub host_veth: String,
     pub ifname: String,
     pub netns: PathBuf,
-    /// The pod's addresses, each a host prefix (/32).
+    /// The pod's addresses, each a host prefix (/32, /128).
     pub addresses: Vec<IpNet>,
     pub mtu: u32,
     /// The host routing table that holds the pod's host routes.
@@ -112,14 +112,18 @@ fn gateway_v6_on_host() -> IpNet {
 }
 
 /// A host route as read back, compared with the one Strait writes: the kernel reports IPv6
-/// routes with universe scope whatever was written.
+/// routes with universe scope whatever was written, so only IPv4's scope is compared.
 fn same_host_route(have: &Route, want: &Route) -> bool {
-    have.dst == want.dst
-        && have.oif == want.oif
-        && have.table == want.table
-        && have.protocol == want.protocol
-        && have.gateway.is_none()
-        && have.nexthop.is_none()
+    if want.dst.addr().is_ipv6() {
+        have.dst == want.dst
+            && have.oif == want.oif
+            && have.table == want.table
+            && have.protocol == want.protocol
+            && have.gateway.is_none()
+            && have.nexthop.is_none()
+    } else {
+        have == want
+    }
 }
 
 /// The routes in `table` of each family (`ipv6` flags).

@@ -77,6 +77,10 @@ fn dual_stack_pod_lifecycle_add_inspect_traffic_check_repair_del() {
     node.ns
         .ip(&["-6", "route", "add", "default", "via", "2001:db8:1::2"]);
     outside.ip(&["-6", "addr", "add", "2001:db8:ff::1/128", "dev", "lo"]);
+    // Some IPv6 nodes accept router advertisements on every interface while forwarding; a
+    // pod's must still never reach the node's routes.
+    node.ns
+        .exec("sysctl", &["-qw", "net.ipv6.conf.default.accept_ra=2"]);
     let before = node.snapshot();
     let (a, b) = (TestNetns::new("d6a"), TestNetns::new("d6b"));
 
@@ -148,6 +152,11 @@ fn dual_stack_pod_lifecycle_add_inspect_traffic_check_repair_del() {
             .iter()
             .any(|i| i["local"] == "fe80::1" && i["prefixlen"] == 64 && i["nodad"] == true),
         "{gw:?}"
+    );
+    assert_eq!(
+        sysctl(&node.ns, &format!("net.ipv6.conf.{veth_a}.accept_ra")),
+        "0",
+        "the host veth ignores the pod's router advertisements"
     );
     let host_route = ip_json(&node.ns, &["-6", "route", "show", v6_a]);
     assert_eq!(
@@ -355,7 +364,7 @@ fn dual_stack_pods_reach_each_other_across_three_nodes_in_both_modes_with_every_
 }
 
 #[test]
-fn a_routed_ipv6_pool_on_a_node_without_an_ipv6_underlay_address_is_refused_with_the_reason() {
+fn a_routed_ipv6_pool_without_an_ipv6_underlay_address_is_refused_with_the_reason() {
     let mut node = Node::create(NodeSpec {
         mode: "routed".into(),
         ..dual_stack()
@@ -367,4 +376,78 @@ fn a_routed_ipv6_pool_on_a_node_without_an_ipv6_underlay_address_is_refused_with
         log.contains(V6_POOL) && log.contains("has no IPv6 address"),
         "{log}"
     );
+    // A configured IPv6 address the underlay does not hold is refused too.
+    let mut node = Node::create(NodeSpec {
+        mode: "routed".into(),
+        extra: "node_address6 = \"fd00:fab::99\"".into(),
+        ..dual_stack()
+    });
+    let log = node.try_start_agent().unwrap_err();
+    assert!(
+        log.contains(
+            "node_address6 fd00:fab::99 is not a settled address of the underlay device eth0"
+        ),
+        "{log}"
+    );
+}
+
+/// The node's attachments that no readable record accounts for, with their addresses.
+fn quarantined(node: &Node) -> Vec<Vec<String>> {
+    node.ctl(&["status"])["quarantined"]
+        .as_array()
+        .expect("status lists quarantined veths")
+        .iter()
+        .map(addresses)
+        .collect()
+}
+
+#[test]
+fn a_restart_without_records_keeps_dual_stack_pods_and_hands_out_neither_address_again() {
+    let mut node = Node::start(dual_stack());
+    let pods: Vec<TestNetns> = (0..3).map(|_| TestNetns::new("d6r")).collect();
+    let ips0 = addresses(&node.add("c0", &pods[0]));
+    let ips1 = addresses(&node.add("c1", &pods[1]));
+    node.kill_agent();
+    std::fs::remove_dir_all(node.state_dir().join("attachments")).unwrap();
+    if let Err(log) = node.try_start_agent() {
+        panic!("straitd did not come back:\n{log}");
+    }
+    // Both families of both pods are read back from the kernel's host routes and neighbours.
+    let mut held = quarantined(&node);
+    held.sort();
+    let mut want = vec![ips0.clone(), ips1.clone()];
+    want.sort();
+    assert_eq!(held, want);
+    for ip in ips0.iter().chain(&ips1) {
+        assert!(ping(&node.ns, ip), "the node no longer reaches {ip}");
+    }
+    let ips2 = addresses(&node.add("c2", &pods[2]));
+    for ip in &ips2 {
+        assert!(
+            !ips0.contains(ip) && !ips1.contains(ip),
+            "{ip} was handed out twice"
+        );
+    }
+    assert!(
+        ping(&pods[2], &ips0[1]),
+        "a new pod reaches a restored one over IPv6"
+    );
+
+    // GC lists c0 and c2: c1's quarantined veth is the runtime's leftover, both addresses go.
+    let mut conf: Value = serde_json::from_str(&node.conf("1.1.0")).unwrap();
+    conf["cni.dev/valid-attachments"] = serde_json::json!([
+        {"containerID": "c0", "ifname": "eth0"},
+        {"containerID": "c2", "ifname": "eth0"},
+    ]);
+    let gc = Env::default()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", "/opt/cni/bin");
+    node.cni(&gc, &conf.to_string()).ok();
+    assert_eq!(link_names(&pods[1]), ["lo"]);
+    assert_eq!(quarantined(&node), vec![ips0.clone()]);
+    node.del("c0", &pods[0]);
+    node.del("c2", &pods[2]);
+    assert_eq!(quarantined(&node), Vec::<Vec<String>>::new());
+    let after = node.snapshot();
+    assert_eq!(after.allocated, 0);
 }

@@ -51,6 +51,31 @@ impl Netlink {
 
     /// The addresses on link `index`, with their prefix lengths.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        Ok(self
+            .address_flags(index)?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// The addresses on link `index` fit to be given to others as the node's: neither
+    /// temporary (privacy addresses rotate), deprecated, tentative nor failed duplicate address
+    /// detection.
+    pub fn settled_addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        // IFA_F_TEMPORARY has IFA_F_SECONDARY's bit.
+        let unsettled = AddressFlags::Secondary
+            | AddressFlags::Deprecated
+            | AddressFlags::Tentative
+            | AddressFlags::Dadfailed;
+        Ok(self
+            .address_flags(index)?
+            .into_iter()
+            .filter(|(a, flags)| a.addr().is_ipv4() || !flags.intersects(unsettled))
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    fn address_flags(&mut self, index: u32) -> Result<Vec<(IpNet, AddressFlags)>, NetlinkError> {
         let answers = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             || "list addresses".to_string(),
@@ -59,11 +84,16 @@ impl Netlink {
             .into_iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    let ip = a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    })?;
-                    IpNet::new(ip, a.header.prefix_len).ok()
+                    let mut ip = None;
+                    let mut flags = AddressFlags::from_bits_retain(a.header.flags.bits().into());
+                    for attr in &a.attributes {
+                        match attr {
+                            AddressAttribute::Address(a) => ip = Some(*a),
+                            AddressAttribute::Flags(f) => flags = *f,
+                            _ => {}
+                        }
+                    }
+                    Some((IpNet::new(ip?, a.header.prefix_len).ok()?, flags))
                 }
                 _ => None,
             })
