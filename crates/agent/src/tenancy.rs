@@ -119,10 +119,14 @@ pub fn decide(
 
 impl PodIntent {
     /// Whether pool `name` may give the pod its address of a family its chosen pool (or fixed
-    /// address) is not of: any pool where the namespace names none, else only a pool it names
-    /// (as its default or in its list). A namespace kept to one team's IPv4 pool never gets
-    /// another team's IPv6 addresses.
+    /// address) is not of. Where neither the pod nor its namespace chose a pool (nor a fixed
+    /// address), any pool, as for the chosen family; else any pool where the namespace names
+    /// none, and only a pool it names (as its default or in its list) where it does. A namespace
+    /// kept to one team's IPv4 pool never gets another team's IPv6 addresses.
     pub fn may_draw_from(&self, name: &str) -> bool {
+        if self.pool.is_none() && self.address.is_none() {
+            return true;
+        }
         match &self.pools {
             Allowed::Any => true,
             Allowed::Only(names) => names.is_empty() || names.iter().any(|n| n == name),
@@ -202,10 +206,12 @@ mod tests {
 
     #[test]
     fn another_family_draws_only_from_the_pools_a_restricted_namespace_names() {
-        let decide = |ns: &[(&str, &str)]| decide("shop", &map(&[]), &map(ns), "strait").unwrap();
-        let open = decide(&[]);
+        let decide_with = |pod: &[(&str, &str)], ns: &[(&str, &str)]| {
+            decide("shop", &map(pod), &map(ns), "strait").unwrap()
+        };
+        let decide = |ns: &[(&str, &str)]| decide_with(&[], ns);
         assert!(
-            open.may_draw_from("team-b-v6"),
+            decide(&[]).may_draw_from("team-b-v6"),
             "a namespace that names no pool"
         );
         assert!(
@@ -217,6 +223,13 @@ mod tests {
         assert!(!team_a.may_draw_from("team-b-v6"));
         assert!(!decide(&[(POOL, "team-a-v4")]).may_draw_from("team-a-v6"));
         assert!(decide(&[(ALLOWED_POOLS, "*")]).may_draw_from("team-b-v6"));
+        // Nothing chosen: any pool for every family, as before.
+        assert!(decide(&[(ALLOWED_POOLS, "gold")]).may_draw_from("team-b-v6"));
+        // A pod's own choice, or a fixed address, binds its other family too.
+        let named = decide_with(&[(POOL, "gold")], &[(ALLOWED_POOLS, "gold")]);
+        assert!(!named.may_draw_from("team-b-v6"));
+        let fixed = decide_with(&[(ADDRESS, "10.0.0.7")], &[(ALLOWED_POOLS, "gold")]);
+        assert!(!fixed.may_draw_from("team-b-v6") && fixed.may_draw_from("gold"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct ControlPlane {
     apiserver: Option<Child>,
     /// The scheduler and the controller manager, once started.
     controllers: Vec<Child>,
+    /// The feature gates the apiserver runs with (`--feature-gates`), for the kubelets too.
+    pub feature_gates: String,
     /// Declared last: it stops after the apiserver.
     pub etcd: Etcd,
 }
@@ -49,22 +51,32 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A control plane on this namespace's loopback.
     pub fn start() -> ControlPlane {
-        ControlPlane::launch(None, "127.0.0.1", false)
+        ControlPlane::launch(None, "127.0.0.1", false, "")
     }
 
     /// A control plane inside `ns`, serving on `address` (which `ns` must hold).
     pub fn start_in(ns: &TestNetns, address: &str) -> ControlPlane {
-        ControlPlane::launch(Some(ns), address, false)
+        ControlPlane::launch(Some(ns), address, false, "")
     }
 
     /// As [`ControlPlane::start_in`], for a cluster with nodes: the apiserver, outside the pod
     /// network, reaches kubelets, pods and Services (logs, exec, the proxy subresources) only
     /// through the proxy that [`ControlPlane::start_cluster_proxy`] runs on a node.
-    pub fn start_outside_pod_network(ns: &TestNetns, address: &str) -> ControlPlane {
-        ControlPlane::launch(Some(ns), address, true)
+    /// `feature_gates` as `--feature-gates` takes them ("" for none).
+    pub fn start_outside_pod_network(
+        ns: &TestNetns,
+        address: &str,
+        feature_gates: &str,
+    ) -> ControlPlane {
+        ControlPlane::launch(Some(ns), address, true, feature_gates)
     }
 
-    fn launch(ns: Option<&TestNetns>, address: &str, through_proxy: bool) -> ControlPlane {
+    fn launch(
+        ns: Option<&TestNetns>,
+        address: &str,
+        through_proxy: bool,
+        feature_gates: &str,
+    ) -> ControlPlane {
         let dir = std::env::temp_dir().join(unique("k8s"));
         std::fs::create_dir_all(&dir).unwrap();
         let etcd = match ns {
@@ -117,6 +129,7 @@ impl ControlPlane {
             netns: ns.map(|n| n.name.clone()),
             apiserver: None,
             controllers: Vec::new(),
+            feature_gates: feature_gates.to_string(),
             etcd,
         };
         if through_proxy {
@@ -199,6 +212,10 @@ impl ControlPlane {
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg("--service-cluster-ip-range=10.96.0.0/12")
             .arg("--enable-priority-and-fairness=false")
+            .args(
+                (!self.feature_gates.is_empty())
+                    .then(|| format!("--feature-gates={}", self.feature_gates)),
+            )
             .args(
                 self.dir
                     .join("egress.yaml")

@@ -57,6 +57,17 @@ impl KubeCluster {
     /// Starts the control plane and `nodes` nodes with `images` imported and Debian's
     /// `cni_plugins` installed (besides `loopback`). No CNI network is configured yet.
     pub fn start(nodes: usize, images: &[PathBuf], cni_plugins: &[&str]) -> KubeCluster {
+        KubeCluster::start_with_feature_gates(nodes, images, cni_plugins, "")
+    }
+
+    /// As [`KubeCluster::start`], the apiserver and the kubelets with `feature_gates` (as
+    /// `--feature-gates` takes them).
+    pub fn start_with_feature_gates(
+        nodes: usize,
+        images: &[PathBuf],
+        cni_plugins: &[&str],
+        feature_gates: &str,
+    ) -> KubeCluster {
         crate::require_root();
         let before = MachineState::capture();
         let fabric = Arc::new(Fabric::new());
@@ -64,7 +75,8 @@ impl KubeCluster {
         fabric
             .ns
             .ip(&["addr", "add", &format!("{router}/24"), "dev", "br0"]);
-        let mut control_plane = ControlPlane::start_outside_pod_network(&fabric.ns, &router);
+        let mut control_plane =
+            ControlPlane::start_outside_pod_network(&fabric.ns, &router, feature_gates);
         control_plane.start_controllers();
         control_plane.start_cluster_dns(&router);
         let nodes: Vec<KubeNode> = (0..nodes)

@@ -226,7 +226,7 @@ state = "/run/containerd"
             ),
         )
         .expect("kubelet config");
-        let args = vec![
+        let mut args = vec![
             format!("--config={}", config.display()),
             format!("--kubeconfig={}", cp.kubeconfig.display()),
             "--container-runtime=remote".into(),
@@ -235,6 +235,9 @@ state = "/run/containerd"
             format!("--node-ip={}", self.address),
             "--root-dir=/var/lib/kubelet".into(),
         ];
+        if !cp.feature_gates.is_empty() {
+            args.push(format!("--feature-gates={}", cp.feature_gates));
+        }
         self.spawn("kubelet", &kube_binary("kubelet"), &args);
     }
 

@@ -90,7 +90,8 @@ fn strait_networks_a_real_kubernetes_cluster() {
         let work = ScratchDir::new("e2e");
         let images = kubernetes_images(work.path(), false);
         steps.next("starting the control plane and two nodes");
-        let cluster = KubeCluster::start(2, &images, &[]);
+        // 1.20's gate for pods with an address of each family.
+        let cluster = KubeCluster::start_with_feature_gates(2, &images, &[], "IPv6DualStack=true");
         run(&cluster, &mut steps);
         steps.next("tearing the cluster down");
     }
@@ -354,6 +355,9 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         "the new agent kept its pods: {held}"
     );
 
+    steps.next("an IPv6 pool added: pods report both addresses and reach each other over both");
+    dual_stack(cluster, &names);
+
     steps.next("a node deleted from the API leaves the other node's routes");
     let routes = cluster.nodes[0].straitctl(&["routes"]);
     let blocks: Vec<String> = routes
@@ -388,6 +392,90 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         },
         || cluster.kubectl(&["get", "straitnodes", "-o", "yaml"]),
     );
+}
+
+/// Adds an IPv6 pool to Strait's configuration (`kubectl apply -k` of a copy of deploy/ with the
+/// pool appended: the ConfigMap's new name rolls the DaemonSet), then checks that a pod on each
+/// node reports an address of each family and that they reach each other over both.
+fn dual_stack(cluster: &KubeCluster, names: &[String]) {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let copy = ScratchDir::new("deploy6");
+    for entry in std::fs::read_dir(&deploy).unwrap().flatten() {
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    let config = copy.path().join("straitd.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[network.pool]]\ncidr = \"fd00:10:244::/56\"\n");
+    std::fs::write(&config, text).unwrap();
+    cluster.kubectl(&["apply", "-k", copy.path().to_str().unwrap()]);
+    cluster.kubectl(&[
+        "-n",
+        "kube-system",
+        "rollout",
+        "status",
+        "daemonset/strait",
+        "--timeout=120s",
+    ]);
+    cluster.wait_strait_ready();
+    for (i, node) in names.iter().enumerate() {
+        apply_json(
+            cluster,
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("dual-{i}"), "namespace": "default",
+                             "labels": {"app": "dual"}},
+                "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                         "automountServiceAccountToken": false,
+                         "containers": [web_container()]},
+            }),
+        );
+    }
+    cluster.wait_until(
+        "both dual-stack pods Ready",
+        2 * MINUTE,
+        || {
+            let pods = cluster.pods("default", "app=dual");
+            pods.len() == 2 && pods.iter().all(|p| p.ready)
+        },
+        || cluster.kubectl(&["describe", "pods", "-l", "app=dual"]),
+    );
+    let listed = cluster.get(&["pods", "-l", "app=dual"]);
+    let ips: Vec<Vec<String>> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["status"]["podIPs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|ip| ip["ip"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    for pod_ips in &ips {
+        assert!(
+            pod_ips.len() == 2
+                && pod_ips[0].starts_with("10.244.")
+                && pod_ips[1].starts_with("fd00:10:244:"),
+            "{listed}"
+        );
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        for ip in &ips[to] {
+            let out = exec(
+                cluster,
+                &format!("dual-{from}"),
+                &format!("ping -c1 -W2 {ip}"),
+            );
+            assert!(
+                out.status.success(),
+                "dual-{from} to {ip}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 /// Strait runs unprivileged with CAP_NET_ADMIN alone, may write no core object, and keeps each
