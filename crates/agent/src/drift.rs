@@ -1,16 +1,18 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
 //! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
 //! route included) while its device stays, in either family, a pod's permanent neighbour
-//! changed or deleted on a veth that stays, and any change to the nftables ruleset. Each wakes
-//! the reconciler, which repairs within its next pass rather than on a timer.
+//! changed or deleted, or its IPv6 gateway address deleted, on a veth that stays, and any change
+//! to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass rather
+//! than on a timer.
 
 use std::sync::Arc;
 
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteAttribute;
-use strait_dataplane::ROUTE_PROTOCOL;
 use strait_dataplane::overlay::is_device;
+use strait_dataplane::{GATEWAY_V6, ROUTE_PROTOCOL, is_host_veth};
 use strait_netlink::{Event, Monitor, Neighbour, Netlink, NetlinkError, groups};
 
 use crate::reconciler::OwnedLinks;
@@ -47,8 +49,20 @@ fn concerns_us(
             Neighbour::from_message(m)
                 .is_some_and(|n| is_pod_neighbour_drift(&n, deleted, registry, name_of))
         }
-        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-            owned.contains(a.header.index)
+        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a)
+            if owned.contains(a.header.index) =>
+        {
+            true
+        }
+        // A pod's IPv6 gateway deleted from a host veth that stays.
+        RouteNetlinkMessage::DelAddress(a) => {
+            a.attributes
+                .iter()
+                .any(|attr| matches!(attr, AddressAttribute::Address(ip) if *ip == GATEWAY_V6))
+                && match name_of(a.header.index) {
+                    Ok(name) => name.is_some_and(|n| is_host_veth(&n)),
+                    Err(_) => true,
+                }
         }
         // Any of ours deleted, wherever it led (pods' host routes come and go with their veths,
         // so only their deletion is news), unless its device went with it: IPv6 reports the

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use strait_netlink::{
     FdbEntry, Neighbour, Netlink, NetlinkError, Nexthop, Request, Route, Scope, Vxlan, VxlanSpec,
+    add_address_request,
 };
 
 use crate::error::DataplaneError;
 use crate::model::{
-    Actual, ActualDevice, DeviceSpec, Family, Fdb, Hop, HostRoute, Neigh, Op, PeerRoute, Table,
+    Actual, ActualDevice, DeviceSpec, Family, Fdb, Hop, HostAddress, HostRoute, Neigh, Op,
+    PeerRoute, Table,
 };
-use crate::naming::{ROUTE_PROTOCOL, is_host_veth};
+use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, is_host_veth};
 use crate::overlay::{VXLAN_PORT, is_device};
 
 /// Strait's nexthop ids start here, well clear of ids other software picks by hand.
@@ -70,6 +72,17 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
                 ip: n.ip,
                 mac,
             });
+        }
+    }
+    if !host_veths.is_empty() {
+        let gateway = gateway_v6_on_host();
+        for (index, address) in nl.all_addresses()? {
+            if let (Some(device), true) = (host_veths.get(&index), address == gateway) {
+                actual.host_addresses.insert(HostAddress {
+                    device: Arc::clone(device),
+                    address,
+                });
+            }
         }
     }
     if !ours.is_empty() {
@@ -309,6 +322,10 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
             },
             Op::SetHostNeighbour(n) => match actual.host_veths.get(&n.device) {
                 Some(i) => (Stage::HostSide, Neighbour::set_request(*i, n.ip, n.mac)),
+                None => continue,
+            },
+            Op::AddHostAddress(a) => match actual.host_veths.get(&a.device) {
+                Some(i) => (Stage::HostSide, add_address_request(*i, a.address)),
                 None => continue,
             },
             Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {

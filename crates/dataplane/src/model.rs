@@ -115,6 +115,13 @@ pub struct HostRoute {
     pub device: Arc<str>,
 }
 
+/// An address on a pod's host veth: the IPv6 gateway (`fe80::1/64`) of a pod with IPv6.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostAddress {
+    pub device: Arc<str>,
+    pub address: IpNet,
+}
+
 /// Everything Strait must hold in this node's kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
@@ -126,6 +133,8 @@ pub struct Desired {
     pub host_routes: BTreeSet<HostRoute>,
     /// Permanent neighbours for pods' addresses on their host veths.
     pub host_neighbours: BTreeSet<Neigh>,
+    /// Gateway addresses on pods' host veths.
+    pub host_addresses: BTreeSet<HostAddress>,
 }
 
 /// A device as the kernel holds it.
@@ -165,6 +174,8 @@ pub struct Actual {
     pub host_routes: BTreeSet<HostRoute>,
     /// The permanent neighbours on host veths.
     pub host_neighbours: BTreeSet<Neigh>,
+    /// The IPv6 gateway addresses on host veths.
+    pub host_addresses: BTreeSet<HostAddress>,
 }
 
 impl Desired {
@@ -221,6 +232,12 @@ impl Desired {
                 .filter(|n| before.host_veths.contains_key(&n.device))
                 .cloned()
                 .collect(),
+            host_addresses: self
+                .host_addresses
+                .iter()
+                .filter(|a| before.host_veths.contains_key(&a.device))
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -247,6 +264,8 @@ pub enum Op {
     SetHostRoute(HostRoute),
     /// Adds the permanent neighbour for a pod's address on its veth, or sets its MAC.
     SetHostNeighbour(Neigh),
+    /// Adds the gateway address to a pod's host veth.
+    AddHostAddress(HostAddress),
 }
 
 /// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
@@ -436,6 +455,13 @@ fn plan_host_sides(desired: &Desired, actual: &Actual, ops: &mut Vec<Op>) {
     {
         ops.push(Op::SetHostNeighbour(n.clone()));
     }
+    for a in desired
+        .host_addresses
+        .difference(&actual.host_addresses)
+        .filter(|a| actual.host_veths.contains_key(&a.device))
+    {
+        ops.push(Op::AddHostAddress(a.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -577,6 +603,41 @@ mod tests {
         for (what, actual, ops) in cases {
             assert_eq!(plan(&desired, &actual), ops, "{what}");
         }
+    }
+
+    #[test]
+    fn a_pods_ipv6_gateway_address_is_put_back_while_its_veth_exists() {
+        let want = HostAddress {
+            device: "st000000000001".into(),
+            address: "fe80::1/64".parse().unwrap(),
+        };
+        let desired = Desired {
+            host_addresses: BTreeSet::from([want.clone()]),
+            ..Desired::default()
+        };
+        let with = |addresses: &[HostAddress], veths: &[&str]| Actual {
+            host_veths: veths.iter().map(|v| (Arc::from(*v), 7)).collect(),
+            host_addresses: addresses.iter().cloned().collect(),
+            ..Actual::default()
+        };
+        let cases: Vec<(&str, Actual, Vec<Op>)> = vec![
+            (
+                "intact",
+                with(std::slice::from_ref(&want), &["st000000000001"]),
+                vec![],
+            ),
+            (
+                "deleted",
+                with(&[], &["st000000000001"]),
+                vec![Op::AddHostAddress(want.clone())],
+            ),
+            ("veth gone", with(&[], &[]), vec![]),
+        ];
+        for (what, actual, ops) in cases {
+            assert_eq!(plan(&desired, &actual), ops, "{what}");
+        }
+        let after = desired.as_applied(&with(&[], &["st000000000001"]), &BTreeMap::new(), 0);
+        assert_eq!(plan(&desired, &after), vec![]);
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The IPv6 gateway every pod routes through: a link-local address the host veth holds.
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
+/// The IPv6 gateway as the host veth holds it.
+pub(crate) fn gateway_v6_on_host() -> IpNet {
+    IpNet::new(IpAddr::V6(GATEWAY_V6), 64).expect("a /64 fits IPv6")
+}
+
 /// The gateway of a pod address's family.
 pub fn gateway_for(address: IpAddr) -> IpAddr {
     match address {

@@ -13,7 +13,7 @@ use crate::error::DataplaneError;
 use crate::fault;
 use crate::kernel::host_route;
 use crate::model::Table;
-use crate::naming::{GATEWAY_V6, ROUTE_PROTOCOL, gateways};
+use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, gateways};
 use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
@@ -104,11 +104,6 @@ impl PodPlan {
             .map(|a| host_route(self.table, IpNet::from(a.addr()), host_index))
             .collect()
     }
-}
-
-/// The IPv6 gateway's address on the host veth.
-fn gateway_v6_on_host() -> IpNet {
-    IpNet::new(IpAddr::V6(GATEWAY_V6), 64).expect("literal")
 }
 
 /// A host route as read back, compared with the one Strait writes: the kernel reports IPv6

@@ -13,7 +13,8 @@ use strait_netlink::{MacAddr, Netlink};
 
 use crate::error::DataplaneError;
 use crate::kernel::{apply, read_actual};
-use crate::model::{Actual, Desired, HostRoute, Neigh, Table, plan};
+use crate::model::{Actual, Desired, HostAddress, HostRoute, Neigh, Table, plan};
+use crate::naming::gateway_v6_on_host;
 use crate::overlay::{self, ClusterView, LocalNode};
 
 /// A pod's host side as its attachment record describes it.
@@ -81,6 +82,12 @@ pub fn desired(inputs: &Inputs) -> Desired {
                     ip: a.addr(),
                     mac,
                 }));
+        }
+        if pod.addresses.iter().any(|a| a.addr().is_ipv6()) {
+            out.host_addresses.insert(HostAddress {
+                device: Arc::clone(&device),
+                address: gateway_v6_on_host(),
+            });
         }
     }
     out

@@ -1,8 +1,9 @@
 //! Dual-stack and IPv6-only pods in real namespaces: ADD gives one address of each family the
 //! network has, the kernel holds both sides as designed, traffic flows over both families (pod
 //! to pod, pod to node, masqueraded to the outside, across three nodes over VXLAN with every
-//! store, and routed), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6 host route
-//! on the event, DEL leaves nothing, and a pool the node cannot route is refused with the reason.
+//! store, and routed), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6
+//! host route and gateway address on the event, DEL leaves nothing, and a pool the node cannot
+//! route is refused with the reason.
 
 use std::time::Duration;
 
@@ -230,6 +231,16 @@ fn dual_stack_pod_lifecycle_add_inspect_traffic_check_repair_del() {
         || node.ns.ip(&["-6", "route", "show", v6_b]),
     );
     assert!(ping(&node.ns, v6_b));
+    // So is the IPv6 gateway address on its host veth.
+    let veth_b = rb["interfaces"][0]["name"].as_str().unwrap();
+    node.ns
+        .ip(&["-6", "addr", "del", "fe80::1/64", "dev", veth_b]);
+    strait_integration::wait_until(
+        "the deleted IPv6 gateway address is repaired",
+        Duration::from_secs(10),
+        || check("ctr-b", &b).success,
+        || node.ns.ip(&["-6", "addr", "show", "dev", veth_b]),
+    );
     // A repeated ADD repairs the pod side, with the same addresses.
     let again = node.add("ctr-a", &a);
     assert_eq!(addresses(&again), ips_a);

@@ -52,9 +52,19 @@ impl Netlink {
     /// The addresses on link `index`, with their prefix lengths.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         Ok(self
-            .address_flags(index)?
+            .address_flags()?
             .into_iter()
-            .map(|(a, _)| a)
+            .filter(|(i, _, _)| *i == index)
+            .map(|(_, a, _)| a)
+            .collect())
+    }
+
+    /// Every link's addresses, by link index, in one dump.
+    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
+        Ok(self
+            .address_flags()?
+            .into_iter()
+            .map(|(i, a, _)| (i, a))
             .collect())
     }
 
@@ -68,14 +78,16 @@ impl Netlink {
             | AddressFlags::Tentative
             | AddressFlags::Dadfailed;
         Ok(self
-            .address_flags(index)?
+            .address_flags()?
             .into_iter()
-            .filter(|(a, flags)| a.addr().is_ipv4() || !flags.intersects(unsettled))
-            .map(|(a, _)| a)
+            .filter(|(i, a, flags)| {
+                *i == index && (a.addr().is_ipv4() || !flags.intersects(unsettled))
+            })
+            .map(|(_, a, _)| a)
             .collect())
     }
 
-    fn address_flags(&mut self, index: u32) -> Result<Vec<(IpNet, AddressFlags)>, NetlinkError> {
+    fn address_flags(&mut self) -> Result<Vec<(u32, IpNet, AddressFlags)>, NetlinkError> {
         let answers = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             || "list addresses".to_string(),
@@ -83,7 +95,7 @@ impl Netlink {
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                RouteNetlinkMessage::NewAddress(a) => {
                     let mut ip = None;
                     let mut flags = AddressFlags::from_bits_retain(a.header.flags.bits().into());
                     for attr in &a.attributes {
@@ -93,7 +105,8 @@ impl Netlink {
                             _ => {}
                         }
                     }
-                    Some((IpNet::new(ip?, a.header.prefix_len).ok()?, flags))
+                    let net = IpNet::new(ip?, a.header.prefix_len).ok()?;
+                    Some((a.header.index, net, flags))
                 }
                 _ => None,
             })
