@@ -169,6 +169,45 @@ fn reference(
     }
 }
 
+/// ADD p50, ADD p99, DEL p50, DEL p99 of one run.
+fn percentiles(r: &Run) -> [Duration; 4] {
+    [
+        percentile(&r.add, 50.0),
+        percentile(&r.add, 99.0),
+        percentile(&r.del, 50.0),
+        percentile(&r.del, 99.0),
+    ]
+}
+
+/// Prints the header and one row per subject; the first subject is Strait, and every other row
+/// gets the ratio Strait / that subject.
+fn print_rows(subjects: &[Subject], runs: &[[Duration; 4]]) {
+    println!(
+        "  {:<22}{:>9}{:>9}{:>9}{:>9}   {:>10}{:>10}",
+        "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
+    );
+    let ours = runs[0];
+    for (i, (s, f)) in subjects.iter().zip(runs).enumerate() {
+        let ratios = if i == 0 {
+            String::new()
+        } else {
+            format!(
+                "   {:>10.3}{:>10.3}",
+                ms(ours[0]) / ms(f[0]),
+                ms(ours[2]) / ms(f[2])
+            )
+        };
+        println!(
+            "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{ratios}",
+            s.name,
+            ms(f[0]),
+            ms(f[1]),
+            ms(f[2]),
+            ms(f[3])
+        );
+    }
+}
+
 fn main() {
     strait_integration::require_root();
     // A second network, dual-stack, beside the default IPv4 one.
@@ -245,12 +284,7 @@ fn main() {
                 // Strait's DELs finish their work after answering: let it end before the next
                 // subject is measured, so that it does not slow that one down.
                 node.wait_released(|p| p["releasing"] == true);
-                [
-                    percentile(&r.add, 50.0),
-                    percentile(&r.add, 99.0),
-                    percentile(&r.del, 50.0),
-                    percentile(&r.del, 99.0),
-                ]
+                percentiles(&r)
             })
             .collect();
         let mode = if callers == 1 {
@@ -258,32 +292,11 @@ fn main() {
         } else {
             "2 parallel callers"
         };
-        println!(
-            "{mode}:\n  {:<22}{:>9}{:>9}{:>9}{:>9}   {:>10}{:>10}",
-            "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
-        );
+        println!("{mode}:");
+        print_rows(&subjects, &runs);
         let ours = runs[0];
         if callers == 1 {
             sequential_v4_add = ours[0];
-        }
-        for (s, f) in subjects.iter().zip(&runs) {
-            let ratios = if s.name == "strait" {
-                String::new()
-            } else {
-                format!(
-                    "   {:>10.3}{:>10.3}",
-                    ms(ours[0]) / ms(f[0]),
-                    ms(ours[2]) / ms(f[2])
-                )
-            };
-            println!(
-                "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{ratios}",
-                s.name,
-                ms(f[0]),
-                ms(f[1]),
-                ms(f[2]),
-                ms(f[3])
-            );
         }
         // How much of Strait's time is the agent's (its log), the rest being the plugin's start
         // and the socket.
@@ -356,10 +369,6 @@ fn dual_stack(node: &Node, node_ns: &Netns, pods: &[TestNetns], v4_add: Duration
         measure(s, node_ns, &pods[..2], 1, "dwarm");
     }
     println!("dual-stack, sequential ({PODS} pods for strait, {DUAL_PODS} per reference):");
-    println!(
-        "  {:<22}{:>9}{:>9}{:>9}{:>9}   {:>10}{:>10}",
-        "", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD ratio", "DEL ratio"
-    );
     let runs: Vec<[Duration; 4]> = subjects
         .iter()
         .enumerate()
@@ -367,34 +376,11 @@ fn dual_stack(node: &Node, node_ns: &Netns, pods: &[TestNetns], v4_add: Duration
             let count = if i == 0 { PODS } else { DUAL_PODS };
             let r = measure(s, node_ns, &pods[..count], 1, &format!("d{i}"));
             node.wait_released(|p| p["releasing"] == true);
-            [
-                percentile(&r.add, 50.0),
-                percentile(&r.add, 99.0),
-                percentile(&r.del, 50.0),
-                percentile(&r.del, 99.0),
-            ]
+            percentiles(&r)
         })
         .collect();
+    print_rows(&subjects, &runs);
     let ours = runs[0];
-    for (s, f) in subjects.iter().zip(&runs) {
-        let ratios = if std::ptr::eq(f, &runs[0]) {
-            String::new()
-        } else {
-            format!(
-                "   {:>10.3}{:>10.3}",
-                ms(ours[0]) / ms(f[0]),
-                ms(ours[2]) / ms(f[2])
-            )
-        };
-        println!(
-            "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{ratios}",
-            s.name,
-            ms(f[0]),
-            ms(f[1]),
-            ms(f[2]),
-            ms(f[3])
-        );
-    }
     let fastest = runs[1..].iter().map(|f| f[0]).min().expect("references");
     println!(
         "  strait dual-stack / fastest dual-stack reference: ADD p50 {:.3}",

@@ -316,6 +316,19 @@ impl Node {
         invoke(&bin("strait"), env, stdin)
     }
 
+    /// CNI GC (version 1.1.0) keeping the eth0 attachments of `valid` container ids.
+    pub fn gc(&self, valid: &[&str]) -> Outcome {
+        let mut conf: Value = serde_json::from_str(&self.conf("1.1.0")).expect("JSON");
+        conf["cni.dev/valid-attachments"] = valid
+            .iter()
+            .map(|id| serde_json::json!({"containerID": id, "ifname": "eth0"}))
+            .collect();
+        let gc = Env::default()
+            .set("CNI_COMMAND", "GC")
+            .set("CNI_PATH", "/opt/cni/bin");
+        self.cni(&gc, &conf.to_string())
+    }
+
     /// ADD `container_id` to `pod` as eth0 and return the result.
     pub fn add(&self, container_id: &str, pod: &TestNetns) -> Value {
         self.cni(

@@ -445,15 +445,7 @@ fn a_restart_without_records_keeps_dual_stack_pods_and_hands_out_neither_address
     );
 
     // GC lists c0 and c2: c1's quarantined veth is the runtime's leftover, both addresses go.
-    let mut conf: Value = serde_json::from_str(&node.conf("1.1.0")).unwrap();
-    conf["cni.dev/valid-attachments"] = serde_json::json!([
-        {"containerID": "c0", "ifname": "eth0"},
-        {"containerID": "c2", "ifname": "eth0"},
-    ]);
-    let gc = Env::default()
-        .set("CNI_COMMAND", "GC")
-        .set("CNI_PATH", "/opt/cni/bin");
-    node.cni(&gc, &conf.to_string()).ok();
+    node.gc(&["c0", "c2"]).ok();
     assert_eq!(link_names(&pods[1]), ["lo"]);
     assert_eq!(quarantined(&node), vec![ips0.clone()]);
     node.del("c0", &pods[0]);
