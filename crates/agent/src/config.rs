@@ -275,10 +275,10 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// Ranges no pool may touch, and why.
 /// The smallest MTU a link carrying IPv6 may have (RFC 8200).
 const IPV6_MIN_MTU: u32 = 1280;
 
+/// Ranges no pool may touch, and why.
 const RESERVED: [(&str, &str); 9] = [
     ("0.0.0.0/8", "which means \"this network\""),
     ("127.0.0.0/8", "the loopback range"),

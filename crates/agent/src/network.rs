@@ -246,10 +246,9 @@ impl NetworkState {
         ipv6: bool,
         pools: Vec<&NetworkPool>,
     ) -> Result<IpNet, AgentError> {
-        let within = match pools.as_slice() {
-            [one] => Some(one.pool.cidr),
-            _ => None,
-        };
+        // Only the blocks of these pools: the node may hold blocks of pools the pod may not use.
+        let cidrs: Vec<IpNet> = pools.iter().map(|p| p.pool.cidr).collect();
+        let within = Some(cidrs.as_slice());
         if let Some(ip) = self.allocator.lock().await.allocate_within(ipv6, within) {
             return Ok(IpNet::from(ip));
         }
@@ -601,6 +600,41 @@ mod tests {
             "{refused}"
         );
         assert_eq!(net.usage_by_family().await, before);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn blocks_the_node_holds_of_other_pools_stay_out_of_reach() {
+        let dir = std::env::temp_dir().join(format!("strait-net-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = EmbeddedStore::open(&dir).unwrap();
+        // The VTEP's blocks come from the first pool of each family: b-v4 and b-v6, which the
+        // namespace below may not use, though the node holds them with room to spare.
+        let spec = network(vec![
+            pool("b-v4", "10.2.0.0/24", 26),
+            pool("a-v4", "10.1.0.0/24", 26),
+            pool("b-v6", "fd00:b::/120", 122),
+            pool("a-v6", "fd00:a::/120", 122),
+            pool("c-v6", "fd00:c::/120", 122),
+        ]);
+        let net = NetworkState::load(&store, spec, "node", 1500)
+            .await
+            .unwrap();
+        let allowed = |p: &str| ["a-v4", "a-v6", "c-v6"].contains(&p);
+        let b: [IpNet; 2] = [
+            "10.2.0.0/24".parse().unwrap(),
+            "fd00:b::/120".parse().unwrap(),
+        ];
+        for _ in 0..20 {
+            let got = net
+                .allocate(&store, "node", Some("a-v4"), None, allowed)
+                .await
+                .unwrap();
+            assert!(
+                got.iter().all(|a| b.iter().all(|pool| !pool.contains(a))),
+                "{got:?}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

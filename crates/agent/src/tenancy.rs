@@ -65,7 +65,8 @@ pub struct PodIntent {
     pub pool: Option<String>,
     /// The fixed address it asks for, as written.
     pub address: Option<String>,
-    /// The pools the pod may take a fixed address from.
+    /// The pools the namespace names: those the pod may take a fixed address from, and its
+    /// other family's address when it chose a pool or a fixed address.
     pub pools: Allowed,
 }
 
@@ -131,11 +132,6 @@ impl PodIntent {
             Allowed::Any => true,
             Allowed::Only(names) => names.is_empty() || names.iter().any(|n| n == name),
         }
-    }
-
-    /// What the namespace allows, for messages.
-    pub fn allowed_pools(&self) -> String {
-        self.pools.describe()
     }
 }
 

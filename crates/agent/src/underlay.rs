@@ -32,8 +32,8 @@ pub enum UnderlayError {
     #[error("node_address {0} is not on any interface of this node")]
     NotLocal(Ipv4Addr),
     #[error(
-        "node_address6 {0} is not a settled address of the underlay device {1} (the device of \
-         node_address): set one of that device's addresses, or none to take its first"
+        "node_address6 {0} is not a global address of the underlay device {1}: set one of that \
+         device's addresses, or none to take its first settled one"
     )]
     NotOnUnderlay(Ipv6Addr, String),
     #[error(
@@ -96,22 +96,24 @@ pub fn resolve(
         .into_iter()
         .find(|l| l.index == index)
         .ok_or(UnderlayError::Unknown)?;
-    let settled: Vec<(Ipv6Addr, IpNet)> = nl
-        .settled_addresses(index)?
-        .into_iter()
-        .filter_map(|a| match a.addr() {
-            IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
-            _ => None,
-        })
-        .collect();
+    let global = |addresses: Vec<IpNet>| -> Vec<(Ipv6Addr, IpNet)> {
+        addresses
+            .into_iter()
+            .filter_map(|a| match a.addr() {
+                IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
+                _ => None,
+            })
+            .collect()
+    };
     let address6 = match configured6 {
+        // Configured: taken even while still tentative (just after the link came up).
         Some(want) => Some(
-            settled
+            global(nl.addresses(index)?)
                 .into_iter()
                 .find(|(a, _)| *a == want)
                 .ok_or_else(|| UnderlayError::NotOnUnderlay(want, link.name.clone()))?,
         ),
-        None => settled.into_iter().next(),
+        None => global(nl.settled_addresses(index)?).into_iter().next(),
     };
     Ok(Underlay {
         address,

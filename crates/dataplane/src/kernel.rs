@@ -76,7 +76,7 @@ pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, Dataplane
     }
     if !host_veths.is_empty() {
         let gateway = gateway_v6_on_host();
-        for (index, address) in nl.all_addresses()? {
+        for (index, address) in nl.all_ipv6_addresses()? {
             if let (Some(device), true) = (host_veths.get(&index), address == gateway) {
                 actual.host_addresses.insert(HostAddress {
                     device: Arc::clone(device),

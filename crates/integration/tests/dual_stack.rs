@@ -396,7 +396,7 @@ fn a_routed_ipv6_pool_without_an_ipv6_underlay_address_is_refused_with_the_reaso
     let log = node.try_start_agent().unwrap_err();
     assert!(
         log.contains(
-            "node_address6 fd00:fab::99 is not a settled address of the underlay device eth0"
+            "node_address6 fd00:fab::99 is not a global address of the underlay device eth0"
         ),
         "{log}"
     );

@@ -376,9 +376,13 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
         "node 1's blocks unrouted on node 0",
         MINUTE,
         || {
-            blocks
-                .iter()
-                .all(|b| cluster.nodes[0].ns.ip(&["route", "show", b]).is_empty())
+            blocks.iter().all(|b| {
+                let family = if b.contains(':') { "-6" } else { "-4" };
+                cluster.nodes[0]
+                    .ns
+                    .ip(&[family, "route", "show", b])
+                    .is_empty()
+            })
         },
         || cluster.nodes[0].ns.ip(&["route"]),
     );
@@ -461,18 +465,28 @@ fn dual_stack(cluster: &KubeCluster, names: &[String]) {
             "{listed}"
         );
     }
+    // Readiness is probed over IPv4; the other node may learn the new IPv6 blocks a moment later.
     for (from, to) in [(0, 1), (1, 0)] {
         for ip in &ips[to] {
-            let out = exec(
-                cluster,
-                &format!("dual-{from}"),
-                &format!("ping -c1 -W2 {ip}"),
-            );
-            assert!(
-                out.status.success(),
-                "dual-{from} to {ip}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+            let ping = || {
+                exec(
+                    cluster,
+                    &format!("dual-{from}"),
+                    &format!("ping -c1 -W2 {ip}"),
+                )
+            };
+            cluster.wait_until(
+                &format!("dual-{from} reaches {ip}"),
+                MINUTE,
+                || ping().status.success(),
+                || {
+                    let out = ping();
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                },
             );
         }
     }

@@ -46,12 +46,15 @@ impl Allocator {
         self.allocate_within(ipv6, None)
     }
 
-    /// Like [`Allocator::allocate`], from the blocks inside `within` only (one pool's).
-    pub fn allocate_within(&mut self, ipv6: bool, within: Option<IpNet>) -> Option<IpAddr> {
+    /// Like [`Allocator::allocate`], from the blocks inside one of `within` only (some pools').
+    pub fn allocate_within(&mut self, ipv6: bool, within: Option<&[IpNet]>) -> Option<IpAddr> {
         let family: Vec<IpNet> = self
             .blocks
             .keys()
-            .filter(|b| b.addr().is_ipv6() == ipv6 && within.is_none_or(|w| w.contains(*b)))
+            .filter(|b| {
+                b.addr().is_ipv6() == ipv6
+                    && within.is_none_or(|w| w.iter().any(|pool| pool.contains(*b)))
+            })
             .copied()
             .collect();
         // (block, first offset to try): the rest of the cursor's block, the blocks after it,
@@ -209,9 +212,20 @@ mod tests {
         let mut a = Allocator::new();
         a.add_block("10.0.0.0/30".parse().unwrap());
         a.add_block("10.9.0.0/30".parse().unwrap());
-        let within = Some("10.9.0.0/16".parse().unwrap());
-        let got: Vec<IpAddr> = std::iter::from_fn(|| a.allocate_within(false, within)).collect();
-        assert_eq!(got, ["10.9.0.1", "10.9.0.2", "10.9.0.3"].map(ip));
+        a.add_block("10.8.0.0/30".parse().unwrap());
+        let within: [IpNet; 2] = [
+            "10.9.0.0/16".parse().unwrap(),
+            "10.8.0.0/16".parse().unwrap(),
+        ];
+        let got: Vec<IpAddr> =
+            std::iter::from_fn(|| a.allocate_within(false, Some(&within))).collect();
+        assert_eq!(
+            got,
+            [
+                "10.8.0.1", "10.8.0.2", "10.8.0.3", "10.9.0.1", "10.9.0.2", "10.9.0.3"
+            ]
+            .map(ip)
+        );
         assert_eq!(a.allocate(false), Some(ip("10.0.0.1")));
     }
 

@@ -52,17 +52,17 @@ impl Netlink {
     /// The addresses on link `index`, with their prefix lengths.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         Ok(self
-            .address_flags()?
+            .address_flags(AddressFamily::Unspec)?
             .into_iter()
             .filter(|(i, _, _)| *i == index)
             .map(|(_, a, _)| a)
             .collect())
     }
 
-    /// Every link's addresses, by link index, in one dump.
-    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
+    /// Every link's IPv6 addresses, by link index, in one dump.
+    pub fn all_ipv6_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
         Ok(self
-            .address_flags()?
+            .address_flags(AddressFamily::Inet6)?
             .into_iter()
             .map(|(i, a, _)| (i, a))
             .collect())
@@ -78,7 +78,7 @@ impl Netlink {
             | AddressFlags::Tentative
             | AddressFlags::Dadfailed;
         Ok(self
-            .address_flags()?
+            .address_flags(AddressFamily::Unspec)?
             .into_iter()
             .filter(|(i, a, flags)| {
                 *i == index && (a.addr().is_ipv4() || !flags.intersects(unsettled))
@@ -87,11 +87,16 @@ impl Netlink {
             .collect())
     }
 
-    fn address_flags(&mut self) -> Result<Vec<(u32, IpNet, AddressFlags)>, NetlinkError> {
-        let answers = self.dump(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            || "list addresses".to_string(),
-        )?;
+    /// Every address of `family` (`Unspec`: both) with its link index and flags.
+    fn address_flags(
+        &mut self,
+        family: AddressFamily,
+    ) -> Result<Vec<(u32, IpNet, AddressFlags)>, NetlinkError> {
+        let mut request = AddressMessage::default();
+        request.header.family = family;
+        let answers = self.dump(RouteNetlinkMessage::GetAddress(request), || {
+            "list addresses".to_string()
+        })?;
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
