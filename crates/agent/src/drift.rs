@@ -176,29 +176,10 @@ pub fn watch_nft(running: Running, wake: Arc<Wake>) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use ipnet::IpNet;
     use strait_netlink::MacAddr;
 
     use super::*;
-    use crate::registry::{Attachment, AttachmentKey};
-
-    fn record(cid: &str, veth: &str, ip: &str, mac: Option<u8>) -> Attachment {
-        Attachment {
-            key: AttachmentKey {
-                network: "n".into(),
-                container_id: cid.into(),
-                ifname: "eth0".into(),
-            },
-            served_by: None,
-            netns: None,
-            pod: None,
-            addresses: vec![format!("{ip}/32").parse::<IpNet>().unwrap()],
-            host_veth: veth.into(),
-            pod_mac: mac.map(|m| MacAddr([2, 0, 0, 0, 0, m])),
-            mtu: 1450,
-            releasing: false,
-        }
-    }
+    use crate::registry::test_record;
 
     fn event(index: u32, ip: &str, mac: Option<u8>, permanent: bool) -> Neighbour {
         Neighbour {
@@ -215,18 +196,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (registry, _) = Registry::open(&dir).unwrap();
         registry
-            .put(&record("a", "st00000000000a", "10.0.0.1", Some(1)))
+            .put(&test_record("a", "st00000000000a", "10.0.0.1", Some(1)))
             .unwrap();
         // Two records claiming one address (a conflict): both veths' neighbours are kept.
         registry
-            .put(&record("b", "st00000000000b", "10.0.0.2", Some(2)))
+            .put(&test_record("b", "st00000000000b", "10.0.0.2", Some(2)))
             .unwrap();
         registry
-            .put(&record("c", "st00000000000c", "10.0.0.2", Some(3)))
+            .put(&test_record("c", "st00000000000c", "10.0.0.2", Some(3)))
             .unwrap();
         // Recorded before Strait chose pod MACs: its neighbour is not the reconciler's.
         registry
-            .put(&record("d", "st00000000000d", "10.0.0.4", None))
+            .put(&test_record("d", "st00000000000d", "10.0.0.4", None))
             .unwrap();
         let mut links = |index: u32| match index {
             1 => Ok(Some("st00000000000a".to_string())),
@@ -306,7 +287,7 @@ mod tests {
             );
         }
         registry
-            .remove(&record("a", "", "10.0.0.1", None).key)
+            .remove(&test_record("a", "", "10.0.0.1", None).key)
             .unwrap();
         assert!(
             !is_pod_neighbour_drift(

@@ -136,15 +136,7 @@ impl NetworkState {
 
     /// The address families of the network's pools (`ipv6` flags), IPv4 first.
     pub fn families(&self) -> Vec<bool> {
-        let mut out: Vec<bool> = self
-            .spec
-            .pools
-            .iter()
-            .map(|p| p.pool.cidr.addr().is_ipv6())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        strait_dataplane::families(self.spec.pools.iter().map(|p| p.pool.cidr.addr()))
     }
 
     /// A pod's addresses (as host prefixes), one of each family the network has, IPv4 first:

@@ -223,25 +223,35 @@ impl Registry {
     }
 }
 
+/// An attachment record for unit tests: network `n`, interface `eth0`, `ip` as a /32, the pod
+/// MAC `02:00:00:00:00:<mac>` when given.
+#[cfg(test)]
+pub(crate) fn test_record(cid: &str, veth: &str, ip: &str, mac: Option<u8>) -> Attachment {
+    Attachment {
+        key: AttachmentKey {
+            network: "n".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+        },
+        served_by: None,
+        netns: None,
+        pod: None,
+        addresses: vec![format!("{ip}/32").parse().expect("an IPv4 address")],
+        host_veth: veth.into(),
+        pod_mac: mac.map(|m| MacAddr([2, 0, 0, 0, 0, m])),
+        mtu: 1450,
+        releasing: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn attachment(cid: &str, veth: &str) -> Attachment {
         Attachment {
-            key: AttachmentKey {
-                network: "n".into(),
-                container_id: cid.into(),
-                ifname: "eth0".into(),
-            },
-            served_by: None,
             netns: Some("/var/run/netns/x".into()),
-            pod: None,
-            addresses: vec!["10.0.0.5/32".parse().unwrap()],
-            host_veth: veth.into(),
-            pod_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
-            mtu: 1450,
-            releasing: false,
+            ..test_record(cid, veth, "10.0.0.5", Some(1))
         }
     }
 

@@ -29,7 +29,7 @@ mod undo;
 
 pub use error::DataplaneError;
 pub use naming::{
-    GATEWAY_V4, GATEWAY_V6, HOST_VETH_PREFIX, ROUTE_PROTOCOL, gateway_for, gateways,
+    GATEWAY_V4, GATEWAY_V6, HOST_VETH_PREFIX, ROUTE_PROTOCOL, families, gateway_for, gateways,
     host_veth_name, is_host_veth, link_local, pod_mac, vtep_mac,
 };
 pub use pod::{PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, pod_links};

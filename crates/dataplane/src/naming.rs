@@ -29,7 +29,18 @@ pub fn gateway_for(address: IpAddr) -> IpAddr {
 
 /// The gateways of a pod with `addresses`: one per family, IPv4's first.
 pub fn gateways(addresses: &[IpNet]) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = addresses.iter().map(|a| gateway_for(a.addr())).collect();
+    families(addresses.iter().map(IpNet::addr))
+        .into_iter()
+        .map(|ipv6| match ipv6 {
+            false => IpAddr::V4(GATEWAY_V4),
+            true => IpAddr::V6(GATEWAY_V6),
+        })
+        .collect()
+}
+
+/// The families of `addresses`, each once, as `ipv6` flags, IPv4's first.
+pub fn families(addresses: impl IntoIterator<Item = IpAddr>) -> Vec<bool> {
+    let mut out: Vec<bool> = addresses.into_iter().map(|a| a.is_ipv6()).collect();
     out.sort();
     out.dedup();
     out

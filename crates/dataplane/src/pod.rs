@@ -13,7 +13,7 @@ use crate::error::DataplaneError;
 use crate::fault;
 use crate::kernel::host_route;
 use crate::model::Table;
-use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, gateways};
+use crate::naming::{ROUTE_PROTOCOL, families, gateway_v6_on_host, gateways};
 use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
@@ -69,10 +69,7 @@ impl PodPlan {
 
     /// The families of the pod's addresses, as `ipv6` flags.
     fn families(&self) -> Vec<bool> {
-        let mut out: Vec<bool> = self.addresses.iter().map(|a| a.addr().is_ipv6()).collect();
-        out.sort();
-        out.dedup();
-        out
+        families(self.addresses.iter().map(IpNet::addr))
     }
 
     /// Inside the pod, per family: the default route through the gateway (IPv4's gateway also
