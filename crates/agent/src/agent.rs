@@ -12,6 +12,7 @@ use std::time::Duration;
 use strait_dataplane::ledger::host_veths;
 use strait_dataplane::model::NetId;
 use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
+use strait_dataplane::{Kernel, SystemKernel};
 use strait_netlink::Netlink;
 use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
 use tokio::sync::watch;
@@ -32,9 +33,12 @@ use crate::underlay::{Underlay, UnderlayError};
 use crate::wake::Wake;
 use crate::{drift, node};
 
-pub struct Agent<S> {
+/// The agent on store `S`, changing the node through `K` (the real kernel but in unit tests).
+pub struct Agent<S, K = SystemKernel> {
     pub(crate) config: Config,
     pub(crate) store: S,
+    /// Opens the node's rtnetlink endpoint for pods' data planes.
+    pub(crate) kernel: K,
     pub(crate) underlay: Underlay,
     pub(crate) networks: BTreeMap<String, NetworkState>,
     pub(crate) registry: Arc<Registry>,
@@ -43,7 +47,7 @@ pub struct Agent<S> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_pass: Arc<Mutex<Option<LastPass>>>,
     /// Held by whoever changes the node's overlay: a reconcile pass, or leaving.
-    pub(crate) kernel: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) overlay_changes: Arc<tokio::sync::Mutex<()>>,
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
     pub(crate) left: Arc<AtomicBool>,
     /// Held (shared) by every ADD; leaving holds it alone, so no ADD runs while the node leaves
@@ -106,6 +110,67 @@ impl<S: Store> Agent<S> {
         config
             .check_underlay(&underlay.subnets(), underlay.mtu)
             .map_err(StartError::Unfit)?;
+        let agent = Agent::open(config, store, underlay, SystemKernel).await?;
+        let ruleset = node::snat_ruleset(&agent.config);
+        let sysctl_dir = agent.config.sysctl_dir.clone();
+        let ipv6_underlay = node::uses_ipv6(&agent.config).then(|| agent.underlay.device.clone());
+        blocking_start(move || {
+            Ok(node::prepare(
+                &ruleset,
+                &sysctl_dir,
+                ipv6_underlay.as_deref(),
+            )?)
+        })
+        .await?;
+        agent.announce().await?;
+        Ok(agent)
+    }
+
+    /// Starts watching the store and the kernel, and the reconciler. The receiver turns true
+    /// after the first pass that succeeded.
+    pub fn start_overlay(&self) -> Result<watch::Receiver<bool>, StartError> {
+        let wake = Arc::new(Wake::default());
+        let owned = Arc::new(OwnedLinks::default());
+        spawn_watches(&self.tasks, &self.store, &self.cluster, &wake);
+        drift::watch_kernel(
+            self.tasks.running("kernel events"),
+            Arc::clone(&owned),
+            Arc::clone(&self.registry),
+            Arc::clone(&wake),
+        )
+        .map_err(StartError::Watch)?;
+        drift::watch_nft(self.tasks.running("nftables events"), Arc::clone(&wake))
+            .map_err(StartError::Watch)?;
+        let (ready, ready_rx) = watch::channel(false);
+        let reconciler = Reconciler {
+            local: self.local_node(),
+            cache: Arc::clone(&self.cluster),
+            registry: Arc::clone(&self.registry),
+            wake,
+            metrics: Arc::clone(&self.metrics),
+            owned,
+            nft_script: strait_nft::render(&node::snat_ruleset(&self.config)),
+            last: Arc::clone(&self.last_pass),
+            ready,
+            overlay_changes: Arc::clone(&self.overlay_changes),
+            left: Arc::clone(&self.left),
+            record_missing: Arc::clone(&self.record_missing),
+        };
+        self.tasks.spawn("reconciler", reconciler.run());
+        Ok(ready_rx)
+    }
+}
+
+impl<S: Store, K: Kernel> Agent<S, K> {
+    /// The agent's state on this node, before the node is prepared and announced: its records
+    /// read, its networks' blocks loaded, and the addresses of its pods (recorded, or carried
+    /// by host veths without a record) taken back.
+    pub(crate) async fn open(
+        config: Config,
+        store: S,
+        underlay: Underlay,
+        kernel: K,
+    ) -> Result<Agent<S, K>, StartError> {
         let (registry, warnings) = Registry::open(&config.state_dir.join("attachments"))?;
         for w in warnings {
             tracing::warn!("{w}");
@@ -121,12 +186,15 @@ impl<S: Store> Agent<S> {
             networks.insert(spec.name.clone(), state);
         }
         let records = registry.all();
-        let kernel = blocking_start(|| {
-            let mut host = Netlink::new().map_err(node::NodeError::from)?;
-            Ok(host_veths(&mut host).map_err(node::NodeError::from)?)
-        })
-        .await?;
-        let recovery = recovery::restore(&store, &config.node_name, &networks, &records, kernel)
+        let veths = {
+            let kernel = kernel.clone();
+            blocking_start(move || {
+                let mut host = kernel.host().map_err(node::NodeError::from)?;
+                Ok(host_veths(&mut host).map_err(node::NodeError::from)?)
+            })
+            .await?
+        };
+        let recovery = recovery::restore(&store, &config.node_name, &networks, &records, veths)
             .await
             .map_err(StartError::Restore)?;
         tracing::info!(
@@ -135,22 +203,12 @@ impl<S: Store> Agent<S> {
             conflicts = recovery.conflicts().len(),
             "restored pod registry"
         );
-        let ruleset = node::snat_ruleset(&config);
-        let sysctl_dir = config.sysctl_dir.clone();
-        let ipv6_underlay = node::uses_ipv6(&config).then(|| underlay.device.clone());
-        blocking_start(move || {
-            Ok(node::prepare(
-                &ruleset,
-                &sysctl_dir,
-                ipv6_underlay.as_deref(),
-            )?)
-        })
-        .await?;
         let stop = Arc::new(Stop::default());
         let freed = Freed::new(Duration::from_secs(config.freed_address_hold.into()));
-        let agent = Agent {
+        Ok(Agent {
             config,
             store,
+            kernel,
             underlay,
             networks,
             registry: Arc::new(registry),
@@ -158,7 +216,7 @@ impl<S: Store> Agent<S> {
             cluster: Arc::default(),
             metrics: Arc::default(),
             last_pass: Arc::default(),
-            kernel: Arc::default(),
+            overlay_changes: Arc::default(),
             left: Arc::default(),
             admission: tokio::sync::RwLock::default(),
             stop: Arc::clone(&stop),
@@ -167,9 +225,7 @@ impl<S: Store> Agent<S> {
             pods: None,
             recovery: Arc::new(recovery),
             freed,
-        };
-        agent.announce().await?;
-        Ok(agent)
+        })
     }
 
     /// Writes this node's record (address and VTEPs) for its peers; it lives as long as the agent.
@@ -221,40 +277,6 @@ impl<S: Store> Agent<S> {
                 })
                 .collect(),
         }
-    }
-
-    /// Starts watching the store and the kernel, and the reconciler. The receiver turns true
-    /// after the first pass that succeeded.
-    pub fn start_overlay(&self) -> Result<watch::Receiver<bool>, StartError> {
-        let wake = Arc::new(Wake::default());
-        let owned = Arc::new(OwnedLinks::default());
-        spawn_watches(&self.tasks, &self.store, &self.cluster, &wake);
-        drift::watch_kernel(
-            self.tasks.running("kernel events"),
-            Arc::clone(&owned),
-            Arc::clone(&self.registry),
-            Arc::clone(&wake),
-        )
-        .map_err(StartError::Watch)?;
-        drift::watch_nft(self.tasks.running("nftables events"), Arc::clone(&wake))
-            .map_err(StartError::Watch)?;
-        let (ready, ready_rx) = watch::channel(false);
-        let reconciler = Reconciler {
-            local: self.local_node(),
-            cache: Arc::clone(&self.cluster),
-            registry: Arc::clone(&self.registry),
-            wake,
-            metrics: Arc::clone(&self.metrics),
-            owned,
-            nft_script: strait_nft::render(&node::snat_ruleset(&self.config)),
-            last: Arc::clone(&self.last_pass),
-            ready,
-            kernel: Arc::clone(&self.kernel),
-            left: Arc::clone(&self.left),
-            record_missing: Arc::clone(&self.record_missing),
-        };
-        self.tasks.spawn("reconciler", reconciler.run());
-        Ok(ready_rx)
     }
 
     /// Reads what pods ask of their network from the Kubernetes API, and knows which pods

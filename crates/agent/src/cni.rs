@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use strait_cni::{CniError, CniRequest, CniResult, Command, Interface, IpConfig, Route};
 use strait_dataplane::{
-    DataplaneError, PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, gateway_for,
-    gateways, host_veth_name, pod_links, pod_mac,
+    DataplaneError, Kernel, PodLinks, PodNamespace, PodPlan, Rtnetlink, add_pod, check_pod,
+    delete_pod, gateway_for, gateways, host_veth_name, pod_links, pod_mac,
 };
 use strait_netlink::Netlink;
 use strait_netns::Netns;
@@ -23,6 +23,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
+use crate::findings::CheckFinding;
 use crate::network::NETWORK_TABLE;
 use crate::node::refuse_router_advertisements;
 use crate::recovery::Quarantined;
@@ -66,8 +67,9 @@ fn pod_namespace(req: &CniRequest, passed: Received) -> Result<Option<PodNamespa
     }
 }
 
-fn host_netlink() -> Result<Netlink, AgentError> {
-    Netlink::new().map_err(|e| AgentError::Dataplane(e.into()))
+/// The node's rtnetlink endpoint.
+fn host_netlink<K: Kernel>(kernel: &K) -> Result<K::Rtnl, AgentError> {
+    kernel.host().map_err(|e| AgentError::Dataplane(e.into()))
 }
 
 fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
@@ -121,10 +123,25 @@ impl<S: Store> Agent<S> {
         passed: Received,
         caller: Caller<'_>,
     ) -> Result<Option<serde_json::Value>, CniError> {
+        let ns = pod_namespace(&req, passed).map_err(CniError::from)?;
+        self.carry_out(req, ns, caller).await
+    }
+}
+
+/// The pod's namespace on the kernel `K`.
+type PodNs<K> = PodNamespace<<K as Kernel>::Rtnl>;
+
+impl<S: Store, K: Kernel> Agent<S, K> {
+    /// Carries out one CNI command with the container's namespace `ns`, as given.
+    pub(crate) async fn carry_out(
+        self: &Arc<Self>,
+        req: CniRequest,
+        ns: Option<PodNs<K>>,
+        caller: Caller<'_>,
+    ) -> Result<Option<serde_json::Value>, CniError> {
         let started = Instant::now();
         let version = req.config.cni_version;
         let command = req.invocation.command;
-        let ns = pod_namespace(&req, passed).map_err(CniError::from)?;
         let outcome = match command {
             Command::Add => self.add(&req, ns, caller).await.map(Some),
             Command::Del => self.del(&req, caller).await.map(|()| None),
@@ -170,7 +187,7 @@ impl<S: Store> Agent<S> {
     async fn add(
         &self,
         req: &CniRequest,
-        ns: Option<PodNamespace>,
+        ns: Option<PodNs<K>>,
         caller: Caller<'_>,
     ) -> Result<CniResult, AgentError> {
         let _admitted = self.admission.read().await;
@@ -281,9 +298,10 @@ impl<S: Store> Agent<S> {
         let (written, record_written) = std::sync::mpsc::sync_channel::<bool>(1);
         let plan = plan_of(&attachment);
         let sysctl_dir = self.config.sysctl_dir.clone();
+        let node_kernel = self.kernel.clone();
         let kernel = blocking(move || {
             let mut ns = ns;
-            let mut host = host_netlink()?;
+            let mut host = host_netlink(&node_kernel)?;
             if !fresh {
                 if check_pod(&mut host, &plan, Some(&mut ns.netlink))?.is_empty()
                     && let Some(links) = pod_links(&mut host, &plan, &mut ns.netlink)?
@@ -441,7 +459,8 @@ impl<S: Store> Agent<S> {
     /// and forgets its conflicts.
     async fn release_veth(&self, veth: &str) -> Result<(), AgentError> {
         let name = veth.to_string();
-        blocking(move || Ok(delete_pod(&mut host_netlink()?, &name)?)).await?;
+        let kernel = self.kernel.clone();
+        blocking(move || Ok(delete_pod(&mut host_netlink(&kernel)?, &name)?)).await?;
         self.free_quarantined(veth).await;
         Ok(())
     }
@@ -453,9 +472,9 @@ impl<S: Store> Agent<S> {
         let Some(q) = self.recovery.forget(veth) else {
             return Ok(()); // an ADD of that pod took it over
         };
-        let index = q.index;
+        let (index, kernel) = (q.index, self.kernel.clone());
         let deleted = blocking(move || {
-            host_netlink()?
+            host_netlink(&kernel)?
                 .delete_link_at(index)
                 .map_err(|e| AgentError::Dataplane(e.into()))
         })
@@ -512,7 +531,7 @@ impl<S: Store> Agent<S> {
     async fn check(
         &self,
         req: &CniRequest,
-        ns: Option<PodNamespace>,
+        ns: Option<PodNs<K>>,
         caller: Caller<'_>,
     ) -> Result<(), AgentError> {
         self.network(req.config.network_name())?;
@@ -524,32 +543,36 @@ impl<S: Store> Agent<S> {
             .ok_or_else(|| AgentError::UnknownAttachment { key: key.clone() })?;
         let mut problems = Vec::new();
         if a.netns != req.invocation.netns {
-            problems.push(format!(
-                "the attachment was set up in network namespace {}, CHECK names {}",
-                a.netns.as_deref().unwrap_or("(none)"),
-                req.invocation.netns.as_deref().unwrap_or("(none)")
-            ));
+            problems.push(CheckFinding::NetnsChanged {
+                recorded: a.netns.clone(),
+                named: req.invocation.netns.clone(),
+            });
         }
         problems.extend(
             self.recovery
                 .conflicts()
                 .into_iter()
                 .filter(|c| c.veth == a.host_veth)
-                .map(|c| format!("address {} cannot be kept: {}", c.address, c.reason)),
+                .map(|c| CheckFinding::Conflict {
+                    address: c.address,
+                    reason: c.reason,
+                }),
         );
         if let Some(prev) = &req.config.prev_result {
             problems.extend(prev_result_problems(prev, &a));
         }
-        let plan = plan_of(&a);
+        let (plan, kernel) = (plan_of(&a), self.kernel.clone());
         let found = blocking(move || {
             let mut ns = ns;
             let pod = ns.as_mut().map(|ns| &mut ns.netlink);
-            Ok(check_pod(&mut host_netlink()?, &plan, pod)?)
+            Ok(check_pod(&mut host_netlink(&kernel)?, &plan, pod)?)
         })
         .await;
         match found {
-            Ok(kernel) => problems.extend(kernel),
-            Err(AgentError::Dataplane(DataplaneError::Netns(e))) => problems.push(e.to_string()),
+            Ok(kernel) => problems.extend(kernel.into_iter().map(CheckFinding::Kernel)),
+            Err(AgentError::Dataplane(DataplaneError::Netns(e))) => {
+                problems.push(CheckFinding::Namespace(e.to_string()))
+            }
             Err(e) => return Err(e),
         }
         if problems.is_empty() {
@@ -617,11 +640,11 @@ impl<S: Store> Agent<S> {
 }
 
 /// What the chain's previous result should say about our attachment but does not.
-fn prev_result_problems(prev: &CniResult, a: &Attachment) -> Vec<String> {
+fn prev_result_problems(prev: &CniResult, a: &Attachment) -> Vec<CheckFinding> {
     let mut problems = Vec::new();
     for address in &a.addresses {
         if !prev.ips.iter().any(|ip| ip.address == *address) {
-            problems.push(format!("prevResult does not list address {address}"));
+            problems.push(CheckFinding::PrevResultAddress(*address));
         }
     }
     if !prev
@@ -629,62 +652,10 @@ fn prev_result_problems(prev: &CniResult, a: &Attachment) -> Vec<String> {
         .iter()
         .any(|i| i.name == a.key.ifname && i.sandbox.is_some())
     {
-        problems.push(format!(
-            "prevResult does not list interface {} in the container",
-            a.key.ifname
-        ));
+        problems.push(CheckFinding::PrevResultInterface(a.key.ifname.clone()));
     }
     problems
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attachment() -> Attachment {
-        Attachment {
-            key: AttachmentKey {
-                network: "n".into(),
-                container_id: "c".into(),
-                ifname: "eth0".into(),
-            },
-            served_by: None,
-            netns: Some("/var/run/netns/p".into()),
-            pod: None,
-            addresses: vec!["10.0.0.5/32".parse().unwrap()],
-            host_veth: "st000000000001".into(),
-            pod_mac: None,
-            mtu: 1450,
-            releasing: false,
-        }
-    }
-
-    #[test]
-    fn a_matching_prev_result_raises_nothing_and_a_foreign_one_everything() {
-        let a = attachment();
-        let links = PodLinks {
-            host: strait_netlink::Link {
-                index: 4,
-                name: a.host_veth.clone(),
-                mac: None,
-                mtu: 1450,
-                up: true,
-                kind: Some("veth".into()),
-                vxlan: None,
-            },
-            pod: strait_netlink::Link {
-                index: 2,
-                name: "eth0".into(),
-                mac: None,
-                mtu: 1450,
-                up: true,
-                kind: Some("veth".into()),
-                vxlan: None,
-            },
-        };
-        let ours = result_of(&a, &links);
-        assert_eq!(ours.ips[0].interface, Some(1));
-        assert!(prev_result_problems(&ours, &a).is_empty());
-        assert_eq!(prev_result_problems(&CniResult::default(), &a).len(), 2);
-    }
-}
+mod tests;

@@ -7,6 +7,7 @@ use strait_ipam::IpamError;
 use strait_netns::NetnsError;
 use strait_store::StoreError;
 
+use crate::findings::CheckFinding;
 use crate::registry::{AttachmentKey, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +18,8 @@ pub enum AgentError {
     Exhausted { network: String, pools: String },
     #[error("no attachment of container {} on interface {} in network {} is known on this node", key.container_id, key.ifname, key.network)]
     UnknownAttachment { key: AttachmentKey },
-    #[error("the container's network differs from what was set up: {}", problems.join("; "))]
-    CheckFailed { problems: Vec<String> },
+    #[error("the container's network differs from what was set up: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    CheckFailed { problems: Vec<CheckFinding> },
     #[error("network {network} has no pool {pool:?} (it has: {known})")]
     UnknownPool {
         network: String,

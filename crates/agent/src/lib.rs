@@ -12,6 +12,7 @@ pub mod config;
 pub mod conflist;
 pub mod drift;
 pub mod error;
+pub mod findings;
 pub mod freed;
 pub mod http;
 pub mod install;

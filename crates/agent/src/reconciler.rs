@@ -63,7 +63,7 @@ pub struct Reconciler {
     /// Becomes true after the first pass that succeeded.
     pub ready: watch::Sender<bool>,
     /// Held during a pass, so that leaving never races one.
-    pub kernel: Arc<tokio::sync::Mutex<()>>,
+    pub overlay_changes: Arc<tokio::sync::Mutex<()>>,
     /// Once set, the loop ends.
     pub left: Arc<AtomicBool>,
     /// Signalled when the cluster view lacks this node's own record.
@@ -160,7 +160,7 @@ impl Reconciler {
                 // The store's first listing wakes us when it lands.
                 continue;
             }
-            let _exclusive = self.kernel.lock().await;
+            let _exclusive = self.overlay_changes.lock().await;
             if self.left.load(Ordering::SeqCst) {
                 return;
             }

@@ -200,7 +200,7 @@ impl<S: Store> Agent<S> {
                  status lists them): delete their pods (or let the runtime run CNI GC) first"
             ));
         }
-        let _exclusive = self.kernel.lock().await;
+        let _exclusive = self.overlay_changes.lock().await;
         self.tasks.wind_down();
         self.left.store(true, Ordering::SeqCst);
         let me = &self.config.node_name;

@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use strait_netlink::{Link, Neighbour, Netlink, Route};
+use strait_netlink::{Link, Neighbour, Route};
 
 use crate::error::DataplaneError;
 use crate::naming::{ROUTE_PROTOCOL, is_host_veth};
+use crate::rtnetlink::Rtnetlink;
 
 /// One of Strait's host veths as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct HostVeth {
 }
 
 /// Every host veth of Strait's on this node, with the addresses it carries.
-pub fn host_veths(host: &mut Netlink) -> Result<Vec<HostVeth>, DataplaneError> {
+pub fn host_veths(host: &mut impl Rtnetlink) -> Result<Vec<HostVeth>, DataplaneError> {
     let links = host.links()?;
     let mut routes = host.all_routes(false)?;
     routes.extend(host.all_routes(true)?);

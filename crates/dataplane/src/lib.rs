@@ -17,7 +17,10 @@
 //! is there, plans the difference and applies it ([`reconcile`]).
 
 mod error;
+#[cfg(any(test, feature = "fake-kernel"))]
+pub mod fake;
 pub mod fault;
+mod finding;
 mod kernel;
 pub mod ledger;
 pub mod model;
@@ -25,11 +28,14 @@ mod naming;
 pub mod overlay;
 mod pod;
 pub mod reconcile;
+mod rtnetlink;
 mod undo;
 
 pub use error::DataplaneError;
+pub use finding::{End, Finding};
 pub use naming::{
     GATEWAY_V4, GATEWAY_V6, HOST_VETH_PREFIX, ROUTE_PROTOCOL, families, gateway_for, gateways,
     host_veth_name, is_host_veth, link_local, pod_mac, vtep_mac,
 };
 pub use pod::{PodLinks, PodNamespace, PodPlan, add_pod, check_pod, delete_pod, pod_links};
+pub use rtnetlink::{Change, Kernel, Rtnetlink, SystemKernel};

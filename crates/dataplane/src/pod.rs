@@ -4,16 +4,15 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use strait_netlink::{
-    Link, MacAddr, Neighbour, Netlink, NetlinkError, Route, Scope, TABLE_MAIN, add_address_request,
-};
-use strait_netns::Netns;
+use strait_netlink::{Link, MacAddr, Netlink, NetlinkError, Route, Scope, TABLE_MAIN};
 
 use crate::error::DataplaneError;
 use crate::fault;
+use crate::finding::{End, Finding};
 use crate::kernel::host_route;
 use crate::model::Table;
 use crate::naming::{ROUTE_PROTOCOL, families, gateway_v6_on_host, gateways};
+use crate::rtnetlink::{Change, Rtnetlink};
 use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
@@ -37,9 +36,9 @@ pub struct PodPlan {
 /// veth's peer is created) and an rtnetlink socket opened inside it (through which everything
 /// in it is changed and read; the agent never enters it).
 #[derive(Debug)]
-pub struct PodNamespace {
-    pub netns: Netns,
-    pub netlink: Netlink,
+pub struct PodNamespace<R: Rtnetlink = Netlink> {
+    pub netns: R::Namespace,
+    pub netlink: R,
 }
 
 /// The two ends as the kernel reported them once created.
@@ -120,7 +119,7 @@ fn same_host_route(have: &Route, want: &Route) -> bool {
 
 /// The routes in `table` of each family (`ipv6` flags).
 fn routes_of(
-    nl: &mut Netlink,
+    nl: &mut impl Rtnetlink,
     families: impl IntoIterator<Item = bool>,
     table: u32,
 ) -> Result<Vec<Route>, DataplaneError> {
@@ -143,10 +142,10 @@ fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
 /// end is created up; each side's link, addresses, neighbour and routes then go in one
 /// pipelined write. `before_addresses` runs once the veth pair exists and before any address
 /// reaches the kernel; its error stops and undoes the build.
-pub fn add_pod(
-    host: &mut Netlink,
+pub fn add_pod<R: Rtnetlink>(
+    host: &mut R,
     plan: &PodPlan,
-    ns: &mut PodNamespace,
+    ns: &mut PodNamespace<R>,
     before_addresses: impl FnOnce() -> Result<(), DataplaneError>,
 ) -> Result<PodLinks, DataplaneError> {
     let pod = &mut ns.netlink;
@@ -173,7 +172,7 @@ pub fn add_pod(
     })?;
     let mut undo = Undo::new(host);
     let veth = plan.host_veth.clone();
-    undo.push(move |h: &mut Netlink| {
+    undo.push(move |h: &mut R| {
         let _ = h.delete_link(&veth);
     });
 
@@ -184,39 +183,42 @@ pub fn add_pod(
     let pod_mac = pod_link.mac.ok_or_else(|| no_mac(&plan.ifname))?;
     before_addresses()?;
 
-    let mut pod_side = vec![Link::up_request(pod_link.index)];
+    let index = pod_link.index;
+    let mut pod_side = vec![Change::SetUp(index)];
     pod_side.extend(
         plan.addresses
             .iter()
-            .map(|a| add_address_request(pod_link.index, *a)),
+            .map(|&address| Change::AddAddress { index, address }),
     );
     pod_side.extend(
         gateways(&plan.addresses)
             .into_iter()
-            .map(|gw| Neighbour::set_request(pod_link.index, gw, host_mac)),
+            .map(|ip| Change::SetNeighbour {
+                index,
+                ip,
+                mac: host_mac,
+            }),
     );
-    pod_side.extend(
-        plan.pod_routes(pod_link.index)
-            .iter()
-            .map(Route::add_request),
-    );
-    pod.send_all(pod_side)?;
+    pod_side.extend(plan.pod_routes(index).into_iter().map(Change::AddRoute));
+    pod.apply_all(pod_side)?;
     fault::inject("after-pod-side")?;
 
-    let host_routes = plan.host_routes(host_link.index);
-    let gateway_address = plan
-        .has_ipv6()
-        .then(|| add_address_request(host_link.index, gateway_v6_on_host()));
+    let index = host_link.index;
+    let host_routes = plan.host_routes(index);
+    let gateway_address = plan.has_ipv6().then(|| Change::AddAddress {
+        index,
+        address: gateway_v6_on_host(),
+    });
     let host_side = gateway_address
         .into_iter()
-        .chain(host_routes.iter().map(Route::add_request))
-        .chain(
-            plan.addresses
-                .iter()
-                .map(|a| Neighbour::set_request(host_link.index, a.addr(), pod_mac)),
-        )
+        .chain(host_routes.iter().cloned().map(Change::AddRoute))
+        .chain(plan.addresses.iter().map(|a| Change::SetNeighbour {
+            index,
+            ip: a.addr(),
+            mac: pod_mac,
+        }))
         .collect();
-    let results = undo.ctx().batch(host_side);
+    let results = undo.ctx().apply(host_side);
     let skip = usize::from(plan.has_ipv6());
     for (i, result) in results.into_iter().enumerate() {
         let route = i.checked_sub(skip).filter(|r| *r < host_routes.len());
@@ -254,10 +256,10 @@ fn no_mac(name: &str) -> DataplaneError {
 }
 
 /// Both ends of an attachment as they are now, if both exist.
-pub fn pod_links(
-    host: &mut Netlink,
+pub fn pod_links<R: Rtnetlink>(
+    host: &mut R,
     plan: &PodPlan,
-    pod: &mut Netlink,
+    pod: &mut R,
 ) -> Result<Option<PodLinks>, DataplaneError> {
     let Some(host_link) = host.link_by_name(&plan.host_veth)? else {
         return Ok(None);
@@ -270,18 +272,18 @@ pub fn pod_links(
 
 /// Removes the pod's network: deleting the host veth takes its peer, the addresses, routes and
 /// neighbours on both ends with it. Repeat-safe.
-pub fn delete_pod(host: &mut Netlink, host_veth: &str) -> Result<(), DataplaneError> {
+pub fn delete_pod(host: &mut impl Rtnetlink, host_veth: &str) -> Result<(), DataplaneError> {
     Ok(host.delete_link(host_veth)?)
 }
 
 /// Every way the kernel differs from `plan`; empty when the pod's network is intact. `pod` is a
 /// socket inside the pod's namespace; without one only the host side is checked, and the
 /// namespace's absence is reported.
-pub fn check_pod(
-    host: &mut Netlink,
+pub fn check_pod<R: Rtnetlink>(
+    host: &mut R,
     plan: &PodPlan,
-    pod: Option<&mut Netlink>,
-) -> Result<Vec<String>, DataplaneError> {
+    pod: Option<&mut R>,
+) -> Result<Vec<Finding>, DataplaneError> {
     let mut problems = Vec::new();
     let host_link = host.link_by_name(&plan.host_veth)?;
     let pod_side = match pod {
@@ -290,10 +292,9 @@ pub fn check_pod(
             Some((pod, link))
         }
         None => {
-            problems.push(format!(
-                "network namespace {} is gone",
-                plan.netns.display()
-            ));
+            problems.push(Finding::NamespaceGone {
+                netns: plan.netns.clone(),
+            });
             None
         }
     };
@@ -303,23 +304,24 @@ pub fn check_pod(
         .and_then(|l| l.mac);
 
     match &host_link {
-        None => problems.push(format!("host interface {} is missing", plan.host_veth)),
+        None => problems.push(Finding::HostLinkMissing {
+            name: plan.host_veth.clone(),
+        }),
         Some(link) => {
-            check_link(link, "veth", plan.mtu, "host interface", &mut problems);
+            check_link(link, "veth", plan.mtu, End::Host, &mut problems);
             if plan.has_ipv6() && !host.addresses(link.index)?.contains(&gateway_v6_on_host()) {
-                problems.push(format!(
-                    "gateway address {} is missing on {}",
-                    gateway_v6_on_host(),
-                    plan.host_veth
-                ));
+                problems.push(Finding::GatewayAddressMissing {
+                    address: gateway_v6_on_host(),
+                    veth: plan.host_veth.clone(),
+                });
             }
             let routes = routes_of(host, plan.families(), plan.table.0)?;
             for want in plan.host_routes(link.index) {
                 if !routes.iter().any(|have| same_host_route(have, &want)) {
-                    problems.push(format!(
-                        "host route {} dev {} is missing",
-                        want.dst, plan.host_veth
-                    ));
+                    problems.push(Finding::HostRouteMissing {
+                        dst: want.dst,
+                        veth: plan.host_veth.clone(),
+                    });
                 }
             }
             let neighbours = host.neighbours(link.index)?;
@@ -337,30 +339,29 @@ pub fn check_pod(
 
     if let Some((pod, link)) = pod_side {
         match link {
-            None => problems.push(format!(
-                "interface {} is missing in {}",
-                plan.ifname,
-                plan.netns.display()
-            )),
+            None => problems.push(Finding::PodLinkMissing {
+                name: plan.ifname.clone(),
+                netns: plan.netns.clone(),
+            }),
             Some(link) => {
-                check_link(&link, "veth", plan.mtu, "pod interface", &mut problems);
+                check_link(&link, "veth", plan.mtu, End::Pod, &mut problems);
                 let have = pod.addresses(link.index)?;
                 for address in &plan.addresses {
                     if !have.contains(address) {
-                        problems.push(format!("address {address} is missing on {}", plan.ifname));
+                        problems.push(Finding::AddressMissing {
+                            address: *address,
+                            ifname: plan.ifname.clone(),
+                        });
                     }
                 }
                 let routes = routes_of(pod, plan.families(), TABLE_MAIN)?;
                 for want in plan.pod_routes(link.index) {
                     if !routes.iter().any(|r| same_route(r, &want)) {
-                        problems.push(format!(
-                            "pod route {}{} dev {} is missing",
-                            want.dst,
-                            want.gateway
-                                .map(|g| format!(" via {g}"))
-                                .unwrap_or_default(),
-                            plan.ifname
-                        ));
+                        problems.push(Finding::PodRouteMissing {
+                            dst: want.dst,
+                            gateway: want.gateway,
+                            ifname: plan.ifname.clone(),
+                        });
                     }
                 }
                 let host_mac = host_link.as_ref().and_then(|l| l.mac);
@@ -380,22 +381,26 @@ fn same_route(have: &Route, want: &Route) -> bool {
     have.dst == want.dst && have.gateway == want.gateway && have.oif == want.oif
 }
 
-fn check_link(link: &Link, kind: &str, mtu: u32, what: &str, problems: &mut Vec<String>) {
+fn check_link(link: &Link, kind: &'static str, mtu: u32, end: End, problems: &mut Vec<Finding>) {
+    let name = || link.name.clone();
     if link.kind.as_deref() != Some(kind) {
-        problems.push(format!(
-            "{what} {} is a {} interface, not {kind}",
-            link.name,
-            link.kind.as_deref().unwrap_or("plain")
-        ));
+        problems.push(Finding::WrongKind {
+            end,
+            name: name(),
+            kind: link.kind.clone(),
+            want: kind,
+        });
     }
     if !link.up {
-        problems.push(format!("{what} {} is down", link.name));
+        problems.push(Finding::Down { end, name: name() });
     }
     if link.mtu != mtu {
-        problems.push(format!(
-            "{what} {} has MTU {}, not {mtu}",
-            link.name, link.mtu
-        ));
+        problems.push(Finding::WrongMtu {
+            end,
+            name: name(),
+            mtu: link.mtu,
+            want: mtu,
+        });
     }
 }
 
@@ -404,19 +409,21 @@ fn check_neighbour(
     ip: IpAddr,
     mac: Option<MacAddr>,
     dev: &str,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Finding>,
 ) {
     let found = neighbours.iter().find(|n| n.ip == ip);
     match found {
         Some(n) if n.permanent && (mac.is_none() || n.mac == mac) => {}
-        Some(n) => problems.push(format!(
-            "neighbour {ip} on {dev} is {}{}, not permanent{}",
-            n.mac
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "incomplete".into()),
-            if n.permanent { " permanent" } else { "" },
-            mac.map(|m| format!(" {m}")).unwrap_or_default()
-        )),
-        None => problems.push(format!("neighbour {ip} on {dev} is missing")),
+        Some(n) => problems.push(Finding::NeighbourWrong {
+            ip,
+            device: dev.to_string(),
+            mac: n.mac,
+            permanent: n.permanent,
+            want: mac,
+        }),
+        None => problems.push(Finding::NeighbourMissing {
+            ip,
+            device: dev.to_string(),
+        }),
     }
 }

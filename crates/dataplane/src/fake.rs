@@ -1,0 +1,402 @@
+//! An in-memory kernel for unit tests (the `fake-kernel` feature): namespaces holding links,
+//! addresses, routes and neighbours, with the semantics the pod data plane relies on (a veth's
+//! two ends go together and take their objects with them; names, addresses and routes are
+//! unique; a change to a missing link fails with ENODEV). It can fail the n-th change it is
+//! asked for, so a test can stop a multi-step operation at each step in turn. The integration
+//! tests run everything against the real kernel; this only lets the agent's logic be tested
+//! without one.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnet::IpNet;
+use strait_netlink::{Link, MacAddr, Neighbour, NetlinkError, Route};
+
+use crate::rtnetlink::{Change, Kernel, Rtnetlink};
+
+/// One namespace's objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    pub links: Vec<Link>,
+    /// (link index, address).
+    pub addresses: Vec<(u32, IpNet)>,
+    pub routes: Vec<Route>,
+    pub neighbours: Vec<Neighbour>,
+}
+
+impl Namespace {
+    /// Nothing in it.
+    pub fn is_empty(&self) -> bool {
+        *self == Namespace::default()
+    }
+
+    fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    fn has_index(&self, index: u32) -> bool {
+        self.links.iter().any(|l| l.index == index)
+    }
+
+    /// Removes the link with `index` and everything on it.
+    fn remove(&mut self, index: u32) {
+        self.links.retain(|l| l.index != index);
+        self.addresses.retain(|(i, _)| *i != index);
+        self.routes.retain(|r| r.oif != Some(index));
+        self.neighbours.retain(|n| n.index != index);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Namespace 0 is the node's.
+    namespaces: Vec<Namespace>,
+    /// veth peers: (namespace, index) pairs.
+    peers: Vec<((usize, u32), (usize, u32))>,
+    next_index: u32,
+    /// Changes asked for so far (veth creation, deletion, each batched change).
+    changes: usize,
+    /// The change (counted from 1) that fails, if any.
+    fail_at: Option<usize>,
+}
+
+/// The whole fake kernel; clones share it.
+#[derive(Debug, Clone)]
+pub struct FakeKernel(Arc<Mutex<State>>);
+
+impl Default for FakeKernel {
+    fn default() -> Self {
+        FakeKernel(Arc::new(Mutex::new(State {
+            namespaces: vec![Namespace::default()],
+            next_index: 2,
+            ..State::default()
+        })))
+    }
+}
+
+/// A namespace of the fake kernel, as a veth's peer destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeNetns(usize);
+
+/// The rtnetlink endpoint of one namespace of the fake kernel.
+#[derive(Debug, Clone)]
+pub struct FakeNetlink {
+    kernel: FakeKernel,
+    ns: usize,
+}
+
+fn kernel_error(op: &str, errno: i32) -> NetlinkError {
+    NetlinkError::Kernel {
+        op: op.to_string(),
+        source: std::io::Error::from_raw_os_error(errno),
+        detail: None,
+    }
+}
+
+impl FakeKernel {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new, empty namespace (a pod's) and an endpoint inside it.
+    pub fn namespace(&self) -> (FakeNetns, FakeNetlink) {
+        let mut state = self.state();
+        state.namespaces.push(Namespace::default());
+        let ns = state.namespaces.len() - 1;
+        (
+            FakeNetns(ns),
+            FakeNetlink {
+                kernel: self.clone(),
+                ns,
+            },
+        )
+    }
+
+    /// The node's namespace as it is now.
+    pub fn node(&self) -> Namespace {
+        self.state().namespaces[0].clone()
+    }
+
+    /// A namespace as it is now.
+    pub fn snapshot(&self, ns: FakeNetns) -> Namespace {
+        self.state().namespaces[ns.0].clone()
+    }
+
+    /// Makes the `n`-th change asked for from now on (counted from 1) fail with EIO; `None`
+    /// stops failing.
+    pub fn fail_change(&self, n: Option<usize>) {
+        let mut state = self.state();
+        state.fail_at = n.map(|n| state.changes + n);
+    }
+
+    /// How many changes were asked for so far.
+    pub fn changes(&self) -> usize {
+        self.state().changes
+    }
+
+    /// Changes a namespace by hand, as an administrator would.
+    pub fn edit(&self, ns: Option<FakeNetns>, f: impl FnOnce(&mut Namespace)) {
+        f(&mut self.state().namespaces[ns.map_or(0, |n| n.0)]);
+    }
+}
+
+impl State {
+    /// Counts a change; fails it when it is the one to fail.
+    fn count(&mut self, op: &str) -> Result<(), NetlinkError> {
+        self.changes += 1;
+        if self.fail_at == Some(self.changes) {
+            return Err(kernel_error(op, EIO));
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, ns: usize, index: u32) {
+        let peer = self.peers.iter().find_map(|&(a, b)| {
+            if a == (ns, index) {
+                Some(b)
+            } else if b == (ns, index) {
+                Some(a)
+            } else {
+                None
+            }
+        });
+        self.namespaces[ns].remove(index);
+        if let Some((peer_ns, peer_index)) = peer {
+            self.namespaces[peer_ns].remove(peer_index);
+        }
+        self.peers
+            .retain(|&(a, b)| a != (ns, index) && b != (ns, index));
+    }
+
+    fn change(&mut self, ns: usize, change: Change) -> Result<(), NetlinkError> {
+        self.count(&format!("{change:?}"))?;
+        let space = &mut self.namespaces[ns];
+        let index = match &change {
+            Change::SetUp(index) | Change::AddAddress { index, .. } => *index,
+            Change::SetNeighbour { index, .. } => *index,
+            Change::AddRoute(route) => route.oif.unwrap_or(0),
+        };
+        if !space.has_index(index) {
+            return Err(kernel_error("change a link", ENODEV));
+        }
+        match change {
+            Change::SetUp(index) => {
+                for l in space.links.iter_mut().filter(|l| l.index == index) {
+                    l.up = true;
+                }
+            }
+            Change::AddAddress { index, address } => {
+                if space.addresses.contains(&(index, address)) {
+                    return Err(kernel_error("add address", EEXIST));
+                }
+                space.addresses.push((index, address));
+            }
+            Change::SetNeighbour { index, ip, mac } => {
+                space
+                    .neighbours
+                    .retain(|n| !(n.index == index && n.ip == ip));
+                space.neighbours.push(Neighbour {
+                    index,
+                    ip,
+                    mac: Some(mac),
+                    permanent: true,
+                });
+            }
+            Change::AddRoute(route) => {
+                if space
+                    .routes
+                    .iter()
+                    .any(|r| r.dst == route.dst && r.table == route.table)
+                {
+                    return Err(kernel_error("add route", EEXIST));
+                }
+                space.routes.push(route);
+            }
+        }
+        Ok(())
+    }
+}
+
+const EIO: i32 = 5;
+const ENODEV: i32 = 19;
+const EEXIST: i32 = 17;
+
+/// A MAC address from a link index, unique in the fake kernel.
+fn mac_of(index: u32) -> MacAddr {
+    let b = index.to_be_bytes();
+    MacAddr([0x02, 0xfa, b[0], b[1], b[2], b[3]])
+}
+
+impl Kernel for FakeKernel {
+    type Rtnl = FakeNetlink;
+    fn host(&self) -> Result<FakeNetlink, NetlinkError> {
+        Ok(FakeNetlink {
+            kernel: self.clone(),
+            ns: 0,
+        })
+    }
+}
+
+impl FakeNetlink {
+    fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T, NetlinkError> {
+        Ok(f(&self.kernel.state().namespaces[self.ns]))
+    }
+}
+
+impl Rtnetlink for FakeNetlink {
+    type Namespace = FakeNetns;
+
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        self.read(|ns| ns.link(name).cloned())
+    }
+
+    fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        self.read(|ns| ns.links.clone())
+    }
+
+    fn add_veth(
+        &mut self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: &FakeNetns,
+        mtu: u32,
+        peer_mac: Option<MacAddr>,
+    ) -> Result<(), NetlinkError> {
+        let mut state = self.kernel.state();
+        state.count("create veth")?;
+        if state.namespaces[self.ns].link(name).is_some()
+            || state.namespaces[peer_ns.0].link(peer_name).is_some()
+        {
+            return Err(kernel_error("create veth", EEXIST));
+        }
+        let (here, there) = (state.next_index, state.next_index + 1);
+        state.next_index += 2;
+        let link = |index, name: &str, up, mac| Link {
+            index,
+            name: name.to_string(),
+            mac: Some(mac),
+            mtu,
+            up,
+            kind: Some("veth".into()),
+            vxlan: None,
+        };
+        state.namespaces[self.ns]
+            .links
+            .push(link(here, name, true, mac_of(here)));
+        state.namespaces[peer_ns.0].links.push(link(
+            there,
+            peer_name,
+            false,
+            peer_mac.unwrap_or(mac_of(there)),
+        ));
+        state.peers.push(((self.ns, here), (peer_ns.0, there)));
+        Ok(())
+    }
+
+    fn delete_link(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let mut state = self.kernel.state();
+        state.count("delete link")?;
+        if let Some(index) = state.namespaces[self.ns].link(name).map(|l| l.index) {
+            state.delete(self.ns, index);
+        }
+        Ok(())
+    }
+
+    fn delete_link_at(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut state = self.kernel.state();
+        state.count("delete link")?;
+        state.delete(self.ns, index);
+        Ok(())
+    }
+
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        self.read(|ns| {
+            ns.addresses
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, a)| *a)
+                .collect()
+        })
+    }
+
+    fn routes(&mut self, ipv6: bool, table: u32) -> Result<Vec<Route>, NetlinkError> {
+        Ok(self
+            .all_routes(ipv6)?
+            .into_iter()
+            .filter(|r| r.table == table)
+            .collect())
+    }
+
+    fn all_routes(&mut self, ipv6: bool) -> Result<Vec<Route>, NetlinkError> {
+        self.read(|ns| {
+            ns.routes
+                .iter()
+                .filter(|r| r.dst.addr().is_ipv6() == ipv6)
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+        Ok(self
+            .all_neighbours()?
+            .into_iter()
+            .filter(|n| n.index == index)
+            .collect())
+    }
+
+    fn all_neighbours(&mut self) -> Result<Vec<Neighbour>, NetlinkError> {
+        self.read(|ns| ns.neighbours.clone())
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) -> Vec<Result<(), NetlinkError>> {
+        let mut state = self.kernel.state();
+        changes
+            .into_iter()
+            .map(|change| state.change(self.ns, change))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_veth_goes_with_its_peer_and_everything_on_both() {
+        let kernel = FakeKernel::default();
+        let (netns, mut pod) = kernel.namespace();
+        let mut host = kernel.host().unwrap();
+        host.add_veth("h", "eth0", &netns, 1450, None).unwrap();
+        assert!(
+            host.add_veth("h", "eth1", &netns, 1450, None)
+                .unwrap_err()
+                .is_exists()
+        );
+        let index = pod.link_by_name("eth0").unwrap().unwrap().index;
+        let address: IpNet = "10.0.0.5/32".parse().unwrap();
+        let results = pod.apply(vec![
+            Change::SetUp(index),
+            Change::AddAddress { index, address },
+            Change::AddAddress { index, address },
+            Change::SetUp(999),
+        ]);
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(results[2].as_ref().unwrap_err().is_exists());
+        assert!(results[3].as_ref().unwrap_err().is_no_device());
+        host.delete_link("h").unwrap();
+        host.delete_link("h").unwrap();
+        assert!(kernel.node().is_empty() && kernel.snapshot(netns).is_empty());
+    }
+
+    #[test]
+    fn fails_the_change_it_is_told_to() {
+        let kernel = FakeKernel::default();
+        let (netns, _) = kernel.namespace();
+        let mut host = kernel.host().unwrap();
+        kernel.fail_change(Some(2));
+        host.delete_link("h").unwrap();
+        assert!(host.add_veth("h", "eth0", &netns, 1450, None).is_err());
+        host.add_veth("h", "eth0", &netns, 1450, None).unwrap();
+        assert_eq!(kernel.changes(), 3);
+    }
+}
