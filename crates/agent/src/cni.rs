@@ -24,7 +24,7 @@ use crate::agent::{Agent, blocking};
 use crate::caller::Caller;
 use crate::error::AgentError;
 use crate::findings::CheckFinding;
-use crate::network::NETWORK_TABLE;
+use crate::network::{NETWORK_TABLE, NetworkState};
 use crate::node::refuse_router_advertisements;
 use crate::recovery::Quarantined;
 use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
@@ -128,6 +128,15 @@ impl<S: Store> Agent<S> {
     }
 }
 
+/// What a fresh ADD has taken so far: its addresses, its record once written, its pod's
+/// network once built.
+#[derive(Debug, Default)]
+struct Taken {
+    addresses: Vec<IpNet>,
+    record: Option<AttachmentKey>,
+    veth: Option<String>,
+}
+
 /// The pod's namespace on the kernel `K`.
 type PodNs<K> = PodNamespace<<K as Kernel>::Rtnl>;
 
@@ -215,6 +224,9 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         let key = key_of(req);
         let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
         let netns = req.invocation.netns.clone();
+        // What this ADD takes, given back if it does not complete (a repeated ADD takes nothing:
+        // its record and addresses stay).
+        let mut taken = Taken::default();
         let (attachment, fresh) = match self.registry.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
             Some(existing) => (
@@ -275,6 +287,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                     mtu: net.mtu,
                     releasing: false,
                 };
+                taken.addresses = a.addresses.clone();
                 (a, true)
             }
         };
@@ -286,9 +299,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                 .map_err(AgentError::from)
         });
         if let Err(e) = may_build {
-            if fresh {
-                net.release(&attachment.addresses).await;
-            }
+            self.roll_back(net, taken).await;
             return Err(e);
         }
         // The record is written while the veth pair is created; no address reaches the kernel
@@ -333,17 +344,20 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         let built = match persisted {
             Ok(()) => built,
             // A repeated ADD keeps its earlier record (its pod's network, when it had to be
-            // rebuilt, is gone: the runtime's retry builds it again).
+            // rebuilt, is gone: the runtime's retry builds it again). The kernel work stopped
+            // before any address, and undid itself.
             Err(e) => {
-                if fresh {
-                    net.release(&attachment.addresses).await;
-                }
+                self.roll_back(net, taken).await;
                 return Err(e);
             }
         };
+        if fresh {
+            taken.record = Some(key.clone());
+        }
         match built {
             Ok(_) if fresh && caller.is_gone() => {
-                self.release(&key).await?;
+                taken.veth = Some(attachment.host_veth.clone());
+                self.roll_back(net, taken).await;
                 Err(AgentError::CallerGone)
             }
             Ok(links) => {
@@ -357,12 +371,34 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                     None => ours,
                 })
             }
+            // The kernel work undid itself.
             Err(e) => {
-                if fresh {
-                    self.forget_after_failure(&key).await;
-                }
+                self.roll_back(net, taken).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Gives back what an ADD took, kernel first (no device may carry an address once it is
+    /// free), then the record, then the addresses. What cannot be given back is logged and
+    /// stays held, the ADD's own error being the one to answer: a veth that cannot be deleted
+    /// keeps its record and addresses, a record that cannot be dropped its addresses, until the
+    /// runtime's DEL or a GC.
+    async fn roll_back(&self, net: &NetworkState, taken: Taken) {
+        if let Some(veth) = &taken.veth
+            && let Err(e) = self.release_veth(veth).await
+        {
+            tracing::warn!(%veth, error = %e, "could not undo the network of a failed ADD");
+            return;
+        }
+        match &taken.record {
+            Some(key) => {
+                if let Err(e) = self.forget(key).await {
+                    tracing::warn!(container_id = %key.container_id, error = %e,
+                        "could not drop the record of a failed ADD");
+                }
+            }
+            None => net.release(&taken.addresses).await,
         }
     }
 
@@ -500,15 +536,6 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
             net.release(&addresses).await;
             tracing::info!(veth = %q.veth, ?addresses, "released quarantined addresses");
-        }
-    }
-
-    /// Drops the record of an ADD that failed; a failure to do so is logged, the ADD's own error
-    /// being the one to answer (the record then waits for the runtime's DEL or a GC).
-    async fn forget_after_failure(&self, key: &AttachmentKey) {
-        if let Err(e) = self.forget(key).await {
-            tracing::warn!(container_id = %key.container_id, error = %e,
-                "could not drop the record of a failed ADD");
         }
     }
 

@@ -2,9 +2,9 @@
 //! addresses, routes and neighbours, with the semantics the pod data plane relies on (a veth's
 //! two ends go together and take their objects with them; names, addresses and routes are
 //! unique; a change to a missing link fails with ENODEV). It can fail the n-th change it is
-//! asked for, so a test can stop a multi-step operation at each step in turn. The integration
-//! tests run everything against the real kernel; this only lets the agent's logic be tested
-//! without one.
+//! asked for, so a test can stop a multi-step operation at each step in turn, or run something
+//! of the test's at that moment. The integration tests run everything against the real kernel;
+//! this only lets the agent's logic be tested without one.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,8 +55,23 @@ struct State {
     next_index: u32,
     /// Changes asked for so far (veth creation, deletion, each batched change).
     changes: usize,
-    /// The change (counted from 1) that fails, if any.
-    fail_at: Option<usize>,
+    /// What happens at one change (counted from 1), if anything.
+    trap: Option<(usize, Trap)>,
+}
+
+/// What happens at a trapped change.
+enum Trap {
+    Fail,
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+impl std::fmt::Debug for Trap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trap::Fail => "Fail",
+            Trap::Run(_) => "Run",
+        })
+    }
 }
 
 /// The whole fake kernel; clones share it.
@@ -125,7 +140,14 @@ impl FakeKernel {
     /// stops failing.
     pub fn fail_change(&self, n: Option<usize>) {
         let mut state = self.state();
-        state.fail_at = n.map(|n| state.changes + n);
+        state.trap = n.map(|n| (state.changes + n, Trap::Fail));
+    }
+
+    /// Runs `action` just before the `n`-th change asked for from now on (counted from 1),
+    /// which then goes ahead.
+    pub fn before_change(&self, n: usize, action: impl FnOnce() + Send + 'static) {
+        let mut state = self.state();
+        state.trap = Some((state.changes + n, Trap::Run(Box::new(action))));
     }
 
     /// How many changes were asked for so far.
@@ -143,10 +165,17 @@ impl State {
     /// Counts a change; fails it when it is the one to fail.
     fn count(&mut self, op: &str) -> Result<(), NetlinkError> {
         self.changes += 1;
-        if self.fail_at == Some(self.changes) {
-            return Err(kernel_error(op, EIO));
+        match self.trap.take() {
+            Some((n, Trap::Fail)) if n == self.changes => Err(kernel_error(op, EIO)),
+            Some((n, Trap::Run(action))) if n == self.changes => {
+                action();
+                Ok(())
+            }
+            other => {
+                self.trap = other;
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn delete(&mut self, ns: usize, index: u32) {

@@ -255,6 +255,31 @@ mod on_a_fake_kernel {
     }
 
     #[tokio::test]
+    async fn an_add_whose_caller_left_during_the_kernel_work_is_undone() {
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixStream;
+
+        let node = node("gone", DUAL_STACK).await;
+        let before = node.usage().await;
+        let pod = node.pod("gone");
+        let (agent_end, plugin_end) = UnixStream::pair().unwrap();
+        // The runtime gives up while the veth pair is being made.
+        node.kernel.before_change(2, move || drop(plugin_end));
+        let e = node
+            .agent
+            .add(
+                &request("ADD", pod.id, ""),
+                Some(pod.namespace()),
+                Caller::on(agent_end.as_fd()),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AgentError::CallerGone), "{e}");
+        node.assert_nothing_left(&[&pod], &before, "caller gone")
+            .await;
+    }
+
+    #[tokio::test]
     async fn an_add_into_a_taken_interface_name_is_refused_and_leaves_nothing() {
         let node = node("taken", IPV4).await;
         let before = node.usage().await;
