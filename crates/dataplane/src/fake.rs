@@ -1,7 +1,9 @@
-//! An in-memory kernel for unit tests (the `fake-kernel` feature): namespaces holding links,
-//! addresses, routes and neighbours, with the semantics the pod data plane relies on (a veth's
-//! two ends go together and take their objects with them; names, addresses and routes are
-//! unique; a change to a missing link fails with ENODEV). It can fail the n-th change it is
+//! An in-memory kernel for unit tests (the `fake-kernel` feature): namespaces holding links
+//! (veth pairs, VXLAN devices), addresses, routes, neighbours, FDB entries and nexthop objects,
+//! with the semantics the data plane relies on (a veth's two ends go together; a link takes
+//! its objects with it, a nexthop its routes; names, addresses, routes and nexthop ids are
+//! unique; a change to a missing link fails with ENODEV, a removal of a missing object with a
+//! "not found" error; routes through a nexthop read back with its link and gateway). It can fail the n-th change it is
 //! asked for, so a test can stop a multi-step operation at each step in turn, or run something
 //! of the test's at that moment. The integration tests run everything against the real kernel;
 //! this only lets the agent's logic be tested without one.
@@ -9,7 +11,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
-use strait_netlink::{Link, MacAddr, Neighbour, NetlinkError, Route};
+use libc::{EEXIST, EINVAL, EIO, ENODEV, ENOENT, ESRCH};
+use strait_netlink::{FdbEntry, Link, MacAddr, Neighbour, NetlinkError, Nexthop, Route, VxlanSpec};
 
 use crate::rtnetlink::{Change, Kernel, Rtnetlink};
 
@@ -21,6 +24,8 @@ pub struct Namespace {
     pub addresses: Vec<(u32, IpNet)>,
     pub routes: Vec<Route>,
     pub neighbours: Vec<Neighbour>,
+    pub fdb: Vec<FdbEntry>,
+    pub nexthops: Vec<Nexthop>,
 }
 
 impl Namespace {
@@ -37,12 +42,22 @@ impl Namespace {
         self.links.iter().any(|l| l.index == index)
     }
 
-    /// Removes the link with `index` and everything on it.
+    /// Removes the link with `index` and everything on it or through it.
     fn remove(&mut self, index: u32) {
         self.links.retain(|l| l.index != index);
         self.addresses.retain(|(i, _)| *i != index);
         self.routes.retain(|r| r.oif != Some(index));
         self.neighbours.retain(|n| n.index != index);
+        self.fdb.retain(|f| f.index != index);
+        self.nexthops.retain(|n| n.oif != Some(index));
+    }
+
+    fn add_link(&mut self, link: Link) -> Result<(), NetlinkError> {
+        if self.link(&link.name).is_some() {
+            return Err(kernel_error("create link", EEXIST));
+        }
+        self.links.push(link);
+        Ok(())
     }
 }
 
@@ -200,17 +215,30 @@ impl State {
         self.count(&format!("{change:?}"))?;
         let space = &mut self.namespaces[ns];
         let index = match &change {
-            Change::SetUp(index) | Change::AddAddress { index, .. } => *index,
-            Change::SetNeighbour { index, .. } => *index,
-            Change::AddRoute(route) => route.oif.unwrap_or(0),
+            Change::SetUp(index)
+            | Change::SetMtu { index, .. }
+            | Change::AddAddress { index, .. }
+            | Change::SetNeighbour { index, .. }
+            | Change::DelNeighbour { index, .. }
+            | Change::AddNexthop { oif: index, .. } => Some(*index),
+            Change::SetFdb(entry) | Change::DelFdb(entry) => Some(entry.index),
+            Change::AddRoute(route) | Change::ReplaceRoute(route) => {
+                (route.nexthop.is_none()).then(|| route.oif.unwrap_or(0))
+            }
+            Change::DelRoute(_) | Change::DelNexthop(_) => None,
         };
-        if !space.has_index(index) {
+        if index.is_some_and(|i| !space.has_index(i)) {
             return Err(kernel_error("change a link", ENODEV));
         }
         match change {
             Change::SetUp(index) => {
                 for l in space.links.iter_mut().filter(|l| l.index == index) {
                     l.up = true;
+                }
+            }
+            Change::SetMtu { index, mtu } => {
+                for l in space.links.iter_mut().filter(|l| l.index == index) {
+                    l.mtu = mtu;
                 }
             }
             Change::AddAddress { index, address } => {
@@ -230,24 +258,99 @@ impl State {
                     permanent: true,
                 });
             }
+            Change::DelNeighbour { index, ip } => {
+                let before = space.neighbours.len();
+                space
+                    .neighbours
+                    .retain(|n| !(n.index == index && n.ip == ip));
+                if space.neighbours.len() == before {
+                    return Err(kernel_error("delete neighbour", ENOENT));
+                }
+            }
             Change::AddRoute(route) => {
-                if space
-                    .routes
-                    .iter()
-                    .any(|r| r.dst == route.dst && r.table == route.table)
-                {
+                if space.routes.iter().any(|r| same_key(r, &route)) {
                     return Err(kernel_error("add route", EEXIST));
                 }
+                let route = route_as_read(route, &space.nexthops)?;
                 space.routes.push(route);
+            }
+            Change::ReplaceRoute(route) => {
+                let route = route_as_read(route, &space.nexthops)?;
+                space.routes.retain(|r| !same_key(r, &route));
+                space.routes.push(route);
+            }
+            Change::DelRoute(route) => {
+                let before = space.routes.len();
+                space.routes.retain(|r| {
+                    !(r.dst == route.dst && r.table == route.table && r.protocol == route.protocol)
+                });
+                if space.routes.len() == before {
+                    return Err(kernel_error("delete route", ESRCH));
+                }
+            }
+            Change::AddNexthop {
+                id,
+                gateway,
+                oif,
+                onlink,
+                protocol,
+            } => {
+                if space.nexthops.iter().any(|n| n.id == id) {
+                    return Err(kernel_error("create nexthop", EEXIST));
+                }
+                space.nexthops.push(Nexthop {
+                    id,
+                    gateway: Some(gateway),
+                    oif: Some(oif),
+                    onlink,
+                    protocol,
+                    deleted: false,
+                });
+            }
+            Change::DelNexthop(id) => {
+                if !space.nexthops.iter().any(|n| n.id == id) {
+                    return Err(kernel_error("delete nexthop", ENOENT));
+                }
+                space.nexthops.retain(|n| n.id != id);
+                space.routes.retain(|r| r.nexthop != Some(id));
+            }
+            Change::SetFdb(entry) => {
+                space
+                    .fdb
+                    .retain(|f| !(f.index == entry.index && f.mac == entry.mac));
+                space.fdb.push(entry);
+            }
+            Change::DelFdb(entry) => {
+                let before = space.fdb.len();
+                space.fdb.retain(|f| *f != entry);
+                if space.fdb.len() == before {
+                    return Err(kernel_error("delete fdb entry", ENOENT));
+                }
             }
         }
         Ok(())
     }
 }
 
-const EIO: i32 = 5;
-const ENODEV: i32 = 19;
-const EEXIST: i32 = 17;
+/// Two routes the kernel keeps apart: destination and table.
+fn same_key(a: &Route, b: &Route) -> bool {
+    a.dst == b.dst && a.table == b.table
+}
+
+/// A route as the kernel reports it once added: through a nexthop object, with that object's
+/// link and gateway (it must exist).
+fn route_as_read(mut route: Route, nexthops: &[Nexthop]) -> Result<Route, NetlinkError> {
+    if let Some(id) = route.nexthop {
+        let hop = nexthops
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| kernel_error("add route", EINVAL))?;
+        route.oif = hop.oif;
+        route.gateway = hop.gateway;
+        route.onlink = hop.onlink;
+    }
+    Ok(route)
+}
 
 /// A MAC address from a link index, unique in the fake kernel.
 fn mac_of(index: u32) -> MacAddr {
@@ -321,6 +424,26 @@ impl Rtnetlink for FakeNetlink {
         Ok(())
     }
 
+    fn add_vxlan(&mut self, spec: &VxlanSpec) -> Result<(), NetlinkError> {
+        let mut state = self.kernel.state();
+        state.count("create vxlan")?;
+        let index = state.next_index;
+        state.next_index += 1;
+        let space = &mut state.namespaces[self.ns];
+        if spec.vxlan.underlay.is_some_and(|u| !space.has_index(u)) {
+            return Err(kernel_error("create vxlan", ENODEV));
+        }
+        space.add_link(Link {
+            index,
+            name: spec.name.clone(),
+            mac: Some(spec.mac),
+            mtu: spec.mtu,
+            up: false,
+            kind: Some("vxlan".into()),
+            vxlan: Some(spec.vxlan.clone()),
+        })
+    }
+
     fn delete_link(&mut self, name: &str) -> Result<(), NetlinkError> {
         let mut state = self.kernel.state();
         state.count("delete link")?;
@@ -345,6 +468,24 @@ impl Rtnetlink for FakeNetlink {
                 .map(|(_, a)| *a)
                 .collect()
         })
+    }
+
+    fn all_ipv6_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
+        self.read(|ns| {
+            ns.addresses
+                .iter()
+                .filter(|(_, a)| a.addr().is_ipv6())
+                .copied()
+                .collect()
+        })
+    }
+
+    fn all_fdb(&mut self) -> Result<Vec<FdbEntry>, NetlinkError> {
+        self.read(|ns| ns.fdb.clone())
+    }
+
+    fn nexthops(&mut self) -> Result<Vec<Nexthop>, NetlinkError> {
+        self.read(|ns| ns.nexthops.clone())
     }
 
     fn routes(&mut self, ipv6: bool, table: u32) -> Result<Vec<Route>, NetlinkError> {

@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use strait_netlink::{
-    FdbEntry, Neighbour, Netlink, NetlinkError, Nexthop, Request, Route, Scope, Vxlan, VxlanSpec,
-    add_address_request,
-};
+use strait_netlink::{FdbEntry, NetlinkError, Route, Scope, Vxlan, VxlanSpec};
 
 use crate::error::DataplaneError;
 use crate::model::{
@@ -20,13 +17,14 @@ use crate::model::{
 };
 use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, is_host_veth};
 use crate::overlay::{VXLAN_PORT, is_device};
+use crate::rtnetlink::{Change, Rtnetlink};
 
 /// Strait's nexthop ids start here, well clear of ids other software picks by hand.
 const NEXTHOP_ID_BASE: u32 = 0x5354_0000;
 
 /// What the kernel holds of ours. `underlay` names the underlay device, through which routed
 /// pools' nexthops lead.
-pub fn read_actual(nl: &mut Netlink, underlay: &str) -> Result<Actual, DataplaneError> {
+pub fn read_actual(nl: &mut impl Rtnetlink, underlay: &str) -> Result<Actual, DataplaneError> {
     let links = nl.links()?;
     let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let mut actual = Actual::default();
@@ -168,7 +166,7 @@ pub struct Applied {
     pub highest_nexthop_id: u32,
 }
 
-fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, DataplaneError> {
+fn index_of(nl: &mut impl Rtnetlink, name: &str) -> Result<u32, DataplaneError> {
     nl.link_by_name(name)?.map(|l| l.index).ok_or_else(|| {
         DataplaneError::Netlink(NetlinkError::Decode(format!("link {name} is missing")))
     })
@@ -203,7 +201,11 @@ pub(crate) fn host_route(table: Table, dst: IpNet, oif: u32) -> Route {
     }
 }
 
-fn create_device(nl: &mut Netlink, name: &str, spec: &DeviceSpec) -> Result<(), DataplaneError> {
+fn create_device(
+    nl: &mut impl Rtnetlink,
+    name: &str,
+    spec: &DeviceSpec,
+) -> Result<(), DataplaneError> {
     let underlay = index_of(nl, &spec.underlay)?;
     let vxlan = VxlanSpec {
         name: name.to_string(),
@@ -243,7 +245,7 @@ enum Stage {
 
 /// Carries out `ops` against the kernel `actual` describes (read by [`read_actual`], or left by
 /// the last pass). Everything is attempted; every failure is reported.
-pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
+pub fn apply<R: Rtnetlink>(nl: &mut R, ops: Vec<Op>, actual: &Actual) -> Applied {
     let mut hops = actual.hops.clone();
     let mut applied = Applied::default();
     let mut entries = Vec::new();
@@ -251,11 +253,15 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
         let outcome = match &op {
             Op::CreateDevice(name, spec) => create_device(nl, name, spec),
             Op::DeleteDevice(name) => nl.delete_link(name).map_err(Into::into),
-            Op::SetMtu(name, mtu) => index_of(nl, name).and_then(|i| Ok(nl.set_link_mtu(i, *mtu)?)),
-            Op::SetUp(name) => index_of(nl, name).and_then(|i| Ok(nl.set_link_up(i)?)),
-            Op::AddAddress(name, address) => {
-                index_of(nl, name).and_then(|i| Ok(nl.add_address(i, *address)?))
+            Op::SetMtu(name, mtu) => index_of(nl, name)
+                .and_then(|index| Ok(nl.apply_all(vec![Change::SetMtu { index, mtu: *mtu }])?)),
+            Op::SetUp(name) => {
+                index_of(nl, name).and_then(|index| Ok(nl.apply_all(vec![Change::SetUp(index)])?))
             }
+            Op::AddAddress(name, address) => index_of(nl, name).and_then(|index| {
+                let address = *address;
+                Ok(nl.apply_all(vec![Change::AddAddress { index, address }])?)
+            }),
             _ => {
                 entries.push(op);
                 continue;
@@ -267,23 +273,23 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
         }
     }
     let mut indices: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let mut index = |nl: &mut Netlink, name: &str| {
+    let mut index = |nl: &mut R, name: &str| {
         *indices
             .entry(name.to_string())
             .or_insert_with(|| index_of(nl, name).ok())
     };
     // New nexthops get ids no one uses: above every id seen, and never below our base.
     let mut next_id = (actual.highest_nexthop_id + 1).max(NEXTHOP_ID_BASE);
-    let mut requests: Vec<(Stage, Request)> = Vec::new();
+    let mut requests: Vec<(Stage, Change)> = Vec::new();
     for op in &entries {
         let request = match op {
             Op::DelRoute(table, dst) => (
                 Stage::Removal,
-                peer_route(*table, *dst, None).delete_request(),
+                Change::DelRoute(peer_route(*table, *dst, None)),
             ),
             Op::DelHop(id) => {
                 hops.retain(|_, v| v != id);
-                (Stage::Removal, Nexthop::delete_request(*id))
+                (Stage::Removal, Change::DelNexthop(*id))
             }
             Op::AddHop(hop) => {
                 let Some(oif) = index(nl, &hop.device) else {
@@ -295,9 +301,14 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                 let id = next_id;
                 next_id += 1;
                 hops.insert(hop.clone(), id);
-                let request =
-                    Nexthop::create_request(id, hop.gateway, oif, hop.onlink, ROUTE_PROTOCOL);
-                (Stage::Nexthop, request)
+                let change = Change::AddNexthop {
+                    id,
+                    gateway: hop.gateway,
+                    oif,
+                    onlink: hop.onlink,
+                    protocol: ROUTE_PROTOCOL,
+                };
+                (Stage::Nexthop, change)
             }
             Op::SetRoute(route) => {
                 let Some(id) = hops.get(&route.hop) else {
@@ -308,7 +319,7 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                 };
                 (
                     Stage::Route,
-                    peer_route(route.table, route.dst, Some(*id)).replace_request(),
+                    Change::ReplaceRoute(peer_route(route.table, route.dst, Some(*id))),
                 )
             }
             // Written to the veth that was read, by its index: if it has gone since (its pod
@@ -316,16 +327,29 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
             Op::SetHostRoute(r) => match actual.host_veths.get(&r.device) {
                 Some(oif) => (
                     Stage::HostSide,
-                    host_route(r.table, r.dst, *oif).replace_request(),
+                    Change::ReplaceRoute(host_route(r.table, r.dst, *oif)),
                 ),
                 None => continue,
             },
             Op::SetHostNeighbour(n) => match actual.host_veths.get(&n.device) {
-                Some(i) => (Stage::HostSide, Neighbour::set_request(*i, n.ip, n.mac)),
+                Some(&index) => (
+                    Stage::HostSide,
+                    Change::SetNeighbour {
+                        index,
+                        ip: n.ip,
+                        mac: n.mac,
+                    },
+                ),
                 None => continue,
             },
             Op::AddHostAddress(a) => match actual.host_veths.get(&a.device) {
-                Some(i) => (Stage::HostSide, add_address_request(*i, a.address)),
+                Some(&index) => (
+                    Stage::HostSide,
+                    Change::AddAddress {
+                        index,
+                        address: a.address,
+                    },
+                ),
                 None => continue,
             },
             Op::AddFdb(device, mac, dst) | Op::DelFdb(device, mac, dst) => {
@@ -341,12 +365,19 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                     dst: *dst,
                 };
                 match op {
-                    Op::AddFdb(..) => (Stage::Entry, entry.replace_request()),
-                    _ => (Stage::Removal, entry.delete_request()),
+                    Op::AddFdb(..) => (Stage::Entry, Change::SetFdb(entry)),
+                    _ => (Stage::Removal, Change::DelFdb(entry)),
                 }
             }
             Op::SetNeighbour(device, ip, mac) => match index(nl, device) {
-                Some(i) => (Stage::Entry, Neighbour::set_request(i, *ip, *mac)),
+                Some(index) => (
+                    Stage::Entry,
+                    Change::SetNeighbour {
+                        index,
+                        ip: *ip,
+                        mac: *mac,
+                    },
+                ),
                 None => {
                     applied
                         .failed
@@ -355,7 +386,7 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
                 }
             },
             Op::DelNeighbour(device, ip) => match index(nl, device) {
-                Some(i) => (Stage::Removal, Neighbour::delete_request(i, *ip)),
+                Some(index) => (Stage::Removal, Change::DelNeighbour { index, ip: *ip }),
                 None => continue,
             },
             _ => unreachable!("device operations were applied above"),
@@ -364,7 +395,7 @@ pub fn apply(nl: &mut Netlink, ops: Vec<Op>, actual: &Actual) -> Applied {
     }
     requests.sort_by_key(|(stage, _)| *stage);
     let stages: Vec<Stage> = requests.iter().map(|(s, _)| *s).collect();
-    let results = nl.batch(requests.into_iter().map(|(_, r)| r).collect());
+    let results = nl.apply(requests.into_iter().map(|(_, r)| r).collect());
     for (result, stage) in results.into_iter().zip(stages) {
         match result {
             Ok(()) => applied.done += 1,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use strait_netlink::{MacAddr, Netlink};
+use strait_netlink::MacAddr;
 
 use crate::error::DataplaneError;
 use crate::kernel::{apply, read_actual};
 use crate::model::{Actual, Desired, HostAddress, HostRoute, Neigh, Table, plan};
 use crate::naming::gateway_v6_on_host;
 use crate::overlay::{self, ClusterView, LocalNode};
+use crate::rtnetlink::Rtnetlink;
 
 /// A pod's host side as its attachment record describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +124,7 @@ pub struct Report {
 /// Runs one pass. `known` is what the kernel holds when nothing but the inputs changed since the
 /// last pass (its [`Report::after`]); without it the kernel is read.
 pub fn reconcile(
-    nl: &mut Netlink,
+    nl: &mut impl Rtnetlink,
     inputs: &Inputs,
     known: Option<Actual>,
     pass: Pass,
@@ -163,54 +164,4 @@ pub fn reconcile(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
-        let local = LocalNode {
-            name: "a".into(),
-            address: "192.168.0.1".parse().unwrap(),
-            underlay: "eth0".into(),
-            networks: Vec::new(),
-        };
-        let pod = |veth: &str, ip: &str, mac: Option<MacAddr>| PodHost {
-            veth: veth.into(),
-            table: Table::MAIN,
-            addresses: vec![ip.parse().unwrap()],
-            mac,
-        };
-        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        let inputs = Inputs {
-            pods: vec![
-                pod("st000000000001", "10.0.0.1/32", Some(mac)),
-                pod("st000000000002", "10.0.0.2/32", None),
-            ],
-            ..Inputs::nothing(&local)
-        };
-        let d = desired(&inputs);
-        let devices: Vec<&str> = d.host_routes.iter().map(|r| &*r.device).collect();
-        assert_eq!(devices, ["st000000000001", "st000000000002"]);
-
-        // Two records claiming one address: neither gets its route.
-        let mut doubled = inputs.clone();
-        doubled
-            .pods
-            .push(pod("st000000000003", "10.0.0.2/32", None));
-        let devices: Vec<String> = desired(&doubled)
-            .host_routes
-            .iter()
-            .map(|r| r.device.to_string())
-            .collect();
-        assert_eq!(devices, ["st000000000001"]);
-        assert_eq!(
-            d.host_neighbours,
-            BTreeSet::from([Neigh {
-                device: "st000000000001".into(),
-                ip: "10.0.0.1".parse().unwrap(),
-                mac
-            }])
-        );
-        assert!(d.devices.is_empty() && d.routes.is_empty());
-    }
-}
+mod tests;

@@ -44,11 +44,6 @@ pub fn add_address_request(index: u32, address: IpNet) -> Request {
 }
 
 impl Netlink {
-    /// Adds `address` (with its prefix length) to the link; adding it again is not an error.
-    pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<(), NetlinkError> {
-        self.send_request(add_address_request(index, address))
-    }
-
     /// The addresses on link `index`, with their prefix lengths.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         Ok(self

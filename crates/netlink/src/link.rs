@@ -127,6 +127,18 @@ impl Link {
         )
     }
 
+    /// Sets link `index`'s MTU.
+    pub fn mtu_request(index: u32, mtu: u32) -> Request {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        Request::route(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            format!("set link {index} mtu {mtu}"),
+        )
+    }
+
     fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             index: m.header.index,
@@ -277,15 +289,6 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             || format!("create vxlan {} (vni {})", spec.name, v.vni),
         )
-    }
-
-    pub fn set_link_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.attributes.push(LinkAttribute::Mtu(mtu));
-        self.ack(RouteNetlinkMessage::SetLink(m), 0, || {
-            format!("set link {index} mtu {mtu}")
-        })
     }
 
     pub fn set_link_up(&mut self, index: u32) -> Result<(), NetlinkError> {

@@ -54,16 +54,6 @@ impl Neighbour {
 }
 
 impl Netlink {
-    /// Installs (or replaces) a permanent entry `ip lladdr mac dev index`.
-    pub fn set_permanent_neighbour(
-        &mut self,
-        index: u32,
-        ip: IpAddr,
-        mac: MacAddr,
-    ) -> Result<(), NetlinkError> {
-        self.send_request(Neighbour::set_request(index, ip, mac))
-    }
-
     /// The neighbour entries on link `index`.
     pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
         let mut all = self.all_neighbours()?;

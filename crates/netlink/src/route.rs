@@ -172,11 +172,6 @@ impl Route {
 }
 
 impl Netlink {
-    /// Adds a route; fails with EEXIST if one with the same destination is there.
-    pub fn add_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
-        self.send_request(route.add_request())
-    }
-
     /// The route the kernel would use to reach `dst` (a FIB lookup), if any.
     pub fn route_to(&mut self, dst: IpAddr) -> Result<Option<Route>, NetlinkError> {
         let mut m = RouteMessage::default();
