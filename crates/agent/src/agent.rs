@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use strait_dataplane::ledger::host_veths;
 use strait_dataplane::model::NetId;
-use strait_dataplane::overlay::{LocalNetwork, LocalNode, VXLAN_OVERHEAD};
+use strait_dataplane::overlay::{LocalNetwork, LocalNode, vxlan_overhead};
 use strait_dataplane::{Kernel, SystemKernel};
 use strait_netlink::Netlink;
 use strait_store::{Kind, NodeRecord, Store, StoreError, Vtep};
 use tokio::sync::watch;
 
 use crate::cluster::{ClusterCache, spawn_watches};
-use crate::config::Config;
+use crate::config::{Config, UnderlayFamily};
 use crate::error::AgentError;
 use crate::freed::Freed;
 use crate::locks::KeyedLocks;
@@ -259,9 +259,12 @@ impl<S: Store, K: Kernel> Agent<S, K> {
 
     /// This node as the overlay sees it.
     pub fn local_node(&self) -> LocalNode {
+        let vxlan_over_ipv6 = self.config.vxlan_underlay == UnderlayFamily::Ipv6;
         LocalNode {
             name: self.config.node_name.clone(),
             address: self.underlay.address,
+            address6: self.underlay.address6.map(|(a, _)| a),
+            vxlan_over_ipv6,
             underlay: self.underlay.device.clone(),
             networks: self
                 .networks
@@ -269,7 +272,10 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                 .map(|n| LocalNetwork {
                     id: NetId::new(&n.spec.name),
                     vni: n.spec.vni,
-                    mtu: self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
+                    mtu: self
+                        .underlay
+                        .mtu
+                        .saturating_sub(vxlan_overhead(vxlan_over_ipv6)),
                     vtep: n.vtep,
                     vtep_addresses: n.vtep_addresses.clone(),
                     table: NETWORK_TABLE,

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use strait_dataplane::overlay::Mode;
+use strait_dataplane::overlay::{Mode, vxlan_overhead};
 use strait_ipam::Pool;
 
 /// The file as written.
@@ -22,6 +22,10 @@ pub struct FileConfig {
     /// The node's IPv6 address on the same device: routed IPv6 pools' next hop for peers. The
     /// device's first global address that is neither temporary nor deprecated when absent.
     pub node_address6: Option<Ipv6Addr>,
+    /// The underlay family VXLAN runs over: `ipv4` (the default, 50 bytes of overhead) or
+    /// `ipv6` (between the nodes' IPv6 addresses, 70 bytes). Every node of a cluster must agree.
+    #[serde(default)]
+    pub vxlan_underlay: UnderlayFamily,
     /// Where /metrics, /healthz and /readyz are served; `""` serves none.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: String,
@@ -51,6 +55,15 @@ pub struct FileConfig {
     pub freed_address_hold: u32,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConfig>,
+}
+
+/// An underlay address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderlayFamily {
+    #[default]
+    Ipv4,
+    Ipv6,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +232,8 @@ pub struct Network {
     pub snat: bool,
     /// Masquerade IPv6 traffic leaving the cluster.
     pub snat6: bool,
+    /// What VXLAN takes from the underlay's MTU (by the underlay family it runs over).
+    pub vxlan_overhead: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +252,7 @@ impl Network {
     /// What encapsulation takes from the underlay's MTU.
     pub fn overhead(&self) -> u32 {
         if self.uses_vxlan() {
-            strait_dataplane::overlay::VXLAN_OVERHEAD
+            self.vxlan_overhead
         } else {
             0
         }
@@ -256,6 +271,7 @@ pub struct Config {
     pub node_name: String,
     pub node_address: Option<Ipv4Addr>,
     pub node_address6: Option<Ipv6Addr>,
+    pub vxlan_underlay: UnderlayFamily,
     pub metrics_address: String,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
@@ -333,8 +349,9 @@ impl Config {
             );
         }
         let mut networks = Vec::new();
+        let vxlan_overhead = vxlan_overhead(file.vxlan_underlay == UnderlayFamily::Ipv6);
         for n in &file.networks {
-            networks.push(validate_network(n)?);
+            networks.push(validate_network(n, vxlan_overhead)?);
         }
         let mut names: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
         names.sort();
@@ -434,6 +451,7 @@ impl Config {
             node_name,
             node_address: file.node_address,
             node_address6: file.node_address6,
+            vxlan_underlay: file.vxlan_underlay,
             metrics_address: file.metrics_address,
             state_dir: file.state_dir,
             socket: file.socket,
@@ -453,6 +471,17 @@ impl Config {
     /// underlay carries. `subnets` are those of the underlay's IPv4 address and, if it has one,
     /// its IPv6 address.
     pub fn check_underlay(&self, subnets: &[IpNet], underlay_mtu: u32) -> Result<(), String> {
+        if self.vxlan_underlay == UnderlayFamily::Ipv6
+            && !subnets.iter().any(|s| s.addr().is_ipv6())
+            && let Some(n) = self.networks.iter().find(|n| n.uses_vxlan())
+        {
+            return Err(format!(
+                "network {:?} uses VXLAN and vxlan_underlay is \"ipv6\", and this node's \
+                 underlay device has no IPv6 address to send it from: add one (or set \
+                 node_address6), or set vxlan_underlay = \"ipv4\"",
+                n.name
+            ));
+        }
         for n in &self.networks {
             for subnet in subnets {
                 if let Some(p) = n.pools.iter().find(|p| overlap(&p.pool.cidr, subnet)) {
@@ -500,9 +529,9 @@ impl Config {
                      underlay's {underlay_mtu}{}); lower it or leave it unset",
                     n.name,
                     if n.uses_vxlan() {
-                        " less VXLAN's 50"
+                        format!(" less VXLAN's {}", n.vxlan_overhead)
                     } else {
-                        ""
+                        String::new()
                     }
                 ));
             }
@@ -524,7 +553,7 @@ impl Config {
     }
 }
 
-fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
+fn validate_network(n: &NetworkConfig, vxlan_overhead: u32) -> Result<Network, String> {
     let at = format!("network {:?}", n.name);
     if n.name.is_empty()
         || !n.name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -595,6 +624,7 @@ fn validate_network(n: &NetworkConfig) -> Result<Network, String> {
         vni: n.vni,
         snat: n.snat,
         snat6: n.snat6.unwrap_or(n.snat),
+        vxlan_overhead,
     })
 }
 
@@ -724,6 +754,32 @@ mod tests {
             jumbo
                 .check_underlay(&[subnet("192.168.1.0/24")], 9050)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn vxlan_over_an_ipv6_underlay_costs_70_bytes_and_needs_an_ipv6_address() {
+        let c = parse(&format!("vxlan_underlay = \"ipv6\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.vxlan_underlay, UnderlayFamily::Ipv6);
+        assert_eq!(c.networks[0].effective_mtu(1500), 1430);
+        let subnet = |s: &str| s.parse::<IpNet>().unwrap();
+        let err = c
+            .check_underlay(&[subnet("192.168.1.0/24")], 1500)
+            .unwrap_err();
+        assert!(err.contains("no IPv6 address"), "{err}");
+        let both = [subnet("192.168.1.0/24"), subnet("fd00:fab::/64")];
+        assert!(c.check_underlay(&both, 1500).is_ok());
+        let jumbo = parse(&format!(
+            "vxlan_underlay = \"ipv6\"\n{}",
+            MINIMAL.replace("name = \"strait\"", "name = \"strait\"\nmtu = 1450")
+        ))
+        .unwrap();
+        let err = jumbo.check_underlay(&both, 1500).unwrap_err();
+        assert!(err.contains("1430") && err.contains("VXLAN's 70"), "{err}");
+        assert!(parse(&format!("vxlan_underlay = \"ipx\"\n{MINIMAL}")).is_err());
+        assert_eq!(
+            parse(MINIMAL).unwrap().networks[0].effective_mtu(1500),
+            1450
         );
     }
 

@@ -475,6 +475,7 @@ mod tests {
             vni: 4096,
             snat: true,
             snat6: true,
+            vxlan_overhead: 50,
         }
     }
 

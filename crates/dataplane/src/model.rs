@@ -70,7 +70,8 @@ pub struct DeviceSpec {
     pub vni: u32,
     pub mac: MacAddr,
     pub mtu: u32,
-    pub local: Ipv4Addr,
+    /// The outer source address: the node's underlay address of the family VXLAN runs over.
+    pub local: IpAddr,
     pub underlay: String,
     /// The VTEP's addresses: its IPv4 address as a /32, its link-local address as a /64.
     pub addresses: Vec<IpNet>,
@@ -143,7 +144,7 @@ pub struct ActualDevice {
     pub vni: u32,
     pub mac: Option<MacAddr>,
     pub mtu: u32,
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
     pub port: u16,
     pub underlay: Option<String>,
     pub learning: bool,

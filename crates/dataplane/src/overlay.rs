@@ -4,9 +4,11 @@
 //! the same ranges:
 //!
 //! - per network with a VXLAN pool, one device `strait.<vni>` (`nolearning`, port 4789, `local` =
-//!   this node's address, MTU = underlay − 50) holding this node's VTEP address as a /32;
-//! - per remote node and such network: an FDB entry `VTEP_MAC dst NODE_ADDRESS` and a neighbour
-//!   `VTEP_IP lladdr VTEP_MAC`, both permanent;
+//!   this node's address of the underlay family VXLAN runs over, IPv4 by default; MTU =
+//!   underlay − 50 over IPv4, − 70 over IPv6) holding this node's VTEP address as a /32;
+//! - per remote node and such network: an FDB entry `VTEP_MAC dst NODE_ADDRESS` (of that
+//!   family; a peer without one is not reached) and a neighbour `VTEP_IP lladdr VTEP_MAC`, both
+//!   permanent;
 //! - per remote node, a nexthop object (a [`Hop`]): `via VTEP_IP dev strait.<vni> onlink` for
 //!   VXLAN pools, `via NODE_ADDRESS dev UNDERLAY` for routed pools;
 //! - per remote block, a route in its network's table through its node's hop, tagged with
@@ -16,7 +18,7 @@
 //! routes that each carry their own gateway, and a peer's routes go with its nexthop.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -40,6 +42,17 @@ pub enum Mode {
 pub const VXLAN_PORT: u16 = 4789;
 /// IPv4 + UDP + VXLAN + inner Ethernet headers.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The same over an IPv6 underlay (its header is 20 bytes longer).
+pub const VXLAN6_OVERHEAD: u32 = 70;
+
+/// What VXLAN takes from the underlay's MTU, over an IPv6 underlay or an IPv4 one.
+pub fn vxlan_overhead(over_ipv6: bool) -> u32 {
+    if over_ipv6 {
+        VXLAN6_OVERHEAD
+    } else {
+        VXLAN_OVERHEAD
+    }
+}
 
 /// The VXLAN device name of a network: `strait.<vni>` (at most 15 characters).
 pub fn device_name(vni: u32) -> String {
@@ -73,6 +86,10 @@ impl Vtep {
 pub struct LocalNode {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Its IPv6 underlay address, if it has one.
+    pub address6: Option<Ipv6Addr>,
+    /// VXLAN runs over the IPv6 underlay (else the IPv4 one).
+    pub vxlan_over_ipv6: bool,
     /// The underlay device (holding `address`).
     pub underlay: String,
     pub networks: Vec<LocalNetwork>,
@@ -165,10 +182,16 @@ impl LocalNode {
 /// settings and the cluster view.
 pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
     let underlay: Arc<str> = local.underlay.as_str().into();
+    // VXLAN's outer addresses, this node's and a peer's: of the family it runs over.
+    let outer = |v4: IpAddr, v6: Option<IpAddr>| match local.vxlan_over_ipv6 {
+        true => v6,
+        false => Some(v4),
+    };
+    let source = outer(local.address.into(), local.address6.map(IpAddr::from));
     for network in &local.networks {
         let name = device_name(network.vni);
         let device: Arc<str> = name.as_str().into();
-        if let Some(vtep) = network.vtep {
+        if let (Some(vtep), Some(source)) = (network.vtep, source) {
             let ipv6 = network.has_ipv6_vxlan();
             let mut addresses: Vec<IpNet> = network
                 .vtep_addresses
@@ -185,7 +208,7 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                     vni: network.vni,
                     mac: vtep.mac,
                     mtu: network.mtu,
-                    local: local.address,
+                    local: source,
                     underlay: local.underlay.clone(),
                     addresses,
                 },
@@ -194,11 +217,14 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                 if *name == local.name {
                     continue;
                 }
-                if let Some(theirs) = peer.vteps.get(&network.id) {
+                if let (Some(theirs), Some(dst)) = (
+                    peer.vteps.get(&network.id),
+                    outer(peer.address, peer.address6),
+                ) {
                     out.fdb.insert(Fdb {
                         device: Arc::clone(&device),
                         mac: theirs.mac,
-                        dst: peer.address,
+                        dst,
                     });
                     let ips = [
                         theirs.ip.is_ipv4().then_some(theirs.ip),
@@ -222,6 +248,11 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
             let hop = match mode_of(network, block) {
                 // IPv6 through the peer device's link-local address (a gateway on the link by
                 // definition), IPv4 through its VTEP address, declared on the link.
+                Some(Mode::Vxlan)
+                    if source.is_none() || outer(peer.address, peer.address6).is_none() =>
+                {
+                    None
+                }
                 Some(Mode::Vxlan) => peer.vteps.get(&network.id).and_then(|v| match ipv6 {
                     true => Some(Hop {
                         device: Arc::clone(&device),
@@ -286,6 +317,8 @@ mod tests {
         LocalNode {
             name: "a".into(),
             address: Ipv4Addr::new(192, 168, 0, 1),
+            address6: None,
+            vxlan_over_ipv6: false,
             underlay: "eth0".into(),
             networks: vec![LocalNetwork {
                 id: NetId::new("pods"),
@@ -353,7 +386,10 @@ mod tests {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let d = desired(&l, &c);
         let dev = &d.devices["strait.4096"];
-        assert_eq!((dev.vni, dev.mtu, dev.local), (4096, 1450, l.address));
+        assert_eq!(
+            (dev.vni, dev.mtu, dev.local),
+            (4096, 1450, l.address.into())
+        );
         assert_eq!(dev.addresses, ["10.244.0.0/32".parse().unwrap()]);
         assert_eq!(
             d.fdb,
@@ -396,6 +432,37 @@ mod tests {
         c.blocks
             .insert(block("default6", "fd00::40/122"), "b".into());
         (l, c)
+    }
+
+    #[test]
+    fn over_an_ipv6_underlay_vxlan_runs_between_the_nodes_ipv6_addresses() {
+        let (mut l, mut c) = dual_stack();
+        l.vxlan_over_ipv6 = true;
+        l.address6 = Some("fd00:fab::1".parse().unwrap());
+        // Node "b" has an IPv6 underlay address; node "c" has none, and cannot be reached.
+        c.nodes.get_mut("b").unwrap().address6 = Some("fd00:fab::2".parse().unwrap());
+        let mut third = c.nodes["b"].clone();
+        third.address = "192.168.0.3".parse().unwrap();
+        third.address6 = None;
+        third.vteps.values_mut().for_each(|v| v.mac = mac(3));
+        c.nodes.insert("c".into(), third);
+        c.blocks
+            .insert(block("default", "10.244.1.0/26"), "c".into());
+        let d = desired(&l, &c);
+        assert_eq!(
+            d.devices["strait.4096"].local,
+            "fd00:fab::1".parse::<IpAddr>().unwrap()
+        );
+        let dsts: Vec<IpAddr> = d.fdb.iter().map(|f| f.dst).collect();
+        assert_eq!(dsts, ["fd00:fab::2".parse::<IpAddr>().unwrap()]);
+        assert!(d.neighbours.iter().all(|n| n.mac == mac(2)));
+        let routes: Vec<String> = d.routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(routes, ["10.244.0.64/26", "fd00::40/122"]);
+
+        // Without an IPv6 address of its own, the node builds no device at all.
+        l.address6 = None;
+        let d = desired(&l, &c);
+        assert!(d.devices.is_empty() && d.routes.is_empty() && d.fdb.is_empty());
     }
 
     #[test]

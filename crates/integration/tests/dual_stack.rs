@@ -2,8 +2,8 @@
 //! network has, the kernel holds both sides as designed, traffic flows over both families (pod
 //! to pod, pod to node, masqueraded to the outside, across three nodes over VXLAN with every
 //! store, and routed), CHECK reports a deleted IPv6 route, the reconciler repairs a deleted IPv6
-//! host route and gateway address on the event, DEL leaves nothing, and a pool the node cannot
-//! route is refused with the reason.
+//! host route and gateway address on the event, DEL leaves nothing, VXLAN runs over an IPv6
+//! underlay too, and a pool the node cannot route is refused with the reason.
 
 use std::time::Duration;
 
@@ -375,6 +375,51 @@ fn dual_stack_pods_reach_each_other_across_three_nodes_in_both_modes_with_every_
 }
 
 #[test]
+fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
+    let spec = NodeSpec {
+        extra: "vxlan_underlay = \"ipv6\"".into(),
+        ..dual_stack()
+    };
+    let cluster = Cluster::start_with(3, Backend::Embedded, spec);
+    let pods: Vec<_> = (0..3)
+        .flat_map(|n| [n, n])
+        .map(|n| cluster.pod(n))
+        .collect();
+    cluster.wait_converged(Duration::from_secs(10));
+    for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
+        let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
+        assert!(bad.is_empty(), "{family}: unreachable {bad:?}");
+    }
+    // The device sends from the node's IPv6 address, and every peer is reached at its own:
+    // no IPv4 outer address is left to carry anything.
+    let node = &cluster.nodes[0];
+    let device = ip_json(&node.ns, &["-d", "link", "show", "strait.4096"]);
+    let local = device[0]["linkinfo"]["info_data"]["local6"].as_str();
+    assert!(
+        local.is_some_and(|l| l.starts_with("fd00:fab::")),
+        "{device:?}"
+    );
+    let fdb = node
+        .ns
+        .exec("bridge", &["-j", "fdb", "show", "dev", "strait.4096"]);
+    let fdb: Vec<Value> = serde_json::from_slice(&fdb.stdout).unwrap();
+    let dsts: Vec<&str> = fdb.iter().filter_map(|e| e["dst"].as_str()).collect();
+    assert!(
+        dsts.len() == 2 && dsts.iter().all(|d| d.starts_with("fd00:fab::")),
+        "{fdb:?}"
+    );
+    // The pods' MTU leaves room for IPv6's 70 bytes of encapsulation: full-size packets of
+    // both families cross unfragmented, one byte more does not (ICMP 28 bytes with IPv4's
+    // header, ICMPv6 48 with IPv6's).
+    let (a, b) = (&pods[0], &pods[4]);
+    for (i, headers) in [(0, 28), (1, 48)] {
+        let to = b.ips[i].as_str();
+        assert!(ping_df(&a.ns, to, 1430 - headers), "{to}: full size");
+        assert!(!ping_df(&a.ns, to, 1431 - headers), "{to}: one byte more");
+    }
+}
+
+#[test]
 fn a_routed_ipv6_pool_without_an_ipv6_underlay_address_is_refused_with_the_reason() {
     let mut node = Node::create(NodeSpec {
         mode: "routed".into(),
@@ -385,6 +430,18 @@ fn a_routed_ipv6_pool_without_an_ipv6_underlay_address_is_refused_with_the_reaso
     let log = node.try_start_agent().unwrap_err();
     assert!(
         log.contains(V6_POOL) && log.contains("has no IPv6 address"),
+        "{log}"
+    );
+    // So is VXLAN over an IPv6 underlay the node has no IPv6 address on.
+    let mut node = Node::create(NodeSpec {
+        extra: "vxlan_underlay = \"ipv6\"".into(),
+        ..dual_stack()
+    });
+    node.ns
+        .ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "global"]);
+    let log = node.try_start_agent().unwrap_err();
+    assert!(
+        log.contains("vxlan_underlay is \"ipv6\"") && log.contains("no IPv6 address"),
         "{log}"
     );
     // A configured IPv6 address the underlay does not hold is refused too.

@@ -26,7 +26,7 @@ fn vxlan(nl: &mut Netlink, ns: &TestNetns) -> u32 {
         mtu: 1450,
         vxlan: Vxlan {
             vni: 4096,
-            local: Some(Ipv4Addr::new(192, 168, 50, 1)),
+            local: Some(Ipv4Addr::new(192, 168, 50, 1).into()),
             port: 4789,
             underlay: Some(underlay),
             learning: false,

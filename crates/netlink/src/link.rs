@@ -2,7 +2,7 @@
 //! delete them.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -74,8 +74,8 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vxlan {
     pub vni: u32,
-    /// The outer source address.
-    pub local: Option<Ipv4Addr>,
+    /// The outer source address (IPv4 or IPv6: the underlay's family).
+    pub local: Option<IpAddr>,
     /// The UDP destination port.
     pub port: u16,
     /// The underlay link's index.
@@ -103,7 +103,8 @@ fn vxlan_of(data: &[InfoVxlan]) -> Vxlan {
     for attr in data {
         match attr {
             InfoVxlan::Id(id) => v.vni = *id,
-            InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Local(ip) => v.local = Some(IpAddr::V4(*ip)),
+            InfoVxlan::Local6(ip) => v.local = Some(IpAddr::V6(*ip)),
             InfoVxlan::Port(p) => v.port = *p,
             InfoVxlan::Link(l) => v.underlay = Some(*l),
             InfoVxlan::Learning(l) => v.learning = *l,
@@ -268,8 +269,10 @@ impl Netlink {
             InfoVxlan::Port(v.port),
             InfoVxlan::Learning(v.learning),
         ];
-        if let Some(local) = v.local {
-            data.push(InfoVxlan::Local(local));
+        match v.local {
+            Some(IpAddr::V4(local)) => data.push(InfoVxlan::Local(local)),
+            Some(IpAddr::V6(local)) => data.push(InfoVxlan::Local6(local)),
+            None => {}
         }
         if let Some(underlay) = v.underlay {
             data.push(InfoVxlan::Link(underlay));

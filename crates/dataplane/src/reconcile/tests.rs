@@ -5,6 +5,8 @@ fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
     let local = LocalNode {
         name: "a".into(),
         address: "192.168.0.1".parse().unwrap(),
+        address6: None,
+        vxlan_over_ipv6: false,
         underlay: "eth0".into(),
         networks: Vec::new(),
     };
@@ -77,6 +79,8 @@ mod on_a_fake_kernel {
         let local = LocalNode {
             name: "a".into(),
             address: "192.168.0.1".parse().unwrap(),
+            address6: None,
+            vxlan_over_ipv6: false,
             underlay: "eth0".into(),
             networks: vec![LocalNetwork {
                 id: NetId::new("pods"),
