@@ -82,6 +82,7 @@ impl Writer {
                         let node = NodeRecord {
                             address: p.address.into(),
                             address6: None,
+                            vxlan_over_ipv6: false,
                             networks: [(
                                 "strait".to_string(),
                                 Vtep {

@@ -233,6 +233,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         let record = NodeRecord {
             address: self.underlay.address.into(),
             address6: self.underlay.address6.map(|(a, _)| a.into()),
+            vxlan_over_ipv6: self.config.vxlan_underlay == UnderlayFamily::Ipv6,
             networks: self
                 .networks
                 .iter()

@@ -28,6 +28,7 @@ fn peer(record: &NodeRecord) -> Peer {
     Peer {
         address: record.address,
         address6: record.address6,
+        vxlan_over_ipv6: record.vxlan_over_ipv6,
         vteps: record
             .networks
             .iter()

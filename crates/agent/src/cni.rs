@@ -371,8 +371,13 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                     None => ours,
                 })
             }
-            // The kernel work undid itself.
+            // The kernel work undid what it built; its veth is deleted again all the same (gone
+            // already is fine), so that an undo that could not delete it keeps the record and
+            // addresses rather than freeing addresses a device may carry.
             Err(e) => {
+                if fresh {
+                    taken.veth = Some(attachment.host_veth.clone());
+                }
                 self.roll_back(net, taken).await;
                 Err(e)
             }

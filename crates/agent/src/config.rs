@@ -16,11 +16,12 @@ use strait_ipam::Pool;
 pub struct FileConfig {
     /// This node's name in the cluster store; `$NODE_NAME`, else the hostname, when absent.
     pub node_name: Option<String>,
-    /// The node's underlay address: VXLAN's outer source, routed pools' next hop for peers.
-    /// The address of the default route's device when absent.
+    /// The node's underlay address: VXLAN's outer source (over IPv4), routed IPv4 pools' next
+    /// hop for peers. The address of the default route's device when absent.
     pub node_address: Option<Ipv4Addr>,
-    /// The node's IPv6 address on the same device: routed IPv6 pools' next hop for peers. The
-    /// device's first global address that is neither temporary nor deprecated when absent.
+    /// The node's IPv6 address on the same device: routed IPv6 pools' next hop for peers,
+    /// VXLAN's outer source over IPv6. The device's first global address that is neither
+    /// temporary nor deprecated when absent.
     pub node_address6: Option<Ipv6Addr>,
     /// The underlay family VXLAN runs over: `ipv4` (the default, 50 bytes of overhead) or
     /// `ipv6` (between the nodes' IPv6 addresses, 70 bytes). Every node of a cluster must agree.

@@ -54,3 +54,43 @@ impl fmt::Display for CheckFinding {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_finding_of_the_agent_reads_as_a_sentence() {
+        let cases = [
+            (
+                CheckFinding::NetnsChanged {
+                    recorded: Some("/run/netns/a".into()),
+                    named: None,
+                },
+                "the attachment was set up in network namespace /run/netns/a, CHECK names (none)",
+            ),
+            (
+                CheckFinding::Conflict {
+                    address: "10.0.0.5".parse().unwrap(),
+                    reason: "another node holds its block".into(),
+                },
+                "address 10.0.0.5 cannot be kept: another node holds its block",
+            ),
+            (
+                CheckFinding::PrevResultAddress("10.0.0.5/32".parse().unwrap()),
+                "prevResult does not list address 10.0.0.5/32",
+            ),
+            (
+                CheckFinding::PrevResultInterface("eth0".into()),
+                "prevResult does not list interface eth0 in the container",
+            ),
+            (
+                CheckFinding::Namespace("the namespace is gone".into()),
+                "the namespace is gone",
+            ),
+        ];
+        for (finding, sentence) in cases {
+            assert_eq!(finding.to_string(), sentence);
+        }
+    }
+}

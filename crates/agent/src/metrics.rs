@@ -28,6 +28,7 @@ pub struct Metrics {
     blocks_reclaimed: Counter,
     blocks_returned: Counter,
     peers: Gauge,
+    unreachable_blocks: Gauge,
     quarantined_addresses: Gauge,
     address_conflicts: Gauge,
     ipam_allocated: Family<Labels, Gauge>,
@@ -54,6 +55,7 @@ impl Metrics {
             blocks_reclaimed: Counter::default(),
             blocks_returned: Counter::default(),
             peers: Gauge::default(),
+            unreachable_blocks: Gauge::default(),
             quarantined_addresses: Gauge::default(),
             address_conflicts: Gauge::default(),
             ipam_allocated: Family::default(),
@@ -106,6 +108,11 @@ impl Metrics {
             m.blocks_returned.clone(),
         );
         registry.register("peers", "Other nodes this node knows", m.peers.clone());
+        registry.register(
+            "peer_blocks_unreachable",
+            "Other nodes' address blocks this node cannot route (straitctl peers says why)",
+            m.unreachable_blocks.clone(),
+        );
         registry.register(
             "quarantined_addresses",
             "Addresses held for host veths that no readable attachment record accounts for",
@@ -168,6 +175,10 @@ impl Metrics {
 
     pub fn set_peers(&self, peers: usize) {
         self.peers.set(peers as i64);
+    }
+
+    pub fn set_unreachable_blocks(&self, blocks: usize) {
+        self.unreachable_blocks.set(blocks as i64);
     }
 
     pub fn set_recovery(&self, quarantined: usize, conflicts: usize) {

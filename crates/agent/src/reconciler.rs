@@ -144,6 +144,7 @@ impl Reconciler {
         let mut nft_listing: Option<String> = None;
         let mut applied: Option<Actual> = None;
         let mut started_up = false;
+        let mut last_unreachable = Vec::new();
         loop {
             // The first pass runs at once; later ones wait for a reason, a retry or the tick.
             let mut woke = if started_up {
@@ -177,6 +178,15 @@ impl Reconciler {
                 self.record_missing.notify_one();
             }
             let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
+            let unreachable = self.local.unreachable(&view);
+            if unreachable != last_unreachable {
+                for u in &unreachable {
+                    tracing::warn!(node = %u.node, network = %u.network, block = %u.block,
+                        reason = %u.why, "cannot route another node's block");
+                }
+                self.metrics.set_unreachable_blocks(unreachable.len());
+                last_unreachable = unreachable;
+            }
             let inputs = Inputs {
                 local: self.local.clone(),
                 cluster: view,

@@ -8,7 +8,7 @@ use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use strait_netlink::Netlink;
 use strait_rpc::{
     ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
-    ReconcileStatus, Request, Response, RouteInfo, StoreInfo, VtepInfo,
+    ReconcileStatus, Request, Response, RouteInfo, StoreInfo, UnreachableInfo, VtepInfo,
 };
 use strait_store::{Kind, Store, StoreError};
 
@@ -130,6 +130,7 @@ impl<S: Store> Agent<S> {
     fn peers(&self) -> Vec<PeerInfo> {
         let view = self.cluster.snapshot();
         let mut blocks = blocks_by_node(&view);
+        let unreachable = self.local_node().unreachable(&view);
         view.nodes
             .iter()
             .filter(|(name, _)| **name != self.config.node_name)
@@ -147,6 +148,15 @@ impl<S: Store> Agent<S> {
                     })
                     .collect(),
                 blocks: blocks.remove(name).unwrap_or_default(),
+                unreachable: unreachable
+                    .iter()
+                    .filter(|u| u.node == *name)
+                    .map(|u| UnreachableInfo {
+                        network: u.network.to_string(),
+                        block: u.block,
+                        reason: u.why.to_string(),
+                    })
+                    .collect(),
             })
             .collect()
     }

@@ -106,7 +106,7 @@ pub fn status(s: &NodeStatus) -> String {
 
 pub fn peers(peers: &[PeerInfo]) -> String {
     let mut rows = vec![
-        ["NODE", "ADDRESS", "VTEPS", "BLOCKS"]
+        ["NODE", "ADDRESS", "VTEPS", "BLOCKS", "UNREACHABLE"]
             .map(String::from)
             .to_vec(),
     ];
@@ -124,9 +124,23 @@ pub fn peers(peers: &[PeerInfo]) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             join(&p.blocks),
+            p.unreachable
+                .iter()
+                .map(|u| u.block.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         ]);
     }
-    render(&rows)
+    let mut out = render(&rows);
+    for p in peers {
+        for u in &p.unreachable {
+            out.push_str(&format!(
+                "{} {} (network {}) cannot be routed: {}\n",
+                p.name, u.block, u.network, u.reason
+            ));
+        }
+    }
+    out
 }
 
 pub fn routes(routes: &[RouteInfo]) -> String {

@@ -70,8 +70,8 @@ struct State {
     next_index: u32,
     /// Changes asked for so far (veth creation, deletion, each batched change).
     changes: usize,
-    /// What happens at one change (counted from 1), if anything.
-    trap: Option<(usize, Trap)>,
+    /// What happens at some changes (counted from 1).
+    traps: Vec<(usize, Trap)>,
 }
 
 /// What happens at a trapped change.
@@ -151,18 +151,20 @@ impl FakeKernel {
         self.state().namespaces[ns.0].clone()
     }
 
-    /// Makes the `n`-th change asked for from now on (counted from 1) fail with EIO; `None`
-    /// stops failing.
-    pub fn fail_change(&self, n: Option<usize>) {
+    /// Makes the `n`-th changes asked for from now on (counted from 1) fail with EIO, and
+    /// only them (an empty list stops failing).
+    pub fn fail_changes(&self, ns: &[usize]) {
         let mut state = self.state();
-        state.trap = n.map(|n| (state.changes + n, Trap::Fail));
+        let now = state.changes;
+        state.traps = ns.iter().map(|n| (now + n, Trap::Fail)).collect();
     }
 
     /// Runs `action` just before the `n`-th change asked for from now on (counted from 1),
     /// which then goes ahead.
     pub fn before_change(&self, n: usize, action: impl FnOnce() + Send + 'static) {
         let mut state = self.state();
-        state.trap = Some((state.changes + n, Trap::Run(Box::new(action))));
+        let at = state.changes + n;
+        state.traps.push((at, Trap::Run(Box::new(action))));
     }
 
     /// How many changes were asked for so far.
@@ -177,17 +179,16 @@ impl FakeKernel {
 }
 
 impl State {
-    /// Counts a change; fails it when it is the one to fail.
+    /// Counts a change; fails it, or runs the test's action first, when it is trapped.
     fn count(&mut self, op: &str) -> Result<(), NetlinkError> {
         self.changes += 1;
-        match self.trap.take() {
-            Some((n, Trap::Fail)) if n == self.changes => Err(kernel_error(op, EIO)),
-            Some((n, Trap::Run(action))) if n == self.changes => {
+        let Some(i) = self.traps.iter().position(|(n, _)| *n == self.changes) else {
+            return Ok(());
+        };
+        match self.traps.remove(i).1 {
+            Trap::Fail => Err(kernel_error(op, EIO)),
+            Trap::Run(action) => {
                 action();
-                Ok(())
-            }
-            other => {
-                self.trap = other;
                 Ok(())
             }
         }
@@ -242,10 +243,9 @@ impl State {
                 }
             }
             Change::AddAddress { index, address } => {
-                if space.addresses.contains(&(index, address)) {
-                    return Err(kernel_error("add address", EEXIST));
+                if !space.addresses.contains(&(index, address)) {
+                    space.addresses.push((index, address));
                 }
-                space.addresses.push((index, address));
             }
             Change::SetNeighbour { index, ip, mac } => {
                 space
@@ -281,9 +281,14 @@ impl State {
             }
             Change::DelRoute(route) => {
                 let before = space.routes.len();
-                space.routes.retain(|r| {
-                    !(r.dst == route.dst && r.table == route.table && r.protocol == route.protocol)
-                });
+                let matches = |r: &Route| {
+                    same_key(r, &route)
+                        && r.protocol == route.protocol
+                        && route.oif.is_none_or(|o| r.oif == Some(o))
+                        && route.gateway.is_none_or(|g| r.gateway == Some(g))
+                        && route.nexthop.is_none_or(|n| r.nexthop == Some(n))
+                };
+                space.routes.retain(|r| !matches(r));
                 if space.routes.len() == before {
                     return Err(kernel_error("delete route", ESRCH));
                 }
@@ -550,8 +555,8 @@ mod tests {
             Change::AddAddress { index, address },
             Change::SetUp(999),
         ]);
-        assert!(results[0].is_ok() && results[1].is_ok());
-        assert!(results[2].as_ref().unwrap_err().is_exists());
+        assert!(results[..3].iter().all(Result::is_ok));
+        assert_eq!(kernel.snapshot(netns).addresses, [(index, address)]);
         assert!(results[3].as_ref().unwrap_err().is_no_device());
         host.delete_link("h").unwrap();
         host.delete_link("h").unwrap();
@@ -563,7 +568,7 @@ mod tests {
         let kernel = FakeKernel::default();
         let (netns, _) = kernel.namespace();
         let mut host = kernel.host().unwrap();
-        kernel.fail_change(Some(2));
+        kernel.fail_changes(&[2]);
         host.delete_link("h").unwrap();
         assert!(host.add_veth("h", "eth0", &netns, 1450, None).is_err());
         host.add_veth("h", "eth0", &netns, 1450, None).unwrap();

@@ -151,3 +151,106 @@ impl fmt::Display for Finding {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_finding_reads_as_a_sentence() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let cases = [
+            (
+                Finding::NamespaceGone {
+                    netns: "/run/netns/p".into(),
+                },
+                "network namespace /run/netns/p is gone",
+            ),
+            (
+                Finding::HostLinkMissing { name: "st1".into() },
+                "host interface st1 is missing",
+            ),
+            (
+                Finding::PodLinkMissing {
+                    name: "eth0".into(),
+                    netns: "/run/netns/p".into(),
+                },
+                "interface eth0 is missing in /run/netns/p",
+            ),
+            (
+                Finding::WrongKind {
+                    end: End::Host,
+                    name: "st1".into(),
+                    kind: None,
+                    want: "veth",
+                },
+                "host interface st1 is a plain interface, not veth",
+            ),
+            (
+                Finding::Down {
+                    end: End::Pod,
+                    name: "eth0".into(),
+                },
+                "pod interface eth0 is down",
+            ),
+            (
+                Finding::WrongMtu {
+                    end: End::Pod,
+                    name: "eth0".into(),
+                    mtu: 1500,
+                    want: 1450,
+                },
+                "pod interface eth0 has MTU 1500, not 1450",
+            ),
+            (
+                Finding::GatewayAddressMissing {
+                    address: "fe80::1/64".parse().unwrap(),
+                    veth: "st1".into(),
+                },
+                "gateway address fe80::1/64 is missing on st1",
+            ),
+            (
+                Finding::HostRouteMissing {
+                    dst: "10.0.0.5/32".parse().unwrap(),
+                    veth: "st1".into(),
+                },
+                "host route 10.0.0.5/32 dev st1 is missing",
+            ),
+            (
+                Finding::AddressMissing {
+                    address: "10.0.0.5/32".parse().unwrap(),
+                    ifname: "eth0".into(),
+                },
+                "address 10.0.0.5/32 is missing on eth0",
+            ),
+            (
+                Finding::PodRouteMissing {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some("169.254.1.1".parse().unwrap()),
+                    ifname: "eth0".into(),
+                },
+                "pod route 0.0.0.0/0 via 169.254.1.1 dev eth0 is missing",
+            ),
+            (
+                Finding::NeighbourMissing {
+                    ip: "169.254.1.1".parse().unwrap(),
+                    device: "eth0".into(),
+                },
+                "neighbour 169.254.1.1 on eth0 is missing",
+            ),
+            (
+                Finding::NeighbourWrong {
+                    ip: "10.0.0.5".parse().unwrap(),
+                    device: "st1".into(),
+                    mac: None,
+                    permanent: false,
+                    want: Some(mac),
+                },
+                "neighbour 10.0.0.5 on st1 is incomplete, not permanent 02:00:00:00:00:01",
+            ),
+        ];
+        for (finding, sentence) in cases {
+            assert_eq!(finding.to_string(), sentence);
+        }
+    }
+}

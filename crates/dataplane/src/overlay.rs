@@ -18,6 +18,7 @@
 //! routes that each carry their own gateway, and a peer's routes go with its nexthop.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -125,6 +126,8 @@ pub struct Peer {
     pub address: IpAddr,
     /// Its IPv6 underlay address, if it has one besides `address`.
     pub address6: Option<IpAddr>,
+    /// It runs VXLAN over its IPv6 underlay address (else its IPv4 one).
+    pub vxlan_over_ipv6: bool,
     /// Per network, its VTEP.
     pub vteps: BTreeMap<NetId, Vtep>,
 }
@@ -178,113 +181,230 @@ impl LocalNode {
     }
 }
 
+/// Why this node cannot route one of a peer's blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// A routed block of this family, and the peer announces no underlay address of it.
+    NoRoutedAddress { ipv6: bool },
+    /// VXLAN runs over IPv6, and the peer announces no IPv6 underlay address.
+    PeerWithoutIpv6,
+    /// VXLAN runs over IPv6, and this node has no IPv6 underlay address.
+    NodeWithoutIpv6,
+    /// The peer runs VXLAN over the other underlay family (`vxlan_underlay` differs).
+    OtherVxlanFamily,
+    /// The peer announces no VTEP (or none of the block's family) for the network.
+    NoVtep,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreachable::NoRoutedAddress { ipv6 } => {
+                let family = if *ipv6 { "IPv6" } else { "IPv4" };
+                write!(
+                    f,
+                    "the block is routed through the node's {family} underlay address, which it \
+                     does not announce (no global {family} address on its underlay, or an older \
+                     agent)"
+                )
+            }
+            Unreachable::PeerWithoutIpv6 => f.write_str(
+                "VXLAN runs over IPv6 (vxlan_underlay) and the node announces no IPv6 underlay \
+                 address",
+            ),
+            Unreachable::NodeWithoutIpv6 => f.write_str(
+                "VXLAN runs over IPv6 (vxlan_underlay) and this node has no IPv6 underlay address",
+            ),
+            Unreachable::OtherVxlanFamily => f.write_str(
+                "the node runs VXLAN over the other underlay family (vxlan_underlay differs \
+                 between the two nodes; every node of a cluster must have the same)",
+            ),
+            Unreachable::NoVtep => {
+                f.write_str("the node announces no VXLAN endpoint for the block's network")
+            }
+        }
+    }
+}
+
+/// One of a peer's blocks that this node cannot route, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreachableBlock {
+    pub node: String,
+    pub network: NetId,
+    pub block: IpNet,
+    pub why: Unreachable,
+}
+
+impl LocalNode {
+    /// VXLAN's outer address of a node with these underlay addresses: of the family VXLAN runs
+    /// over.
+    fn outer(&self, v4: IpAddr, v6: Option<IpAddr>) -> Option<IpAddr> {
+        match self.vxlan_over_ipv6 {
+            true => v6,
+            false => Some(v4),
+        }
+    }
+
+    /// Where this node's VXLAN packets to `peer` go, or why they cannot.
+    fn vxlan_destination(&self, peer: &Peer) -> Result<IpAddr, Unreachable> {
+        if peer.vxlan_over_ipv6 != self.vxlan_over_ipv6 {
+            return Err(Unreachable::OtherVxlanFamily);
+        }
+        if self
+            .outer(self.address.into(), self.address6.map(IpAddr::from))
+            .is_none()
+        {
+            return Err(Unreachable::NodeWithoutIpv6);
+        }
+        self.outer(peer.address, peer.address6)
+            .ok_or(Unreachable::PeerWithoutIpv6)
+    }
+
+    /// The next hop of `peer`'s `block` in `network`: `None` when the block is not one of the
+    /// network's pools, else the hop or why there is none. VXLAN: IPv6 through the peer
+    /// device's link-local address (a gateway on the link by definition), IPv4 through its
+    /// VTEP address, declared on the link. Routed: through the peer's underlay address of the
+    /// block's family.
+    fn hop(
+        &self,
+        network: &LocalNetwork,
+        block: &BlockKey,
+        peer: &Peer,
+    ) -> Option<Result<Hop, Unreachable>> {
+        let ipv6 = block.cidr.addr().is_ipv6();
+        Some(match mode_of(network, block)? {
+            Mode::Vxlan => {
+                let device: Arc<str> = device_name(network.vni).into();
+                self.vxlan_destination(peer)
+                    .and_then(|_| match peer.vteps.get(&network.id) {
+                        Some(v) if ipv6 => Ok(Hop {
+                            device,
+                            gateway: v.link_local(),
+                            onlink: false,
+                        }),
+                        Some(v) if v.ip.is_ipv4() => Ok(Hop {
+                            device,
+                            gateway: v.ip,
+                            onlink: true,
+                        }),
+                        _ => Err(Unreachable::NoVtep),
+                    })
+            }
+            Mode::Routed => [Some(peer.address), peer.address6]
+                .into_iter()
+                .flatten()
+                .find(|a| a.is_ipv6() == ipv6)
+                .map(|gateway| Hop {
+                    device: self.underlay.as_str().into(),
+                    gateway,
+                    onlink: false,
+                })
+                .ok_or(Unreachable::NoRoutedAddress { ipv6 }),
+        })
+    }
+
+    /// Each network's blocks held by other nodes, with their hop or why there is none.
+    fn peer_blocks<'a>(
+        &'a self,
+        cluster: &'a ClusterView,
+    ) -> impl Iterator<
+        Item = (
+            &'a LocalNetwork,
+            &'a BlockKey,
+            &'a str,
+            Result<Hop, Unreachable>,
+        ),
+    > {
+        self.networks.iter().flat_map(move |network| {
+            cluster.blocks.iter().filter_map(move |(block, owner)| {
+                let peer = cluster.nodes.get(owner).filter(|_| *owner != self.name)?;
+                let hop = self.hop(network, block, peer)?;
+                Some((network, block, owner.as_str(), hop))
+            })
+        })
+    }
+
+    /// Other nodes' blocks this node cannot route, and why.
+    pub fn unreachable(&self, cluster: &ClusterView) -> Vec<UnreachableBlock> {
+        self.peer_blocks(cluster)
+            .filter_map(|(network, block, node, hop)| {
+                hop.err().map(|why| UnreachableBlock {
+                    node: node.to_string(),
+                    network: network.id.clone(),
+                    block: block.cidr,
+                    why,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Adds to `out` what this node must hold to reach the other nodes' pods, from its own
 /// settings and the cluster view.
 pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
-    let underlay: Arc<str> = local.underlay.as_str().into();
-    // VXLAN's outer addresses, this node's and a peer's: of the family it runs over.
-    let outer = |v4: IpAddr, v6: Option<IpAddr>| match local.vxlan_over_ipv6 {
-        true => v6,
-        false => Some(v4),
-    };
-    let source = outer(local.address.into(), local.address6.map(IpAddr::from));
+    let source = local.outer(local.address.into(), local.address6.map(IpAddr::from));
     for network in &local.networks {
         let name = device_name(network.vni);
         let device: Arc<str> = name.as_str().into();
-        if let (Some(vtep), Some(source)) = (network.vtep, source) {
-            let ipv6 = network.has_ipv6_vxlan();
-            let mut addresses: Vec<IpNet> = network
-                .vtep_addresses
-                .iter()
-                .copied()
-                .map(IpNet::from)
-                .collect();
-            if ipv6 {
-                addresses.push(IpNet::new(vtep.link_local(), 64).expect("a /64 fits IPv6"));
-            }
-            out.devices.insert(
-                name.clone(),
-                DeviceSpec {
-                    vni: network.vni,
-                    mac: vtep.mac,
-                    mtu: network.mtu,
-                    local: source,
-                    underlay: local.underlay.clone(),
-                    addresses,
-                },
-            );
-            for (name, peer) in &cluster.nodes {
-                if *name == local.name {
-                    continue;
-                }
-                if let (Some(theirs), Some(dst)) = (
-                    peer.vteps.get(&network.id),
-                    outer(peer.address, peer.address6),
-                ) {
-                    out.fdb.insert(Fdb {
-                        device: Arc::clone(&device),
-                        mac: theirs.mac,
-                        dst,
-                    });
-                    let ips = [
-                        theirs.ip.is_ipv4().then_some(theirs.ip),
-                        ipv6.then(|| theirs.link_local()),
-                    ];
-                    for ip in ips.into_iter().flatten() {
-                        out.neighbours.insert(Neigh {
-                            device: Arc::clone(&device),
-                            ip,
-                            mac: theirs.mac,
-                        });
-                    }
-                }
-            }
+        let (Some(vtep), Some(source)) = (network.vtep, source) else {
+            continue;
+        };
+        let ipv6 = network.has_ipv6_vxlan();
+        let mut addresses: Vec<IpNet> = network
+            .vtep_addresses
+            .iter()
+            .copied()
+            .map(IpNet::from)
+            .collect();
+        if ipv6 {
+            addresses.push(IpNet::new(vtep.link_local(), 64).expect("a /64 fits IPv6"));
         }
-        for (block, owner) in &cluster.blocks {
-            let Some(peer) = cluster.nodes.get(owner).filter(|_| *owner != local.name) else {
+        out.devices.insert(
+            name.clone(),
+            DeviceSpec {
+                vni: network.vni,
+                mac: vtep.mac,
+                mtu: network.mtu,
+                local: source,
+                underlay: local.underlay.clone(),
+                addresses,
+            },
+        );
+        for (name, peer) in &cluster.nodes {
+            if *name == local.name {
+                continue;
+            }
+            let (Some(theirs), Ok(dst)) =
+                (peer.vteps.get(&network.id), local.vxlan_destination(peer))
+            else {
                 continue;
             };
-            let ipv6 = block.cidr.addr().is_ipv6();
-            let hop = match mode_of(network, block) {
-                // IPv6 through the peer device's link-local address (a gateway on the link by
-                // definition), IPv4 through its VTEP address, declared on the link.
-                Some(Mode::Vxlan)
-                    if source.is_none() || outer(peer.address, peer.address6).is_none() =>
-                {
-                    None
-                }
-                Some(Mode::Vxlan) => peer.vteps.get(&network.id).and_then(|v| match ipv6 {
-                    true => Some(Hop {
-                        device: Arc::clone(&device),
-                        gateway: v.link_local(),
-                        onlink: false,
-                    }),
-                    false => v.ip.is_ipv4().then(|| Hop {
-                        device: Arc::clone(&device),
-                        gateway: v.ip,
-                        onlink: true,
-                    }),
-                }),
-                // Through the peer's underlay address of the block's family.
-                Some(Mode::Routed) => [Some(peer.address), peer.address6]
-                    .into_iter()
-                    .flatten()
-                    .find(|a| a.is_ipv6() == ipv6)
-                    .map(|gateway| Hop {
-                        device: Arc::clone(&underlay),
-                        gateway,
-                        onlink: false,
-                    }),
-                None => None,
-            };
-            if let Some(hop) = hop {
-                out.hops.insert(hop.clone());
-                out.routes.insert(PeerRoute {
-                    table: network.table,
-                    dst: block.cidr,
-                    hop,
+            out.fdb.insert(Fdb {
+                device: Arc::clone(&device),
+                mac: theirs.mac,
+                dst,
+            });
+            let ips = [
+                theirs.ip.is_ipv4().then_some(theirs.ip),
+                ipv6.then(|| theirs.link_local()),
+            ];
+            for ip in ips.into_iter().flatten() {
+                out.neighbours.insert(Neigh {
+                    device: Arc::clone(&device),
+                    ip,
+                    mac: theirs.mac,
                 });
             }
+        }
+    }
+    for (network, block, _, hop) in local.peer_blocks(cluster) {
+        if let Ok(hop) = hop {
+            out.hops.insert(hop.clone());
+            out.routes.insert(PeerRoute {
+                table: network.table,
+                dst: block.cidr,
+                hop,
+            });
         }
     }
 }
@@ -346,6 +466,7 @@ mod tests {
         let node = |i: u8| Peer {
             address: IpAddr::V4(Ipv4Addr::new(192, 168, 0, i)),
             address6: None,
+            vxlan_over_ipv6: false,
             vteps: BTreeMap::from([(
                 NetId::new("pods"),
                 Vtep {
@@ -440,6 +561,7 @@ mod tests {
         l.vxlan_over_ipv6 = true;
         l.address6 = Some("fd00:fab::1".parse().unwrap());
         // Node "b" has an IPv6 underlay address; node "c" has none, and cannot be reached.
+        c.nodes.values_mut().for_each(|p| p.vxlan_over_ipv6 = true);
         c.nodes.get_mut("b").unwrap().address6 = Some("fd00:fab::2".parse().unwrap());
         let mut third = c.nodes["b"].clone();
         third.address = "192.168.0.3".parse().unwrap();
@@ -458,11 +580,60 @@ mod tests {
         assert!(d.neighbours.iter().all(|n| n.mac == mac(2)));
         let routes: Vec<String> = d.routes.iter().map(|r| r.dst.to_string()).collect();
         assert_eq!(routes, ["10.244.0.64/26", "fd00::40/122"]);
+        let why: Vec<(String, Unreachable)> = l
+            .unreachable(&c)
+            .into_iter()
+            .map(|u| (format!("{} {}", u.node, u.block), u.why))
+            .collect();
+        assert_eq!(
+            why,
+            [("c 10.244.1.0/26".to_string(), Unreachable::PeerWithoutIpv6)]
+        );
+        // A node still running VXLAN over IPv4 is not sent anything, and is reported.
+        let mut mixed = c.clone();
+        mixed.nodes.get_mut("b").unwrap().vxlan_over_ipv6 = false;
+        assert!(desired(&l, &mixed).fdb.is_empty());
+        assert!(
+            l.unreachable(&mixed)
+                .iter()
+                .any(|u| u.node == "b" && u.why == Unreachable::OtherVxlanFamily)
+        );
 
-        // Without an IPv6 address of its own, the node builds no device at all.
+        // Without an IPv6 address of its own, the node builds no device at all, and says so.
         l.address6 = None;
         let d = desired(&l, &c);
         assert!(d.devices.is_empty() && d.routes.is_empty() && d.fdb.is_empty());
+        assert!(
+            l.unreachable(&c)
+                .iter()
+                .all(|u| u.why == Unreachable::NodeWithoutIpv6)
+        );
+        assert_eq!(l.unreachable(&c).len(), 3);
+    }
+
+    #[test]
+    fn a_routed_block_of_a_family_its_node_has_no_address_of_is_reported_unreachable() {
+        let l = local(Mode::Routed);
+        let mut c = cluster();
+        c.blocks
+            .insert(block("default", "10.244.0.64/26"), "b".into());
+        let mut l6 = l.clone();
+        l6.networks[0].pools[0].cidr = "fd00::/56".parse().unwrap();
+        c.blocks
+            .insert(block("default", "fd00::40/122"), "b".into());
+        let unreachable = l6.unreachable(&c);
+        assert_eq!(unreachable.len(), 1, "{unreachable:?}");
+        assert_eq!(
+            unreachable[0].why,
+            Unreachable::NoRoutedAddress { ipv6: true }
+        );
+        assert!(
+            unreachable[0]
+                .why
+                .to_string()
+                .contains("IPv6 underlay address")
+        );
+        assert!(l.unreachable(&c).is_empty());
     }
 
     #[test]

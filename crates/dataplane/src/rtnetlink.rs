@@ -22,7 +22,8 @@ pub enum Change {
         index: u32,
         mtu: u32,
     },
-    /// Adds an address to a link (IPv6 ones without duplicate address detection).
+    /// Adds an address to a link, or keeps it when it is there (IPv6 ones without duplicate
+    /// address detection).
     AddAddress {
         index: u32,
         address: IpNet,
@@ -41,7 +42,8 @@ pub enum Change {
     AddRoute(Route),
     /// Adds a route, or replaces the one to the same destination in the same table.
     ReplaceRoute(Route),
-    /// Deletes the route to `dst` in `table` of `protocol` (the rest of the route is ignored).
+    /// Deletes the route to `dst` in `table` of `protocol`, and of the rest of the route what
+    /// it sets (a link, a gateway, a nexthop).
     DelRoute(Route),
     /// Creates a nexthop object; an id already taken is refused (EEXIST), so no one else's is
     /// ever replaced.

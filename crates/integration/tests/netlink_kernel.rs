@@ -1,4 +1,5 @@
-//! The netlink client against the real kernel: VXLAN devices read back as created, thousands of
+//! The netlink client against the real kernel: VXLAN devices (over IPv4 and IPv6 underlays) read
+//! back as created, thousands of
 //! FDB, neighbour and route entries in one pipelined batch with per-request results, and the
 //! change events a monitor sees.
 
@@ -111,6 +112,38 @@ fn a_vxlan_device_reads_back_as_created_and_takes_a_batch_of_thousands() {
     let results = nl.batch(fdb.iter().map(FdbEntry::delete_request).collect());
     assert!(results.iter().all(Result::is_ok));
     assert!(nl.fdb(dev).unwrap().is_empty());
+}
+
+#[test]
+fn a_vxlan_device_over_an_ipv6_underlay_reads_back_as_created() {
+    let ns = TestNetns::new("nl6");
+    let mut nl = in_ns(&ns);
+    ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+    ns.ip(&["-6", "addr", "add", "fd00:50::1/64", "dev", "up0", "nodad"]);
+    let underlay = nl.link_by_name("up0").unwrap().unwrap().index;
+    let spec = VxlanSpec {
+        name: "strait.4097".into(),
+        mac: MacAddr([0x02, 1, 2, 3, 4, 6]),
+        mtu: 1430,
+        vxlan: Vxlan {
+            vni: 4097,
+            local: Some("fd00:50::1".parse().unwrap()),
+            port: 4789,
+            underlay: Some(underlay),
+            learning: false,
+        },
+    };
+    nl.add_vxlan(&spec).unwrap();
+    let link = nl.link_by_name("strait.4097").unwrap().unwrap();
+    assert_eq!(link.vxlan.as_ref(), Some(&spec.vxlan));
+    // An FDB entry towards an IPv6 peer reads back as written.
+    let entry = FdbEntry {
+        index: link.index,
+        mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
+        dst: "fd00:50::9".parse().unwrap(),
+    };
+    nl.send_request(entry.replace_request()).unwrap();
+    assert_eq!(nl.fdb(link.index).unwrap(), [entry]);
 }
 
 #[test]

@@ -158,6 +158,16 @@ pub struct PeerInfo {
     /// Its VTEP per network with VXLAN pools.
     pub vteps: Vec<VtepInfo>,
     pub blocks: Vec<IpNet>,
+    /// Its blocks this node cannot route, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<UnreachableInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnreachableInfo {
+    pub network: String,
+    pub block: IpNet,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -50,9 +50,13 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
 pub struct NodeRecord {
     /// The node's underlay address: VXLAN's outer destination, the next hop of routed blocks.
     pub address: IpAddr,
-    /// The node's IPv6 underlay address, if it has one: the next hop of routed IPv6 blocks.
+    /// The node's IPv6 underlay address, if it has one: the next hop of routed IPv6 blocks, and
+    /// VXLAN's outer destination when VXLAN runs over IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address6: Option<IpAddr>,
+    /// VXLAN runs over the node's IPv6 underlay address (else its IPv4 one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vxlan_over_ipv6: bool,
     /// Per network, the node's VXLAN tunnel endpoint.
     #[serde(default)]
     pub networks: BTreeMap<String, Vtep>,

@@ -217,10 +217,10 @@ mod on_a_fake_kernel {
                 failed += 1;
                 assert!(failed < 100, "{name}: the ADD never succeeded");
                 let pod = node.pod("steps");
-                node.kernel.fail_change(Some(failed));
+                node.kernel.fail_changes(&[failed]);
                 let start = node.kernel.changes();
                 let outcome = node.add(&pod).await;
-                node.kernel.fail_change(None);
+                node.kernel.fail_changes(&[]);
                 match outcome {
                     Err(e) => {
                         assert!(matches!(e, AgentError::Dataplane(_)), "{name}: {e}");
@@ -240,6 +240,43 @@ mod on_a_fake_kernel {
                 "{name}: an ADD makes at least 9 changes, made {made}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_add_whose_veth_cannot_be_undone_keeps_its_record_and_addresses() {
+        let node = node("stuck", IPV4).await;
+        let before = node.usage().await;
+        let pod = node.pod("stuck");
+        let made = {
+            let probe = node.pod("probe");
+            let start = node.kernel.changes();
+            node.add(&probe).await.unwrap();
+            let made = node.kernel.changes() - start;
+            node.agent
+                .del(&request("DEL", probe.id, ""), caller())
+                .await
+                .unwrap();
+            node.releases_done().await;
+            made
+        };
+        // The ADD's last change fails, and so do both deletions of its veth that follow (the
+        // data plane's own undo, then the ADD's rollback).
+        node.kernel.fail_changes(&[made, made + 1, made + 2]);
+        let e = node.add(&pod).await.unwrap_err();
+        node.kernel.fail_changes(&[]);
+        assert!(matches!(e, AgentError::Dataplane(_)), "{e}");
+        let veth = host_veth_name("strait", "stuck", "eth0");
+        assert!(node.kernel.node().links.iter().any(|l| l.name == veth));
+        assert_eq!(node.agent.registry.all().len(), 1, "the record stays");
+        assert_ne!(node.usage().await, before, "its address stays taken");
+        // The runtime's DEL then removes everything.
+        node.agent
+            .del(&request("DEL", pod.id, ""), caller())
+            .await
+            .unwrap();
+        node.releases_done().await;
+        node.assert_nothing_left(&[&pod], &before, "after DEL")
+            .await;
     }
 
     #[tokio::test]

@@ -109,6 +109,7 @@ mod on_a_fake_kernel {
         let peer = |i: u8| Peer {
             address: IpAddr::from([192, 168, 0, i]),
             address6: Some(format!("fd00:fab::{i}").parse().unwrap()),
+            vxlan_over_ipv6: false,
             vteps: BTreeMap::from([(
                 NetId::new("pods"),
                 Vtep {
@@ -178,11 +179,28 @@ mod on_a_fake_kernel {
         pass(host, inputs, Pass::DryRun).planned
     }
 
+    /// [`inputs`] with VXLAN over the nodes' IPv6 underlay addresses.
+    fn over_ipv6(mut inputs: Inputs) -> Inputs {
+        inputs.local.vxlan_over_ipv6 = true;
+        inputs.local.address6 = Some("fd00:fab::1".parse().unwrap());
+        let mut cluster = (*inputs.cluster).clone();
+        cluster
+            .nodes
+            .values_mut()
+            .for_each(|p| p.vxlan_over_ipv6 = true);
+        inputs.cluster = Arc::new(cluster);
+        inputs
+    }
+
     #[test]
     fn a_pass_builds_the_node_and_reads_back_what_it_predicted() {
-        for mode in [Mode::Vxlan, Mode::Routed] {
+        let cases = [
+            (Mode::Vxlan, inputs(Mode::Vxlan)),
+            (Mode::Vxlan, over_ipv6(inputs(Mode::Vxlan))),
+            (Mode::Routed, inputs(Mode::Routed)),
+        ];
+        for (mode, inputs) in cases {
             let (_kernel, mut host) = kernel();
-            let inputs = inputs(mode);
             let first = pass(&mut host, &inputs, Pass::Apply);
             assert!(first.failed.is_empty(), "{mode:?}: {:?}", first.failed);
             assert_eq!(first.done, first.planned, "{mode:?}");
@@ -327,9 +345,9 @@ mod on_a_fake_kernel {
             };
             for n in 1..=planned {
                 let (kernel, mut host) = kernel();
-                kernel.fail_change(Some(n));
+                kernel.fail_changes(&[n]);
                 let broken = pass(&mut host, &inputs, Pass::Apply);
-                kernel.fail_change(None);
+                kernel.fail_changes(&[]);
                 assert!(
                     !broken.failed.is_empty(),
                     "{mode:?} change {n}: not reported"
