@@ -211,13 +211,15 @@ fn prepare(node: &TestNetns, bare: bool) {
     if bare {
         return;
     }
-    let script = strait_nft::render(&strait_nft::Ruleset {
+    let script = strait_nft::Ruleset {
         snat_sources: vec!["10.98.0.0/16".parse().unwrap()],
         cluster: vec![
             "10.98.0.0/16".parse().unwrap(),
             "10.96.0.0/12".parse().unwrap(),
         ],
-    });
+    }
+    .table()
+    .script();
     let mut nft = node
         .command("nft", &["-f", "-"])
         .stdin(std::process::Stdio::piped())

@@ -143,13 +143,14 @@ impl<S: Store> Agent<S> {
             .map_err(StartError::Watch)?;
         let (ready, ready_rx) = watch::channel(false);
         let reconciler = Reconciler {
+            kernel: self.kernel,
             local: self.local_node(),
             cache: Arc::clone(&self.cluster),
             registry: Arc::clone(&self.registry),
             wake,
             metrics: Arc::clone(&self.metrics),
             owned,
-            nft_script: strait_nft::render(&node::snat_ruleset(&self.config)),
+            nft_tables: vec![node::snat_ruleset(&self.config).table()],
             last: Arc::clone(&self.last_pass),
             ready,
             overlay_changes: Arc::clone(&self.overlay_changes),

@@ -1,4 +1,4 @@
-//! Node-wide preparation at start: IP forwarding on and the nftables table in place. Host veths
+//! Node-wide preparation at start: IP forwarding on and the nftables tables in place. Host veths
 //! are never swept here: one without a record belongs to a pod that may still run (see
 //! [`crate::recovery`]).
 
@@ -25,7 +25,7 @@ pub enum NodeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("installing the nftables table: {0}")]
+    #[error("installing the nftables tables: {0}")]
     Nft(#[from] NftError),
     #[error("reading the pods' host interfaces: {0}")]
     Netlink(#[from] NetlinkError),
@@ -33,7 +33,7 @@ pub enum NodeError {
     Dataplane(#[from] strait_dataplane::DataplaneError),
 }
 
-/// What the nftables table must do for this configuration.
+/// What the masquerade table must do for this configuration.
 pub fn snat_ruleset(config: &Config) -> Ruleset {
     let pools = config
         .networks
@@ -65,14 +65,14 @@ pub fn uses_ipv6(config: &Config) -> bool {
 }
 
 /// Prepares the node: forwarding on (IPv6's too when `ipv6_underlay` names the underlay device
-/// of a node with IPv6 pools), and the nftables table.
+/// of a node with IPv6 pools), and the nftables tables (an older agent's removed).
 pub fn prepare(
     ruleset: &Ruleset,
     sysctl_dir: &Path,
     ipv6_underlay: Option<&str>,
 ) -> Result<(), NodeError> {
     enable_forwarding(sysctl_dir, ipv6_underlay)?;
-    strait_nft::apply(&strait_nft::render(ruleset))?;
+    strait_nft::ensure(&[ruleset.table()])?;
     Ok(())
 }
 

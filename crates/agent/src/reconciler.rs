@@ -2,7 +2,8 @@
 //! attachments say it needs. Store changes, kernel changes to what we own, nftables changes and a
 //! slow timer all wake the same loop; each pass is the node model's
 //! [`reconcile`](strait_dataplane::reconcile::reconcile) (desired, read, plan, apply in one
-//! batch), then the nftables table. A pass that fails is retried with backoff, never dropped.
+//! batch), then Strait's nftables tables (read back and compared with what they must hold, each
+//! replaced whole when it differs). A pass that fails is retried with backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use strait_dataplane::model::Actual;
 use strait_dataplane::overlay::LocalNode;
 use strait_dataplane::reconcile::{Inputs, Pass, PodHost, reconcile};
-use strait_netlink::Netlink;
+use strait_dataplane::{Kernel, SystemKernel};
 use tokio::sync::watch;
 
 use crate::cluster::ClusterCache;
@@ -48,8 +49,10 @@ pub struct LastPass {
     pub errors: Vec<String>,
 }
 
+/// The loop, changing the node through `K`.
 #[derive(Debug)]
-pub struct Reconciler {
+pub struct Reconciler<K = SystemKernel> {
+    pub kernel: K,
     pub local: LocalNode,
     pub cache: Arc<ClusterCache>,
     /// The attachments whose host sides each pass keeps.
@@ -57,8 +60,8 @@ pub struct Reconciler {
     pub wake: Arc<Wake>,
     pub metrics: Arc<Metrics>,
     pub owned: Arc<OwnedLinks>,
-    /// The nftables script the table must match.
-    pub nft_script: String,
+    /// Strait's nftables tables, as they must be.
+    pub nft_tables: Vec<strait_nft::Table>,
     pub last: Arc<Mutex<Option<LastPass>>>,
     /// Becomes true after the first pass that succeeded.
     pub ready: watch::Sender<bool>,
@@ -75,7 +78,6 @@ struct Outcome {
     operations: usize,
     errors: Vec<String>,
     owned: BTreeSet<u32>,
-    nft_listing: Option<String>,
     nft_repaired: bool,
     /// What the kernel holds after a pass that fully succeeded.
     applied: Option<Actual>,
@@ -85,12 +87,18 @@ struct Outcome {
 /// and its block's come on two watches).
 const SETTLE: Duration = Duration::from_millis(2);
 
-/// One pass, blocking: the node model, then (when asked) the nftables table. `known` is what the
+/// One pass, blocking: the node model, then (when asked) the nftables tables. `known` is what the
 /// kernel holds when nothing but the store changed since the last pass; otherwise the kernel is
 /// read.
-fn pass(inputs: &Inputs, known: Option<Actual>, nft: Option<(&str, Option<String>)>) -> Outcome {
+fn pass(
+    kernel: &impl Kernel,
+    inputs: &Inputs,
+    known: Option<Actual>,
+    nft: Option<&[strait_nft::Table]>,
+) -> Outcome {
     let mut out = Outcome::default();
-    let report = Netlink::new()
+    let report = kernel
+        .host()
         .map_err(Into::into)
         .and_then(|mut nl| reconcile(&mut nl, inputs, known, Pass::Apply));
     match report {
@@ -108,22 +116,16 @@ fn pass(inputs: &Inputs, known: Option<Actual>, nft: Option<(&str, Option<String
         }
         Err(e) => out.errors.push(e.to_string()),
     }
-    if let Some((script, expected)) = nft {
-        match strait_nft::list() {
-            Ok(current) if current.is_some() && current == expected => out.nft_listing = current,
-            _ => match strait_nft::apply(script).and_then(|()| strait_nft::list()) {
-                Ok(listing) => {
-                    out.nft_repaired = expected.is_some();
-                    out.nft_listing = listing;
-                }
-                Err(e) => out.errors.push(e.to_string()),
-            },
+    if let Some(tables) = nft {
+        match strait_nft::ensure(tables) {
+            Ok(changed) => out.nft_repaired = changed,
+            Err(e) => out.errors.push(e.to_string()),
         }
     }
     out
 }
 
-impl Reconciler {
+impl<K: Kernel> Reconciler<K> {
     /// The host sides to keep: every attachment's but those being released.
     fn pods(&self) -> Vec<PodHost> {
         self.registry
@@ -141,7 +143,6 @@ impl Reconciler {
 
     pub async fn run(self) {
         let mut retry: Option<Duration> = None;
-        let mut nft_listing: Option<String> = None;
         let mut applied: Option<Actual> = None;
         let mut started_up = false;
         let mut last_unreachable = Vec::new();
@@ -192,14 +193,15 @@ impl Reconciler {
                 cluster: view,
                 pods: self.pods(),
             };
-            let script = self.nft_script.clone();
-            let expected = nft_listing.clone();
+            let tables = self.nft_tables.clone();
             let started = Instant::now();
+            let kernel = self.kernel.clone();
             let outcome = tokio::task::spawn_blocking(move || {
                 pass(
+                    &kernel,
                     &inputs,
                     known,
-                    check_nft.then_some((script.as_str(), expected)),
+                    check_nft.then_some(tables.as_slice()),
                 )
             })
             .await;
@@ -212,9 +214,6 @@ impl Reconciler {
                 },
             };
             applied = outcome.applied.clone();
-            if check_nft && outcome.nft_listing.is_some() {
-                nft_listing = outcome.nft_listing.clone();
-            }
             if !outcome.owned.is_empty() {
                 self.owned.set(&outcome.owned);
             }

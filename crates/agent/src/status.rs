@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strait_dataplane::Kernel;
 use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
-use strait_netlink::Netlink;
 use strait_rpc::{
     ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
     ReconcileStatus, Request, Response, RouteInfo, StoreInfo, UnreachableInfo, VtepInfo,
@@ -171,7 +171,7 @@ impl<S: Store> Agent<S> {
             cluster: Arc::clone(&view),
             pods: Vec::new(),
         };
-        let report = run_pass(inputs, Pass::DryRun).await?;
+        let report = run_pass(self.kernel, inputs, Pass::DryRun).await?;
         let owners = local.block_owners(&view);
         Ok(report
             .desired
@@ -193,7 +193,7 @@ impl<S: Store> Agent<S> {
     }
 
     /// Leaves the cluster: gives up this node's blocks and record, removes its overlay, its
-    /// nftables table and its conflist, and stops. Refused while pods are attached.
+    /// nftables tables and its conflist, and stops. Refused while pods are attached.
     async fn leave(&self) -> Result<(), String> {
         // No ADD is in flight from here on, and none starts.
         let _no_adds = self.admission.write().await;
@@ -219,9 +219,13 @@ impl<S: Store> Agent<S> {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let mut failed = run_pass(Inputs::nothing(&self.local_node()), Pass::Apply)
-            .await?
-            .failed;
+        let mut failed = run_pass(
+            self.kernel,
+            Inputs::nothing(&self.local_node()),
+            Pass::Apply,
+        )
+        .await?
+        .failed;
         if let Err(e) = strait_nft::delete() {
             failed.push(e.to_string());
         }
@@ -238,9 +242,9 @@ impl<S: Store> Agent<S> {
 }
 
 /// One pass of the node model, off the async threads.
-async fn run_pass(inputs: Inputs, pass: Pass) -> Result<Report, String> {
+async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, String> {
     tokio::task::spawn_blocking(move || {
-        let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+        let mut nl = kernel.host().map_err(|e| e.to_string())?;
         reconcile(&mut nl, &inputs, None, pass).map_err(|e| e.to_string())
     })
     .await

@@ -138,7 +138,9 @@ impl Snapshot {
     /// What `node` holds once the releases its DELs started are done.
     pub fn of(node: &Node) -> Snapshot {
         node.wait_released(|p| p["releasing"] == true);
-        let nft = node.ns.exec("nft", &["list", "table", "inet", "strait"]);
+        let nft = node
+            .ns
+            .exec("nft", &["list", "table", "inet", "strait-snat"]);
         let fdb = node.ns.exec("bridge", &["fdb", "show"]);
         let status = node.ctl(&["status"]);
         let networks = status["networks"].as_array().cloned().unwrap_or_default();

@@ -408,6 +408,48 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
         dsts.len() == 2 && dsts.iter().all(|d| d.starts_with("fd00:fab::")),
         "{fdb:?}"
     );
+    // Settled: both families' masquerade sets read back as written, so passes leave the table
+    // alone (replacing it would give it a new handle), and every peer's block is routed.
+    let table_handle = || {
+        let out = node
+            .ns
+            .exec("nft", &["-j", "list", "table", "inet", "strait-snat"]);
+        let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+        listing["nftables"][1]["table"]["handle"].as_u64()
+    };
+    let handle = table_handle();
+    assert!(handle.is_some());
+    node.ns.exec(
+        "nft",
+        &[
+            "add",
+            "set",
+            "inet",
+            "strait-snat",
+            "wake",
+            "{ type ipv4_addr; }",
+        ],
+    );
+    strait_integration::wait_until(
+        "the stray set is gone",
+        Duration::from_secs(10),
+        || {
+            !node
+                .ns
+                .exec("nft", &["list", "set", "inet", "strait-snat", "wake"])
+                .status
+                .success()
+        },
+        String::new,
+    );
+    let repaired = table_handle();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        table_handle(),
+        repaired,
+        "the table is rewritten without a change"
+    );
+    assert_eq!(node.metric("strait_peer_blocks_unreachable"), 0);
     // The pods' MTU leaves room for IPv6's 70 bytes of encapsulation: full-size packets of
     // both families cross unfragmented, one byte more does not (ICMP 28 bytes with IPv4's
     // header, ICMPv6 48 with IPv6's).

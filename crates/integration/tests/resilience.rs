@@ -106,11 +106,30 @@ fn drift_is_repaired_on_the_event() {
         ),
         (
             "nftables table",
-            vec!["nft", "delete", "table", "inet", "strait"],
+            vec!["nft", "delete", "table", "inet", "strait-snat"],
             Box::new(|| {
-                node.exec("nft", &["list", "table", "inet", "strait"])
+                node.exec("nft", &["list", "table", "inet", "strait-snat"])
                     .status
                     .success()
+            }),
+        ),
+        (
+            "nftables rule",
+            vec![
+                "nft",
+                "flush",
+                "chain",
+                "inet",
+                "strait-snat",
+                "postrouting",
+            ],
+            Box::new(|| {
+                lines(
+                    node,
+                    "nft",
+                    &["list", "chain", "inet", "strait-snat", "postrouting"],
+                )
+                .contains("masquerade fully-random")
             }),
         ),
     ];
@@ -305,9 +324,19 @@ fn events_that_change_nothing_cost_no_pass() {
     // The slow timer may fall in this window; 70 events must not each cost a pass.
     assert!(spent <= 2, "{spent} passes for events that changed nothing");
     // A change to Strait's own table still wakes it (and is repaired).
-    node.ns.exec("nft", &["delete", "table", "inet", "strait"]);
+    node.ns
+        .exec("nft", &["delete", "table", "inet", "strait-snat"]);
     time_until("our table is back", Duration::from_secs(10), || {
         node.ns
+            .exec("nft", &["list", "table", "inet", "strait-snat"])
+            .status
+            .success()
+    });
+    // The table an older agent kept everything in goes.
+    node.ns.exec("nft", &["add", "table", "inet", "strait"]);
+    time_until("the older table is gone", Duration::from_secs(10), || {
+        !node
+            .ns
             .exec("nft", &["list", "table", "inet", "strait"])
             .status
             .success()

@@ -1,19 +1,31 @@
-//! Strait's nftables state: one table, `inet strait`, rendered from plain data by [`render`] and
-//! replaced whole in a single `nft` transaction by [`apply`]. We never list, match and append:
-//! the kernel swaps the old table for the new one atomically, so no packet sees half a ruleset.
+//! Strait's nftables state: one table of family `inet` per concern (today one, `strait-snat`,
+//! masquerading pods' traffic that leaves the cluster), each a typed [`Table`] rendered into a
+//! script that replaces it whole in one `nft` transaction ([`apply`]) and read back from
+//! `nft -j` ([`read`]) to be compared object by object. We never list, match and append: the
+//! kernel swaps the old table for the new one atomically, so no packet sees half a ruleset, and
+//! one concern's change never rebuilds another's table.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
+mod model;
 mod monitor;
+pub use model::{Chain, Hook, Rule, Set, Table};
 pub use monitor::Monitor;
 
-pub const TABLE: &str = "strait";
+/// The masquerade table.
+pub const SNAT_TABLE: &str = "strait-snat";
+/// The table an older agent kept everything in; removed when found.
+const LEGACY_TABLE: &str = "strait";
 
-/// What the table must do.
+/// Whether a table of family `inet` is one of Strait's.
+pub fn is_ours(table: &str) -> bool {
+    table == LEGACY_TABLE || table.starts_with("strait-")
+}
+
+/// What masquerading must do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
     /// Pod ranges whose traffic is masqueraded when it leaves the cluster.
@@ -30,70 +42,133 @@ pub enum NftError {
     Io(io::Error),
     #[error("nft refused the ruleset: {0}")]
     Refused(String),
+    #[error("nft's listing of table {table} could not be read: {reason}")]
+    Unreadable { table: String, reason: String },
 }
 
-fn family_sets(nets: &[IpNet], v6: bool) -> Vec<String> {
+fn of_family(nets: &[IpNet], ipv6: bool) -> Vec<IpNet> {
     nets.iter()
-        .filter(|n| n.addr().is_ipv6() == v6)
-        .map(|n| n.trunc().to_string())
+        .filter(|n| n.addr().is_ipv6() == ipv6)
+        .copied()
         .collect()
 }
 
-/// The nft script that replaces the table with `rules` (creating it first so the delete never
-/// fails, all in one transaction).
-pub fn render(rules: &Ruleset) -> String {
-    let mut s =
-        format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
-    let mut chain = String::new();
-    for (v6, ip, addr_type) in [(false, "ip", "ipv4_addr"), (true, "ip6", "ipv6_addr")] {
-        let tag = if v6 { "v6" } else { "v4" };
-        let sources = family_sets(&rules.snat_sources, v6);
-        if sources.is_empty() {
-            continue;
-        }
-        let cluster = family_sets(&rules.cluster, v6);
-        for (name, elements) in [("snat_sources", &sources), ("cluster", &cluster)] {
-            let _ = write!(
-                s,
-                "  set {name}_{tag} {{\n    type {addr_type}\n    flags interval\n    auto-merge\n"
-            );
-            if !elements.is_empty() {
-                let _ = writeln!(s, "    elements = {{ {} }}", elements.join(", "));
+impl Ruleset {
+    /// The masquerade table: per family with sources, a set of them, a set of the cluster's
+    /// ranges, and one rule in the postrouting chain.
+    pub fn table(&self) -> Table {
+        let mut sets = Vec::new();
+        let mut rules = Vec::new();
+        for ipv6 in [false, true] {
+            let tag = if ipv6 { "v6" } else { "v4" };
+            let sources = of_family(&self.snat_sources, ipv6);
+            if sources.is_empty() {
+                continue;
             }
-            s.push_str("  }\n");
+            let (from, unless_to) = (format!("snat_sources_{tag}"), format!("cluster_{tag}"));
+            sets.push(Set {
+                name: from.clone(),
+                ipv6,
+                elements: sources,
+            });
+            sets.push(Set {
+                name: unless_to.clone(),
+                ipv6,
+                elements: of_family(&self.cluster, ipv6),
+            });
+            rules.push(Rule::Masquerade {
+                ipv6,
+                from,
+                unless_to,
+            });
         }
-        let _ = writeln!(
-            chain,
-            "    {ip} saddr @snat_sources_{tag} {ip} daddr != @cluster_{tag} masquerade fully-random"
-        );
+        Table {
+            name: SNAT_TABLE.to_string(),
+            sets,
+            chains: vec![Chain {
+                name: "postrouting".into(),
+                hook: Some(Hook::NatPostrouting),
+                rules,
+            }],
+        }
     }
-    s.push_str(
-        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
-    );
-    s.push_str(&chain);
-    s.push_str("  }\n}\n");
-    s
 }
 
-/// Runs `script` through `nft -f -` as one transaction.
-pub fn apply(script: &str) -> Result<(), NftError> {
-    run(&["-f", "-"], Some(script)).map(drop)
+/// Replaces `table` whole, in one transaction.
+pub fn apply(table: &Table) -> Result<(), NftError> {
+    run_script(&table.script())
 }
 
-/// Removes the table; absent is fine.
+/// Removes every table of Strait's; none is fine.
 pub fn delete() -> Result<(), NftError> {
-    apply(&format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
+    for table in tables()? {
+        delete_table(&table)?;
+    }
+    Ok(())
+}
+
+/// Removes one table; absent is fine.
+pub fn delete_table(name: &str) -> Result<(), NftError> {
+    run_script(&format!(
+        "table inet {name} {{}}\ndelete table inet {name}\n"
     ))
 }
 
-/// The table as `nft list` prints it, or `None` when it does not exist.
-pub fn list() -> Result<Option<String>, NftError> {
-    match run(&["list", "table", "inet", TABLE], None) {
-        Ok(out) => Ok(Some(out)),
+/// The names of Strait's tables in the kernel.
+pub fn tables() -> Result<Vec<String>, NftError> {
+    let out = run(&["-j", "list", "tables", "inet"], None)?;
+    let doc: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::Unreadable {
+        table: "(all)".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["table"]["name"].as_str())
+        .filter(|name| is_ours(name))
+        .map(String::from)
+        .collect())
+}
+
+/// The table as the kernel holds it, or `None` when it does not exist.
+pub fn read(name: &str) -> Result<Option<Table>, NftError> {
+    match run(&["-j", "list", "table", "inet", name], None) {
+        Ok(out) => Table::from_json(name, &out)
+            .map(Some)
+            .map_err(|reason| NftError::Unreadable {
+                table: name.to_string(),
+                reason,
+            }),
         Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Makes the kernel hold exactly `wanted` of Strait's tables: each one that differs (or is
+/// missing) replaced whole, any other of Strait's (an older agent's) removed. Answers whether
+/// anything had to change.
+pub fn ensure(wanted: &[Table]) -> Result<bool, NftError> {
+    let mut changed = false;
+    for table in wanted {
+        let held = read(&table.name)?.map(|t| t.normalized());
+        if held.as_ref() != Some(&table.normalized()) {
+            apply(table)?;
+            changed = true;
+        }
+    }
+    for stray in tables()? {
+        if !wanted.iter().any(|t| t.name == stray) {
+            delete_table(&stray)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Runs `script` through `nft -f -` as one transaction.
+fn run_script(script: &str) -> Result<(), NftError> {
+    run(&["-f", "-"], Some(script)).map(drop)
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
@@ -138,11 +213,13 @@ mod tests {
 
     #[test]
     fn masquerades_pods_leaving_the_cluster() {
-        let script = render(&Ruleset {
+        let script = Ruleset {
             snat_sources: nets(&["10.244.0.0/16"]),
             cluster: nets(&["10.244.0.0/16", "10.96.0.0/12"]),
-        });
-        assert!(script.starts_with("table inet strait {}\ndelete table inet strait\n"));
+        }
+        .table()
+        .script();
+        assert!(script.starts_with("table inet strait-snat {}\ndelete table inet strait-snat\n"));
         assert!(script.contains("elements = { 10.244.0.0/16, 10.96.0.0/12 }"));
         assert!(
             script.contains(
@@ -154,18 +231,26 @@ mod tests {
 
     #[test]
     fn no_sources_means_an_empty_chain() {
-        let script = render(&Ruleset::default());
+        let script = Ruleset::default().table().script();
         assert!(!script.contains("masquerade"));
         assert!(script.contains("hook postrouting"));
     }
 
     #[test]
     fn each_family_gets_its_own_sets() {
-        let script = render(&Ruleset {
+        let script = Ruleset {
             snat_sources: nets(&["10.1.0.0/16", "fd00:1::/64"]),
             cluster: nets(&["10.1.0.0/16", "fd00:1::/64"]),
-        });
+        }
+        .table()
+        .script();
         assert!(script.contains("set snat_sources_v6"));
         assert!(script.contains("ip6 saddr @snat_sources_v6 ip6 daddr != @cluster_v6"));
+    }
+
+    #[test]
+    fn strait_owns_its_prefix_and_the_older_name_only() {
+        assert!(is_ours("strait") && is_ours("strait-snat") && is_ours("strait-policy"));
+        assert!(!is_ours("straits") && !is_ours("kube-proxy"));
     }
 }

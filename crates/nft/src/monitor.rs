@@ -1,10 +1,10 @@
 //! Watching the ruleset: a netfilter socket subscribed to nftables changes, of which only those
-//! that touch Strait's own table (`inet strait`) end a wait. Other programs' changes (kube-proxy
+//! that touch one of Strait's own tables (`inet strait-*`) end a wait. Other programs' changes (kube-proxy
 //! rewrites its rules on every Service change) wake nobody.
 
 use std::io;
 
-use crate::TABLE;
+use crate::is_ours;
 
 /// `NFNLGRP_NFTABLES` from linux/netfilter/nfnetlink.h.
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -56,7 +56,8 @@ impl Monitor {
     }
 }
 
-/// Whether any message in `buf` (one or more netlink messages) names `inet strait`. What cannot
+/// Whether any message in `buf` (one or more netlink messages) names one of Strait's `inet`
+/// tables. What cannot
 /// be read counts as touching it.
 fn touches_our_table(mut buf: &[u8]) -> bool {
     while buf.len() >= NLMSG_HEADER {
@@ -74,7 +75,10 @@ fn touches_our_table(mut buf: &[u8]) -> bool {
         if payload.len() < NFGENMSG {
             return true;
         }
-        if payload[0] == FAMILY_INET && table_name(&payload[NFGENMSG..]) == Some(TABLE.as_bytes()) {
+        if payload[0] == FAMILY_INET
+            && table_name(&payload[NFGENMSG..])
+                .is_some_and(|name| std::str::from_utf8(name).is_ok_and(is_ours))
+        {
             return true;
         }
     }
@@ -131,6 +135,11 @@ mod tests {
         const NEWCHAIN: u16 = 3;
         const DELTABLE: u16 = 2;
         assert!(touches_our_table(&message(NEWRULE, FAMILY_INET, "strait")));
+        assert!(touches_our_table(&message(
+            NEWRULE,
+            FAMILY_INET,
+            "strait-snat"
+        )));
         assert!(
             !touches_our_table(&message(NEWRULE, 2, "strait")),
             "ip strait is not ours"
