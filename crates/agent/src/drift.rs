@@ -40,7 +40,7 @@ fn concerns_us(
                     .any(|a| matches!(a, LinkAttribute::IfName(n) if is_device(n)))
         }
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n)
-            if owned.contains(n.header.ifindex) =>
+            if owned.holds_entries(n.header.ifindex) =>
         {
             true
         }
@@ -50,7 +50,7 @@ fn concerns_us(
                 .is_some_and(|n| is_pod_neighbour_drift(&n, deleted, registry, name_of))
         }
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a)
-            if owned.contains(a.header.index) =>
+            if owned.holds_entries(a.header.index) =>
         {
             true
         }
@@ -176,6 +176,8 @@ pub fn watch_nft(running: Running, wake: Arc<Wake>) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use strait_netlink::MacAddr;
 
     use super::*;
@@ -298,6 +300,52 @@ mod tests {
             ),
             "an attachment gone"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_underlays_neighbours_and_addresses_wake_nothing_its_link_and_our_devices_do() {
+        use netlink_packet_route::address::AddressMessage;
+        use netlink_packet_route::link::LinkMessage;
+        use netlink_packet_route::neighbour::NeighbourMessage;
+        let dir = std::env::temp_dir().join(format!("strait-drift-owned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (registry, _) = Registry::open(&dir).unwrap();
+        let owned = OwnedLinks::default();
+        // Device 3 is ours, 2 the underlay.
+        owned.set(&BTreeSet::from([2, 3]), Some(2));
+        let neighbour = |index: u32| {
+            let mut m = NeighbourMessage::default();
+            m.header.ifindex = index;
+            Event::Route(RouteNetlinkMessage::NewNeighbour(m))
+        };
+        let address = |index: u32| {
+            let mut m = AddressMessage::default();
+            m.header.index = index;
+            Event::Route(RouteNetlinkMessage::NewAddress(m))
+        };
+        let link = |index: u32| {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            Event::Route(RouteNetlinkMessage::NewLink(m))
+        };
+        let mut links = |_: u32| Ok(None);
+        let cases = [
+            ("a neighbour of our device", neighbour(3), true),
+            ("a neighbour of the underlay's network", neighbour(2), false),
+            ("an address of our device", address(3), true),
+            ("an address of the underlay", address(2), false),
+            ("the underlay's link", link(2), true),
+            ("our device's link", link(3), true),
+            ("another link", link(4), false),
+        ];
+        for (what, event, wakes) in cases {
+            assert_eq!(
+                concerns_us(&event, &owned, &registry, &mut links),
+                wakes,
+                "{what}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -29,15 +29,23 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The links whose changes concern the reconciler: our devices and the underlay.
 #[derive(Debug, Default)]
-pub struct OwnedLinks(RwLock<HashSet<u32>>);
+pub struct OwnedLinks(RwLock<(HashSet<u32>, Option<u32>)>);
 
 impl OwnedLinks {
+    /// One of our devices, or the underlay.
     pub fn contains(&self, index: u32) -> bool {
-        self.0.read().expect("not poisoned").contains(&index)
+        self.0.read().expect("not poisoned").0.contains(&index)
     }
 
-    fn set(&self, indices: &BTreeSet<u32>) {
-        *self.0.write().expect("not poisoned") = indices.iter().copied().collect();
+    /// One of our devices, whose neighbours and addresses are ours (the underlay's are its
+    /// network's, and come and go with its traffic).
+    pub fn holds_entries(&self, index: u32) -> bool {
+        let links = self.0.read().expect("not poisoned");
+        links.0.contains(&index) && links.1 != Some(index)
+    }
+
+    pub(crate) fn set(&self, indices: &BTreeSet<u32>, underlay: Option<u32>) {
+        *self.0.write().expect("not poisoned") = (indices.iter().copied().collect(), underlay);
     }
 }
 
@@ -78,6 +86,7 @@ struct Outcome {
     operations: usize,
     errors: Vec<String>,
     owned: BTreeSet<u32>,
+    underlay: Option<u32>,
     nft_repaired: bool,
     /// What the kernel holds after a pass that fully succeeded.
     applied: Option<Actual>,
@@ -113,6 +122,7 @@ fn pass(
             out.errors = report.failed;
             out.applied = report.after;
             out.owned = report.owned_links;
+            out.underlay = report.underlay_link;
         }
         Err(e) => out.errors.push(e.to_string()),
     }
@@ -215,7 +225,7 @@ impl<K: Kernel> Reconciler<K> {
             };
             applied = outcome.applied.clone();
             if !outcome.owned.is_empty() {
-                self.owned.set(&outcome.owned);
+                self.owned.set(&outcome.owned, outcome.underlay);
             }
             let ok = outcome.errors.is_empty();
             let repaired = !first

@@ -117,6 +117,9 @@ pub struct Report {
     /// The indices of the links whose changes concern the node model: our devices and the
     /// underlay.
     pub owned_links: BTreeSet<u32>,
+    /// The underlay's index: its links and routes concern the model, its neighbours and
+    /// addresses (the underlay network's own) do not.
+    pub underlay_link: Option<u32>,
     pub read_time: Duration,
     pub apply_time: Duration,
 }
@@ -156,6 +159,9 @@ pub fn reconcile(
     for name in desired.devices.keys().chain([&inputs.local.underlay]) {
         if let Ok(Some(link)) = nl.link_by_name(name) {
             report.owned_links.insert(link.index);
+            if *name == inputs.local.underlay {
+                report.underlay_link = Some(link.index);
+            }
         }
     }
     report.desired = desired;
