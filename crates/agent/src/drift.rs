@@ -1,5 +1,6 @@
 //! Listening for changes made outside Strait: kernel events on the links we own (our VXLAN
-//! devices, the underlay) and on what hangs off them, any of our routes deleted (a pod's host
+//! devices, the underlay), the neighbours and addresses of our devices (not the underlay's: they
+//! follow its network's traffic), any of our routes deleted (a pod's host
 //! route included) while its device stays, in either family, a pod's permanent neighbour
 //! changed or deleted, or its IPv6 gateway address deleted, on a veth that stays, and any change
 //! to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass rather

@@ -72,7 +72,7 @@ pub fn prepare(
     ipv6_underlay: Option<&str>,
 ) -> Result<(), NodeError> {
     enable_forwarding(sysctl_dir, ipv6_underlay)?;
-    strait_nft::ensure(&[ruleset.table()])?;
+    strait_nft::ensure(&[ruleset.table()], &mut strait_nft::Written::default())?;
     Ok(())
 }
 

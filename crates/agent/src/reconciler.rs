@@ -103,7 +103,7 @@ fn pass(
     kernel: &impl Kernel,
     inputs: &Inputs,
     known: Option<Actual>,
-    nft: Option<&[strait_nft::Table]>,
+    nft: Option<(&[strait_nft::Table], &Mutex<strait_nft::Written>)>,
 ) -> Outcome {
     let mut out = Outcome::default();
     let report = kernel
@@ -126,8 +126,9 @@ fn pass(
         }
         Err(e) => out.errors.push(e.to_string()),
     }
-    if let Some(tables) = nft {
-        match strait_nft::ensure(tables) {
+    if let Some((tables, written)) = nft {
+        let mut written = written.lock().expect("not poisoned");
+        match strait_nft::ensure(tables, &mut written) {
             Ok(changed) => out.nft_repaired = changed,
             Err(e) => out.errors.push(e.to_string()),
         }
@@ -156,6 +157,7 @@ impl<K: Kernel> Reconciler<K> {
         let mut applied: Option<Actual> = None;
         let mut started_up = false;
         let mut last_unreachable = Vec::new();
+        let nft_written = Arc::new(Mutex::new(strait_nft::Written::default()));
         loop {
             // The first pass runs at once; later ones wait for a reason, a retry or the tick.
             let mut woke = if started_up {
@@ -204,6 +206,7 @@ impl<K: Kernel> Reconciler<K> {
                 pods: self.pods(),
             };
             let tables = self.nft_tables.clone();
+            let written = Arc::clone(&nft_written);
             let started = Instant::now();
             let kernel = self.kernel.clone();
             let outcome = tokio::task::spawn_blocking(move || {
@@ -211,7 +214,7 @@ impl<K: Kernel> Reconciler<K> {
                     &kernel,
                     &inputs,
                     known,
-                    check_nft.then_some(tables.as_slice()),
+                    check_nft.then_some((tables.as_slice(), &*written)),
                 )
             })
             .await;

@@ -428,6 +428,15 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// How many reconcile passes the agent has run, whatever their outcome.
+    pub fn reconcile_passes(&self) -> u64 {
+        let (_, text) = self.http_get("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with("strait_reconcile_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Everything Strait could leave behind on this node.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::of(self)

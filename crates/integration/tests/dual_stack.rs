@@ -445,14 +445,7 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
     let repaired = table_handle();
     // Nor does traffic wake passes: the underlay's neighbour entries (IPv6 neighbour
     // discovery towards the peers) are its network's, not Strait's.
-    let passes = |node: &Node| -> u64 {
-        let (_, text) = node.http_get("/metrics");
-        text.lines()
-            .filter(|l| l.starts_with("strait_reconcile_passes_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    let before = passes(node);
+    let before = node.reconcile_passes();
     for p in &pods[2..] {
         assert!(ping(&pods[0].ns, p.ips[1].as_str()));
     }
@@ -462,7 +455,7 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
         repaired,
         "the table is rewritten without a change"
     );
-    assert!(passes(node) - before <= 1, "traffic woke passes");
+    assert!(node.reconcile_passes() - before <= 1, "traffic woke passes");
     assert_eq!(node.metric("strait_peer_blocks_unreachable"), 0);
     // The pods' MTU leaves room for IPv6's 70 bytes of encapsulation: full-size packets of
     // both families cross unfragmented, one byte more does not (ICMP 28 bytes with IPv4's

@@ -114,6 +114,21 @@ fn drift_is_repaired_on_the_event() {
             }),
         ),
         (
+            "nftables table turned off",
+            vec![
+                "nft",
+                "add",
+                "table",
+                "inet",
+                "strait-snat",
+                "{ flags dormant; }",
+            ],
+            Box::new(|| {
+                let listing = lines(node, "nft", &["list", "table", "inet", "strait-snat"]);
+                listing.contains("masquerade") && !listing.contains("dormant")
+            }),
+        ),
+        (
             "nftables rule",
             vec![
                 "nft",
@@ -284,21 +299,12 @@ fn an_etcd_outage_stops_nothing_that_runs_and_everything_converges_after() {
     assert!(bad.is_empty(), "{bad:?}");
 }
 
-/// Reconcile passes the node has run (both results).
-fn passes(node: &strait_integration::node::Node) -> u64 {
-    let (_, text) = node.http_get("/metrics");
-    text.lines()
-        .filter(|l| l.starts_with("strait_reconcile_passes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn events_that_change_nothing_cost_no_pass() {
     let cluster = Cluster::start(2, "vxlan", Backend::Embedded);
     cluster.wait_converged(Duration::from_secs(10));
     let node = &cluster.nodes[0];
-    let before = passes(node);
+    let before = node.reconcile_passes();
     // A peer's record rewritten 30 times, 50 ms apart (each its own event), with nothing new but
     // its revision.
     let record = node
@@ -320,7 +326,7 @@ fn events_that_change_nothing_cost_no_pass() {
         node.ns.exec("nft", &["delete", "table", "ip", "sttother"]);
     }
     std::thread::sleep(Duration::from_secs(1));
-    let spent = passes(node) - before;
+    let spent = node.reconcile_passes() - before;
     // The slow timer may fall in this window; 70 events must not each cost a pass.
     assert!(spent <= 2, "{spent} passes for events that changed nothing");
     // A change to Strait's own table still wakes it (and is repaired).

@@ -1,10 +1,11 @@
 //! Strait's nftables state: one table of family `inet` per concern (today one, `strait-snat`,
 //! masquerading pods' traffic that leaves the cluster), each a typed [`Table`] rendered into a
 //! script that replaces it whole in one `nft` transaction ([`apply`]) and read back from
-//! `nft -j` ([`read`]) to be compared object by object. We never list, match and append: the
+//! `nft -j` ([`read`]) to be compared object by object ([`ensure`]). We never list, match and append: the
 //! kernel swaps the old table for the new one atomically, so no packet sees half a ruleset, and
 //! one concern's change never rebuilds another's table.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 
@@ -19,10 +20,13 @@ pub use monitor::Monitor;
 pub const SNAT_TABLE: &str = "strait-snat";
 /// The table an older agent kept everything in; removed when found.
 const LEGACY_TABLE: &str = "strait";
+/// Every `inet` table Strait writes or once wrote. Other tables, whatever their name, are not
+/// touched.
+const TABLES: [&str; 2] = [SNAT_TABLE, LEGACY_TABLE];
 
 /// Whether a table of family `inet` is one of Strait's.
 pub fn is_ours(table: &str) -> bool {
-    table == LEGACY_TABLE || table.starts_with("strait-")
+    TABLES.contains(&table)
 }
 
 /// What masquerading must do.
@@ -90,6 +94,7 @@ impl Ruleset {
                 hook: Some(Hook::NatPostrouting),
                 rules,
             }],
+            foreign: Vec::new(),
         }
     }
 }
@@ -99,23 +104,27 @@ pub fn apply(table: &Table) -> Result<(), NftError> {
     run_script(&table.script())
 }
 
-/// Removes every table of Strait's; none is fine.
+/// Removes every table of Strait's (the known names, whether or not they exist: nothing is
+/// listed first, so nothing can stop the removal).
 pub fn delete() -> Result<(), NftError> {
-    for table in tables()? {
-        delete_table(&table)?;
+    let mut first_error = None;
+    for table in TABLES {
+        if let Err(e) = delete_table(table) {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Removes one table; absent is fine.
-pub fn delete_table(name: &str) -> Result<(), NftError> {
+fn delete_table(name: &str) -> Result<(), NftError> {
     run_script(&format!(
         "table inet {name} {{}}\ndelete table inet {name}\n"
     ))
 }
 
-/// The names of Strait's tables in the kernel.
-pub fn tables() -> Result<Vec<String>, NftError> {
+/// Those of Strait's tables the kernel holds.
+fn tables() -> Result<Vec<String>, NftError> {
     let out = run(&["-j", "list", "tables", "inet"], None)?;
     let doc: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::Unreadable {
         table: "(all)".into(),
@@ -131,31 +140,53 @@ pub fn tables() -> Result<Vec<String>, NftError> {
         .collect())
 }
 
-/// The table as the kernel holds it, or `None` when it does not exist.
-pub fn read(name: &str) -> Result<Option<Table>, NftError> {
+/// A table as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Missing,
+    /// nft printed it in a form that cannot be read (nft 1.0.6 cuts a dormant table's listing
+    /// short, for one).
+    Unreadable(String),
+    /// As read, normalized.
+    Table(Table),
+}
+
+/// The table called `name` as the kernel holds it.
+pub fn read(name: &str) -> Result<Held, NftError> {
     match run(&["-j", "list", "table", "inet", name], None) {
-        Ok(out) => Table::from_json(name, &out)
-            .map(Some)
-            .map_err(|reason| NftError::Unreadable {
-                table: name.to_string(),
-                reason,
-            }),
-        Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => Ok(None),
+        Ok(out) => Ok(match Table::from_json(name, &out) {
+            Ok(table) => Held::Table(table.normalized()),
+            Err(reason) => Held::Unreadable(reason),
+        }),
+        Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => {
+            Ok(Held::Missing)
+        }
         Err(e) => Err(e),
     }
 }
 
-/// Makes the kernel hold exactly `wanted` of Strait's tables: each one that differs (or is
-/// missing) replaced whole, any other of Strait's (an older agent's) removed. Answers whether
-/// anything had to change.
-pub fn ensure(wanted: &[Table]) -> Result<bool, NftError> {
+/// What each of Strait's tables read back as right after Strait last wrote it. A table that
+/// reads back so again is taken as written (an nft version may print what it was given in
+/// another form): a write is never repeated for nothing, and its own event never starts
+/// another.
+#[derive(Debug, Clone, Default)]
+pub struct Written(BTreeMap<String, Held>);
+
+/// Makes the kernel hold exactly `wanted` of Strait's tables: each one that differs (missing,
+/// unreadable, or read back otherwise than after Strait's last write) replaced whole, any other
+/// of Strait's (an older agent's) removed. Answers whether anything had to change.
+pub fn ensure(wanted: &[Table], written: &mut Written) -> Result<bool, NftError> {
     let mut changed = false;
     for table in wanted {
-        let held = read(&table.name)?.map(|t| t.normalized());
-        if held.as_ref() != Some(&table.normalized()) {
-            apply(table)?;
-            changed = true;
+        let held = read(&table.name)?;
+        let want = Held::Table(table.normalized());
+        let as_written = held != Held::Missing && written.0.get(&table.name) == Some(&held);
+        if held == want || as_written {
+            continue;
         }
+        apply(table)?;
+        changed = true;
+        written.0.insert(table.name.clone(), read(&table.name)?);
     }
     for stray in tables()? {
         if !wanted.iter().any(|t| t.name == stray) {
@@ -249,8 +280,8 @@ mod tests {
     }
 
     #[test]
-    fn strait_owns_its_prefix_and_the_older_name_only() {
-        assert!(is_ours("strait") && is_ours("strait-snat") && is_ours("strait-policy"));
-        assert!(!is_ours("straits") && !is_ours("kube-proxy"));
+    fn strait_owns_its_tables_and_the_older_one_only() {
+        assert!(is_ours("strait") && is_ours("strait-snat"));
+        assert!(!is_ours("strait-other") && !is_ours("straits") && !is_ours("kube-proxy"));
     }
 }

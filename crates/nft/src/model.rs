@@ -14,6 +14,10 @@ pub struct Table {
     pub name: String,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+    /// Read back only: what the table holds that Strait never writes (table flags, maps, sets
+    /// of other types, elements with comments or counters, other objects), described, so that
+    /// the table differs from any Strait wants and is replaced.
+    pub foreign: Vec<String>,
 }
 
 /// A set of address ranges of one family (`flags interval`, merged as they are added).
@@ -89,12 +93,16 @@ fn merged(elements: &[IpNet]) -> Vec<IpNet> {
 }
 
 impl Table {
-    /// The same table with every set's elements as the kernel keeps them.
+    /// The same table as the kernel keeps it: each set's elements merged, sets and chains by
+    /// name.
     pub fn normalized(&self) -> Table {
         let mut t = self.clone();
         for set in &mut t.sets {
             set.elements = merged(&set.elements);
         }
+        t.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        t.chains.sort_by(|a, b| a.name.cmp(&b.name));
+        t.foreign.sort();
         t
     }
 
@@ -131,9 +139,9 @@ impl Table {
         s
     }
 
-    /// The table as `nft -j list table inet NAME` prints it; what Strait does not write (another
-    /// hook, a rule of another shape) is kept as a description, so that it differs from any
-    /// table Strait wants.
+    /// The table as `nft -j list table inet NAME` prints it. Whatever Strait does not write (a
+    /// hook, rule, set, element or object of another kind) is kept as a description, so that
+    /// the table differs from any Strait wants; only a listing that is not JSON is an error.
     pub fn from_json(name: &str, json: &str) -> Result<Table, String> {
         let doc: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
         let objects = doc["nftables"]
@@ -143,50 +151,59 @@ impl Table {
             name: name.to_string(),
             sets: Vec::new(),
             chains: Vec::new(),
+            foreign: Vec::new(),
         };
         for object in objects {
-            if let Some(set) = object.get("set") {
-                table.sets.push(set_from_json(set)?);
-            } else if let Some(chain) = object.get("chain") {
-                table.chains.push(Chain {
-                    name: text(chain, "name")?,
-                    hook: hook_from_json(chain),
-                    rules: Vec::new(),
-                });
-            } else if let Some(rule) = object.get("rule") {
-                let chain = text(rule, "chain")?;
-                let parsed = rule_from_json(rule);
-                match table.chains.iter_mut().find(|c| c.name == chain) {
-                    Some(c) => c.rules.push(parsed),
-                    None => return Err(format!("a rule of chain {chain}, which is not listed")),
+            let described = || object.to_string();
+            if let Some(t) = object.get("table") {
+                if t.get("flags").is_some() {
+                    table.foreign.push(described());
                 }
+            } else if let Some(set) = object.get("set") {
+                match set_from_json(set) {
+                    Some(s) => table.sets.push(s),
+                    None => table.foreign.push(described()),
+                }
+            } else if let Some(chain) = object.get("chain") {
+                match chain["name"].as_str() {
+                    Some(name) => table.chains.push(Chain {
+                        name: name.to_string(),
+                        hook: hook_from_json(chain),
+                        rules: Vec::new(),
+                    }),
+                    None => table.foreign.push(described()),
+                }
+            } else if let Some(rule) = object.get("rule") {
+                let chain = rule["chain"].as_str().unwrap_or_default();
+                match table.chains.iter_mut().find(|c| c.name == chain) {
+                    Some(c) => c.rules.push(rule_from_json(rule)),
+                    None => table.foreign.push(described()),
+                }
+            } else if object.get("metainfo").is_none() {
+                table.foreign.push(described());
             }
         }
         Ok(table)
     }
 }
 
-fn text(object: &Value, key: &str) -> Result<String, String> {
-    object[key]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| format!("nft's answer lacks {key:?} in {object}"))
-}
-
-fn set_from_json(set: &Value) -> Result<Set, String> {
-    let ipv6 = match set["type"].as_str() {
-        Some("ipv4_addr") => false,
-        Some("ipv6_addr") => true,
-        other => return Err(format!("a set of type {other:?}")),
+/// An address set as Strait writes them (interval flag only, addresses, prefixes and ranges
+/// without comments or counters), or `None`.
+fn set_from_json(set: &Value) -> Option<Set> {
+    let ipv6 = match set["type"].as_str()? {
+        "ipv4_addr" => false,
+        "ipv6_addr" => true,
+        _ => return None,
     };
+    if set["flags"] != serde_json::json!(["interval"]) {
+        return None;
+    }
     let mut elements = Vec::new();
     for e in set["elem"].as_array().into_iter().flatten() {
-        let nets = element_from_json(e)
-            .ok_or_else(|| format!("a set element Strait does not write: {e}"))?;
-        elements.extend(nets);
+        elements.extend(element_from_json(e)?);
     }
-    Ok(Set {
-        name: text(set, "name")?,
+    Some(Set {
+        name: set["name"].as_str()?.to_string(),
         ipv6,
         elements,
     })
@@ -277,6 +294,7 @@ mod tests {
                     unless_to: "cluster_v4".into(),
                 }],
             }],
+            foreign: Vec::new(),
         }
     }
 
@@ -310,6 +328,28 @@ mod tests {
             assert_ne!(read.normalized(), table().normalized(), "{to}");
         }
         assert!(Table::from_json("strait-snat", "{}").is_err());
+        // What Strait never writes reads back as foreign, never as an error: a dormant table,
+        // an element with a comment, a set of another type, a map.
+        let foreign = [
+            (
+                r#"{"table": {"family": "inet", "name": "strait-snat", "handle": 2}}"#,
+                r#"{"table": {"family": "inet", "name": "strait-snat", "handle": 2, "flags": "dormant"}}"#,
+            ),
+            (
+                r#""10.1.2.3""#,
+                r#"{"elem": {"val": "10.1.2.3", "comment": "x"}}"#,
+            ),
+            (r#""type": "ipv4_addr""#, r#""type": "inet_service""#),
+            (
+                r#"{"metainfo""#,
+                r#"{"map": {"family": "inet", "name": "m", "table": "strait-snat"}}, {"metainfo""#,
+            ),
+        ];
+        for (from, to) in foreign {
+            let read = Table::from_json("strait-snat", &LISTED.replace(from, to)).unwrap();
+            assert_eq!(read.foreign.len(), 1, "{to}");
+            assert_ne!(read.normalized(), table().normalized(), "{to}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Watching the ruleset: a netfilter socket subscribed to nftables changes, of which only those
-//! that touch one of Strait's own tables (`inet strait-*`) end a wait. Other programs' changes (kube-proxy
+//! that touch one of Strait's own tables (`inet strait-snat`, or an older agent's `inet strait`)
+//! end a wait. Other programs' changes (kube-proxy
 //! rewrites its rules on every Service change) wake nobody.
 
 use std::io;
@@ -139,6 +140,11 @@ mod tests {
             NEWRULE,
             FAMILY_INET,
             "strait-snat"
+        )));
+        assert!(!touches_our_table(&message(
+            NEWRULE,
+            FAMILY_INET,
+            "strait-other"
         )));
         assert!(
             !touches_our_table(&message(NEWRULE, 2, "strait")),
