@@ -213,6 +213,31 @@ mod tests {
     }
 
     #[test]
+    fn a_peers_unroutable_block_is_named_with_its_reason() {
+        let peer = PeerInfo {
+            name: "b".into(),
+            address: "192.168.0.2".parse().unwrap(),
+            address6: None,
+            vteps: Vec::new(),
+            blocks: vec!["fd00::40/122".parse().unwrap()],
+            unreachable: vec![strait_rpc::UnreachableInfo {
+                network: "pods".into(),
+                block: "fd00::40/122".parse().unwrap(),
+                reason: "no IPv6 address".into(),
+            }],
+        };
+        let out = peers(&[peer]);
+        assert!(
+            out.lines().next().unwrap().ends_with("UNREACHABLE"),
+            "{out}"
+        );
+        assert!(
+            out.contains("b fd00::40/122 (network pods) cannot be routed: no IPv6 address"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn only_runtime_ids_are_shortened() {
         assert_eq!(short_id(&"ab12".repeat(16)), "ab12ab12ab12");
         assert_eq!(short_id("demo-node1-pod1"), "demo-node1-pod1");
