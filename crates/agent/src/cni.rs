@@ -27,7 +27,7 @@ use crate::findings::CheckFinding;
 use crate::network::{NETWORK_TABLE, NetworkState};
 use crate::node::refuse_router_advertisements;
 use crate::recovery::Quarantined;
-use crate::registry::{Attachment, AttachmentKey, PodRef, Registry};
+use crate::registry::{Attachment, AttachmentKey, PodRef};
 use crate::tenancy::{PodIntent, fixed_address_refusal};
 
 fn key_of(req: &CniRequest) -> AttachmentKey {
@@ -104,15 +104,6 @@ fn result_of(a: &Attachment, links: &PodLinks) -> CniResult {
     }
 }
 
-async fn persist(registry: &Arc<Registry>, a: &Attachment) -> Result<(), AgentError> {
-    let (registry, a) = (Arc::clone(registry), a.clone());
-    blocking(move || {
-        strait_dataplane::fault::inject("persist")?;
-        Ok(registry.put(&a)?)
-    })
-    .await
-}
-
 impl<S: Store> Agent<S> {
     /// Carries out one CNI command; the answer is in the request's version. `passed` holds the
     /// container's namespace as the plugin opened it, and for ADD and CHECK a netlink socket
@@ -181,11 +172,12 @@ impl<S: Store, K: Kernel> Agent<S, K> {
 
     /// CNI STATUS: the network exists, the node takes new pods, and it could give one an address.
     async fn cni_status(&self, req: &CniRequest) -> Result<(), AgentError> {
-        let net = self.network(req.config.network_name())?;
-        if let Some(reason) = self.recovery.not_ready() {
+        let net = self.ipam.network(req.config.network_name())?;
+        if let Some(reason) = self.attachments.recovery().not_ready() {
             return Err(AgentError::Unavailable { reason });
         }
-        net.can_allocate(&self.store)
+        self.ipam
+            .can_allocate(net)
             .await
             .map_err(|reason| AgentError::Unavailable { reason })
     }
@@ -199,16 +191,11 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         ns: Option<PodNs<K>>,
         caller: Caller<'_>,
     ) -> Result<CniResult, AgentError> {
-        let _admitted = self.admission.read().await;
-        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(AgentError::NotReady {
-                reason: "this node has left the cluster".into(),
-            });
-        }
-        if let Some(reason) = self.recovery.not_ready() {
+        let _admitted = self.membership.admit().await?;
+        if let Some(reason) = self.attachments.recovery().not_ready() {
             return Err(AgentError::NotReady { reason });
         }
-        let intent = match (&self.pods, req.invocation.args.pod()) {
+        let intent = match (self.membership.pods(), req.invocation.args.pod()) {
             (Some(pods), Some((namespace, name))) => {
                 pods.intent(namespace, name, req.config.network_name())
                     .await?
@@ -219,15 +206,15 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             .network
             .as_deref()
             .unwrap_or(req.config.network_name());
-        let net = self.network(network)?;
+        let net = self.ipam.network(network)?;
         let ns = ns.ok_or(AgentError::NoNetns)?;
         let key = key_of(req);
-        let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
+        let _one_at_a_time = caller.within(self.attachments.lock(&key)).await?;
         let netns = req.invocation.netns.clone();
         // What this ADD takes, given back if it does not complete (a repeated ADD takes nothing:
         // its record and addresses stay).
         let mut taken = Taken::default();
-        let (attachment, fresh) = match self.registry.get(&key) {
+        let (attachment, fresh) = match self.attachments.get(&key) {
             // A repeated ADD: same addresses; the data plane is kept if intact, else rebuilt.
             Some(existing) => (
                 Attachment {
@@ -238,7 +225,6 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                 false,
             ),
             None => {
-                let node = &self.config.node_name;
                 let given = match &intent.address {
                     Some(text) => {
                         let ip = text.parse().map_err(|_| AgentError::AddressInvalid {
@@ -256,19 +242,20 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                             });
                         }
                         if let Some((namespace, _)) = req.invocation.args.pod()
-                            && let Some(reason) = self.freed.refusal(ip, namespace)
+                            && let Some(reason) = self.attachments.freed_refusal(ip, namespace)
                         {
                             return Err(AgentError::AddressUnavailable {
                                 address: ip,
                                 reason,
                             });
                         }
-                        Some(net.allocate_fixed(&self.store, node, ip).await?)
+                        Some(self.ipam.allocate_fixed(net, ip).await?)
                     }
                     None => None,
                 };
-                let addresses = net
-                    .allocate(&self.store, node, intent.pool.as_deref(), given, |p| {
+                let addresses = self
+                    .ipam
+                    .allocate(net, intent.pool.as_deref(), given, |p| {
                         intent.may_draw_from(p)
                     })
                     .await?;
@@ -293,11 +280,9 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         };
         // The record is written beside the kernel work: a name another record holds is refused
         // before that work deletes the other pod's veth.
-        let may_build = caller.check().and_then(|()| {
-            self.registry
-                .check_name(&attachment)
-                .map_err(AgentError::from)
-        });
+        let may_build = caller
+            .check()
+            .and_then(|()| self.attachments.check_name(&attachment));
         if let Err(e) = may_build {
             self.roll_back(net, taken).await;
             return Err(e);
@@ -336,7 +321,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             Ok(add_pod(&mut host, &plan, &mut ns, before_addresses)?)
         });
         let record = async {
-            let persisted = persist(&self.registry, &attachment).await;
+            let persisted = self.attachments.persist(&attachment).await;
             let _ = written.send(persisted.is_ok());
             persisted
         };
@@ -403,7 +388,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                         "could not drop the record of a failed ADD");
                 }
             }
-            None => net.release(&taken.addresses).await,
+            None => self.ipam.release(&net.spec.name, &taken.addresses).await,
         }
     }
 
@@ -414,22 +399,21 @@ impl<S: Store, K: Kernel> Agent<S, K> {
     /// of an attachment already being released answers at once.
     async fn del(self: &Arc<Self>, req: &CniRequest, caller: Caller<'_>) -> Result<(), AgentError> {
         let key = key_of(req);
-        if self.registry.get(&key).is_some_and(|a| a.releasing) {
+        if self.attachments.get(&key).is_some_and(|a| a.releasing) {
             return Ok(());
         }
-        let one_at_a_time = caller.within(self.locks.lock(&key)).await?;
-        let Some(a) = self.registry.get(&key) else {
+        let one_at_a_time = caller.within(self.attachments.lock(&key)).await?;
+        let Some(a) = self.attachments.get(&key) else {
             return self.release(&key).await;
         };
         if !a.releasing
-            && let Err(e) = persist(
-                &self.registry,
-                &Attachment {
+            && let Err(e) = self
+                .attachments
+                .persist(&Attachment {
                     releasing: true,
                     ..a
-                },
-            )
-            .await
+                })
+                .await
         {
             // A full or read-only disk: release now, as DEL always must.
             tracing::warn!(container_id = %key.container_id, error = %e,
@@ -443,10 +427,10 @@ impl<S: Store, K: Kernel> Agent<S, K> {
 
     /// Finishes the releases whose DEL a previous run of the agent answered but did not complete.
     pub fn resume_releases(self: &Arc<Self>) {
-        for a in self.registry.all().into_iter().filter(|a| a.releasing) {
+        for a in self.attachments.all().into_iter().filter(|a| a.releasing) {
             let agent = Arc::clone(self);
             tokio::spawn(async move {
-                let one_at_a_time = agent.locks.lock(&a.key).await;
+                let one_at_a_time = agent.attachments.lock(&a.key).await;
                 agent.finish_release(&a.key, one_at_a_time).await;
             });
         }
@@ -463,9 +447,9 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         for attempt in 1.. {
             let one_at_a_time = match held.take() {
                 Some(guard) => guard,
-                None => self.locks.lock(key).await,
+                None => self.attachments.lock(key).await,
             };
-            if !self.registry.get(key).is_some_and(|a| a.releasing) {
+            if !self.attachments.get(key).is_some_and(|a| a.releasing) {
                 return;
             }
             let released = match strait_dataplane::fault::inject("before-release") {
@@ -488,7 +472,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
     /// key's lock held.
     pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), AgentError> {
         let veth = self
-            .registry
+            .attachments
             .get(key)
             .map(|a| a.host_veth)
             .unwrap_or_else(|| host_veth_name(&key.network, &key.container_id, &key.ifname));
@@ -510,7 +494,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
     /// name since then has its own device, and its own claim on the quarantine), then frees its
     /// addresses; the quarantine stays when the device cannot be removed.
     async fn release_quarantined(&self, veth: &str) -> Result<(), AgentError> {
-        let Some(q) = self.recovery.forget(veth) else {
+        let Some(q) = self.attachments.recovery().forget(veth) else {
             return Ok(()); // an ADD of that pod took it over
         };
         let (index, kernel) = (q.index, self.kernel.clone());
@@ -521,7 +505,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         })
         .await;
         if let Err(e) = deleted {
-            self.recovery.keep(q);
+            self.attachments.recovery().keep(q);
             return Err(e);
         }
         self.release_quarantine(q).await;
@@ -530,32 +514,25 @@ impl<S: Store, K: Kernel> Agent<S, K> {
 
     /// Frees what was quarantined on `veth`, which no longer exists or now serves a new record.
     async fn free_quarantined(&self, veth: &str) {
-        if let Some(q) = self.recovery.forget(veth) {
+        if let Some(q) = self.attachments.recovery().forget(veth) {
             self.release_quarantine(q).await;
         }
     }
 
     /// Frees the addresses of a quarantine whose device is gone.
     async fn release_quarantine(&self, q: Quarantined) {
-        if let Some(net) = q.network.as_deref().and_then(|n| self.networks.get(n)) {
+        if let Some(network) = q.network.as_deref() {
             let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
-            net.release(&addresses).await;
+            self.ipam.release(network, &addresses).await;
             tracing::info!(veth = %q.veth, ?addresses, "released quarantined addresses");
         }
     }
 
     /// Drops the record and frees its addresses.
     async fn forget(&self, key: &AttachmentKey) -> Result<(), AgentError> {
-        let (registry, k) = (Arc::clone(&self.registry), key.clone());
-        let removed = blocking(move || Ok(registry.remove(&k)?)).await?;
-        if let Some(a) = removed
-            && let Some(net) = self.networks.get(a.network())
-        {
-            net.release(&a.addresses).await;
-            if let Some(pod) = &a.pod {
-                self.freed
-                    .record(&pod.namespace, a.addresses.iter().map(IpNet::addr));
-            }
+        if let Some(a) = self.attachments.remove(key).await? {
+            self.ipam.release(a.network(), &a.addresses).await;
+            self.attachments.note_freed(&a);
         }
         Ok(())
     }
@@ -566,11 +543,11 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         ns: Option<PodNs<K>>,
         caller: Caller<'_>,
     ) -> Result<(), AgentError> {
-        self.network(req.config.network_name())?;
+        self.ipam.network(req.config.network_name())?;
         let key = key_of(req);
-        let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
+        let _one_at_a_time = caller.within(self.attachments.lock(&key)).await?;
         let a = self
-            .registry
+            .attachments
             .get(&key)
             .ok_or_else(|| AgentError::UnknownAttachment { key: key.clone() })?;
         let mut problems = Vec::new();
@@ -581,7 +558,8 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             });
         }
         problems.extend(
-            self.recovery
+            self.attachments
+                .recovery()
                 .conflicts()
                 .into_iter()
                 .filter(|c| c.veth == a.host_veth)
@@ -627,7 +605,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             .collect();
         let network = req.config.network_name();
         let stale: Vec<AttachmentKey> = self
-            .registry
+            .attachments
             .all()
             .into_iter()
             .map(|a| a.key)
@@ -639,7 +617,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         let mut first_error = None;
         for key in stale {
             caller.check()?;
-            let _one_at_a_time = caller.within(self.locks.lock(&key)).await?;
+            let _one_at_a_time = caller.within(self.attachments.lock(&key)).await?;
             match self.release(&key).await {
                 Ok(()) => tracing::info!(container_id = %key.container_id, ifname = %key.ifname,
                     network = %key.network, "garbage-collected attachment"),
@@ -653,7 +631,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             .iter()
             .map(|(cid, ifname)| host_veth_name(network, cid, ifname))
             .collect();
-        for veth in self.recovery.quarantined_in(network) {
+        for veth in self.attachments.recovery().quarantined_in(network) {
             if listed.contains(&veth) {
                 continue;
             }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use strait_dataplane::overlay::{Mode, vxlan_overhead};
 use strait_ipam::Pool;
 
+use crate::error::AgentError;
+
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,13 +287,6 @@ pub struct Config {
     pub networks: Vec<Network>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct ConfigError {
-    pub path: String,
-    pub reason: String,
-}
-
 /// The smallest MTU a link carrying IPv6 may have (RFC 8200).
 const IPV6_MIN_MTU: u32 = 1280;
 
@@ -324,8 +319,8 @@ const MAX_MTU: u32 = 65_535;
 const MAX_VNI: u32 = (1 << 24) - 1;
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let err = |reason: String| ConfigError {
+    pub fn load(path: &Path) -> Result<Config, AgentError> {
+        let err = |reason: String| AgentError::Config {
             path: path.display().to_string(),
             reason,
         };

@@ -1,14 +1,22 @@
-//! The agent's errors, and the one place where each becomes a CNI error code with a message that
-//! says what to do.
+//! The agent's one error type, and the one place where each error becomes a CNI error code with
+//! a message that says what to do. Its variants come in three groups: what a CNI request can
+//! meet, what preparing the node can meet (the underlay, sysctls, nftables, the pod registry's
+//! directory), and what ends a start; the last two reach a CNI caller only through a request
+//! that runs into them (then as an internal error, with straitd's log to say more).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 use strait_cni::{CniError, ErrorCode};
 use strait_dataplane::DataplaneError;
 use strait_ipam::IpamError;
+use strait_netlink::NetlinkError;
 use strait_netns::NetnsError;
+use strait_nft::NftError;
 use strait_store::StoreError;
 
 use crate::findings::CheckFinding;
-use crate::registry::{AttachmentKey, RegistryError};
+use crate::registry::AttachmentKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -34,7 +42,7 @@ pub enum AgentError {
         reason: String,
     },
     #[error("asking the Kubernetes API about the pod failed: {0}")]
-    Kubernetes(String),
+    Kubernetes(#[source] Box<kube::Error>),
     #[error("the Kubernetes API denied straitd access: {0}")]
     KubernetesDenied(String),
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
@@ -45,10 +53,19 @@ pub enum AgentError {
     Ipam(#[from] IpamError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    #[error("pod registry {}: {source}", path.display())]
+    RegistryIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod registry: {key:?} and {other:?} map to the same record {name}")]
+    RecordCollision {
+        key: Box<AttachmentKey>,
+        other: Box<AttachmentKey>,
+        name: String,
+    },
     #[error("an agent task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
     #[error("{reason}")]
     NotAllowed { reason: String },
     #[error("the caller left before the answer")]
@@ -59,6 +76,54 @@ pub enum AgentError {
     NotReady { reason: String },
     #[error("{reason}")]
     Unavailable { reason: String },
+
+    // Preparing the node.
+    #[error(
+        "writing {}: {source}{}",
+        path.display(),
+        if source.raw_os_error() == Some(libc::EROFS) {
+            " (in a container without privileges /proc/sys is read-only: mount the host's \
+             /proc/sys/net at SYSCTL_DIR/net and set sysctl_dir to SYSCTL_DIR, as deploy/ does)"
+        } else {
+            ""
+        }
+    )]
+    Sysctl {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("installing the nftables tables: {0}")]
+    Nft(#[from] NftError),
+    #[error("reading this node's interfaces: {0}")]
+    Interfaces(#[from] NetlinkError),
+    #[error("node_address {0} is not on any interface of this node")]
+    NodeAddressNotLocal(Ipv4Addr),
+    #[error(
+        "node_address6 {0} is not a global address of the underlay device {1}: set one of that \
+         device's addresses, or none to take its first settled one"
+    )]
+    NodeAddress6NotOnUnderlay(Ipv6Addr, String),
+    #[error(
+        "cannot tell this node's address: there is no default route with an IPv4 address; set node_address in straitd's configuration"
+    )]
+    NodeAddressUnknown,
+
+    // Starting.
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("the configuration does not fit this node: {0}")]
+    Unfit(String),
+    #[error("network {network}: {source}")]
+    Network {
+        network: String,
+        source: Box<AgentError>,
+    },
+    #[error("taking back the addresses of this node's pods: {0}")]
+    Restore(#[source] Box<AgentError>),
+    #[error("announcing this node in the cluster store: {0}")]
+    Announce(#[source] StoreError),
+    #[error("watching for changes: {0}")]
+    Watch(#[source] std::io::Error),
 }
 
 impl From<AgentError> for CniError {
@@ -142,11 +207,27 @@ impl From<AgentError> for CniError {
                 ErrorCode::DataplaneFailed,
                 "the kernel refused a change; see straitd's log. Nothing was left half-built",
             ),
-            AgentError::Registry(_) => (
+            AgentError::RegistryIo { .. } => (
                 ErrorCode::IoFailure,
                 "straitd could not write its state directory (full or read-only disk?)",
             ),
-            AgentError::Task(_) => (ErrorCode::Internal, "see straitd's log"),
+            AgentError::RecordCollision { .. } => (
+                ErrorCode::Internal,
+                "two attachments map to the same host interface name: DEL the other one, or use another CNI_IFNAME",
+            ),
+            AgentError::Task(_)
+            | AgentError::Sysctl { .. }
+            | AgentError::Nft(_)
+            | AgentError::Interfaces(_)
+            | AgentError::NodeAddressNotLocal(_)
+            | AgentError::NodeAddress6NotOnUnderlay(..)
+            | AgentError::NodeAddressUnknown
+            | AgentError::Config { .. }
+            | AgentError::Unfit(_)
+            | AgentError::Network { .. }
+            | AgentError::Restore(_)
+            | AgentError::Announce(_)
+            | AgentError::Watch(_) => (ErrorCode::Internal, "see straitd's log"),
             AgentError::NotAllowed { .. } => (
                 ErrorCode::NotAllowed,
                 "remove the annotation, or ask the cluster admin to allow it for the namespace",
@@ -180,7 +261,10 @@ mod tests {
     fn each_error_gets_the_code_that_tells_the_runtime_what_to_do() {
         let store = |e: StoreError| AgentError::Ipam(IpamError::Store(e));
         let cases = [
-            (AgentError::Kubernetes("connection reset".into()), 11),
+            (
+                AgentError::Kubernetes(Box::new(kube::Error::LinesCodecMaxLineLengthExceeded)),
+                11,
+            ),
             (AgentError::KubernetesDenied("forbidden".into()), 104),
             (store(StoreError::Unavailable("timeout".into())), 11),
             (store(StoreError::Denied("forbidden".into())), 104),

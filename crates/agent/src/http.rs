@@ -151,17 +151,18 @@ pub async fn serve<S: Store>(
 
 async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
     let agent = &shared.agent;
-    for (name, net) in &agent.networks {
+    for (name, net) in agent.ipam.networks() {
         for (ipv6, usage) in net.usage_by_family().await {
             agent
                 .metrics
                 .set_ipam(name, ipv6, usage.allocated, usage.capacity);
         }
     }
-    let quarantined = agent.recovery.quarantined();
+    let recovery = agent.attachments.recovery();
+    let quarantined = recovery.quarantined();
     agent.metrics.set_recovery(
         quarantined.iter().map(|q| q.addresses.len()).sum(),
-        agent.recovery.conflicts().len(),
+        recovery.conflicts().len(),
     );
     agent.metrics.encode()
 }
@@ -185,10 +186,10 @@ async fn readyz<S: Store>(State(shared): State<Arc<Shared<S>>>) -> (StatusCode, 
             "not reconciled yet\n".into(),
         );
     }
-    if let Some(why) = shared.agent.recovery.not_ready() {
+    if let Some(why) = shared.agent.attachments.recovery().not_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     }
-    let last = shared.agent.last_pass.lock().expect("not poisoned").clone();
+    let last = shared.agent.overlay.last_pass();
     match last {
         Some(pass) if !pass.errors.is_empty() => (
             StatusCode::SERVICE_UNAVAILABLE,

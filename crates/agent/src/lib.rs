@@ -1,10 +1,12 @@
-//! straitd, the node agent. It owns the node's Strait state: the pod registry and IPAM
-//! ([`registry`], [`network`]), the data plane through `strait-dataplane`, and the socket the CNI
-//! plugin and straitctl talk to ([`server`]). `main.rs` only wires these together.
+//! straitd, the node agent. Its services, each with one job: the pods attached on this node
+//! ([`attachments`]), IPAM ([`ipam`]), the node's membership in the cluster ([`membership`]),
+//! its overlay and the reconciler ([`overlay`], [`reconciler`]), and serving the CNI plugin and
+//! straitctl ([`server`], [`status`]) and Prometheus ([`http`]). [`agent`] assembles them, the
+//! CNI commands ([`cni`]) combine them; `main.rs` only wires these together.
 
 pub mod absences;
 pub mod agent;
-pub mod blocks;
+pub mod attachments;
 pub mod caller;
 pub mod cluster;
 pub mod cni;
@@ -16,11 +18,14 @@ pub mod findings;
 pub mod freed;
 pub mod http;
 pub mod install;
+pub mod ipam;
 pub mod locks;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod orphans;
+pub mod overlay;
 pub mod pods;
 pub mod presence;
 pub mod reclaim;
@@ -34,5 +39,6 @@ pub mod tenancy;
 pub mod underlay;
 pub mod wake;
 
-pub use agent::{Agent, StartError};
+pub use agent::Agent;
 pub use config::Config;
+pub use error::AgentError;

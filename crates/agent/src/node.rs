@@ -2,36 +2,12 @@
 //! are never swept here: one without a record belongs to a pod that may still run (see
 //! [`crate::recovery`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use strait_netlink::NetlinkError;
-use strait_nft::{NftError, Ruleset};
+use strait_nft::Ruleset;
 
 use crate::config::Config;
-
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error(
-        "writing {}: {source}{}",
-        path.display(),
-        if source.raw_os_error() == Some(libc::EROFS) {
-            " (in a container without privileges /proc/sys is read-only: mount the host's \
-             /proc/sys/net at SYSCTL_DIR/net and set sysctl_dir to SYSCTL_DIR, as deploy/ does)"
-        } else {
-            ""
-        }
-    )]
-    Forwarding {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("installing the nftables tables: {0}")]
-    Nft(#[from] NftError),
-    #[error("reading the pods' host interfaces: {0}")]
-    Netlink(#[from] NetlinkError),
-    #[error("reading the pods' host interfaces: {0}")]
-    Dataplane(#[from] strait_dataplane::DataplaneError),
-}
+use crate::error::AgentError;
 
 /// What the masquerade table must do for this configuration.
 pub fn snat_ruleset(config: &Config) -> Ruleset {
@@ -70,7 +46,7 @@ pub fn prepare(
     ruleset: &Ruleset,
     sysctl_dir: &Path,
     ipv6_underlay: Option<&str>,
-) -> Result<(), NodeError> {
+) -> Result<(), AgentError> {
     enable_forwarding(sysctl_dir, ipv6_underlay)?;
     strait_nft::ensure(&[ruleset.table()], &mut strait_nft::Written::default())?;
     Ok(())
@@ -80,7 +56,7 @@ pub fn prepare(
 /// writable sysctls. For IPv6 the underlay first keeps accepting router advertisements while
 /// forwarding (`accept_ra` 1 becomes 2), so the node keeps a default route learnt from them;
 /// no other interface does (a pod's advertisements must never reach the node's routes).
-fn enable_forwarding(sysctl_dir: &Path, ipv6_underlay: Option<&str>) -> Result<(), NodeError> {
+fn enable_forwarding(sysctl_dir: &Path, ipv6_underlay: Option<&str>) -> Result<(), AgentError> {
     ensure(sysctl_dir, "net/ipv4/ip_forward", |_| Some("1"))?;
     if let Some(device) = ipv6_underlay {
         ensure(
@@ -96,7 +72,7 @@ fn enable_forwarding(sysctl_dir: &Path, ipv6_underlay: Option<&str>) -> Result<(
 /// Makes a pod's host veth ignore router advertisements: a node whose interfaces accept them
 /// while forwarding (`accept_ra` 2 by default, as some IPv6 set-ups have it) would otherwise
 /// take its routes from a pod.
-pub fn refuse_router_advertisements(sysctl_dir: &Path, veth: &str) -> Result<(), NodeError> {
+pub fn refuse_router_advertisements(sysctl_dir: &Path, veth: &str) -> Result<(), AgentError> {
     ensure(
         sysctl_dir,
         &format!("net/ipv6/conf/{veth}/accept_ra"),
@@ -109,14 +85,14 @@ fn ensure(
     sysctl_dir: &Path,
     relative: &str,
     wanted: impl Fn(&str) -> Option<&'static str>,
-) -> Result<(), NodeError> {
+) -> Result<(), AgentError> {
     let path = sysctl_dir.join(relative);
     std::fs::read_to_string(&path)
         .and_then(|now| match wanted(now.trim()) {
             Some(value) if value != now.trim() => std::fs::write(&path, value),
             _ => Ok(()),
         })
-        .map_err(|source| NodeError::Forwarding { path, source })
+        .map_err(|source| AgentError::Sysctl { path, source })
 }
 
 #[cfg(test)]
@@ -200,7 +176,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let missing = enable_forwarding(&dir, None).unwrap_err().to_string();
         assert!(missing.contains("net/ipv4/ip_forward"), "{missing}");
-        let read_only = NodeError::Forwarding {
+        let read_only = AgentError::Sysctl {
             path: file,
             source: std::io::Error::from_raw_os_error(libc::EROFS),
         };

@@ -19,7 +19,7 @@ impl<S: Store> Agent<S> {
     /// Watches this node's pods and releases the attachments of pods that are gone, when the
     /// cluster is Kubernetes; otherwise does nothing.
     pub fn start_orphan_sweep(self: &Arc<Self>) {
-        let Some(pods) = self.pods.clone() else {
+        let Some(pods) = self.membership.pods().cloned() else {
             return;
         };
         let watched = Arc::clone(&pods);
@@ -45,7 +45,7 @@ impl<S: Store> Agent<S> {
                 continue;
             };
             let orphans: HashMap<AttachmentKey, Attachment> = self
-                .registry
+                .attachments
                 .all()
                 .into_iter()
                 .filter(|a| a.pod.as_ref().is_some_and(|p| !live.contains(p)))
@@ -67,8 +67,8 @@ impl<S: Store> Agent<S> {
     }
 
     async fn release_orphan(&self, a: &Attachment) {
-        let _one_at_a_time = self.locks.lock(&a.key).await;
-        if self.registry.get(&a.key).as_ref() != Some(a) {
+        let _one_at_a_time = self.attachments.lock(&a.key).await;
+        if self.attachments.get(&a.key).as_ref() != Some(a) {
             return; // a DEL or a new ADD came first
         }
         let pod = a

@@ -42,7 +42,7 @@ fn kube_failure(e: kube::Error) -> AgentError {
         kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
             AgentError::KubernetesDenied(status.message.clone())
         }
-        _ => AgentError::Kubernetes(e.to_string()),
+        _ => AgentError::Kubernetes(Box::new(e)),
     }
 }
 

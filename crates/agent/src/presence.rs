@@ -9,13 +9,11 @@
 //! hold addresses of the lost block (see [`crate::recovery`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use strait_ipam::IpamError;
 use strait_store::{Store, StoreError};
 
-use crate::agent::{Agent, StartError};
+use crate::agent::Agent;
 
 /// The least time between two attempts, however often the record is found missing.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,26 +27,27 @@ impl<S: Store> Agent<S> {
     pub fn keep_record(self: &Arc<Self>) {
         let agent = Arc::clone(self);
         self.tasks.spawn("record keeper", async move {
+            let membership = &agent.membership;
             loop {
-                agent.record_missing.notified().await;
+                membership.record_missing().notified().await;
                 let mut pause = MIN_INTERVAL;
                 for attempt in 0u32.. {
-                    if agent.left.load(Ordering::SeqCst) {
+                    if membership.has_left() {
                         return;
                     }
-                    match agent.announce().await {
+                    match membership.announce().await {
                         Ok(()) => {
                             tracing::info!("this node's record was missing; put it back");
                             agent.claim_held_blocks().await;
                             break;
                         }
-                        Err(StartError::Announce(StoreError::NotFound { .. })) if attempt == 0 => {
+                        Err(StoreError::NotFound { .. }) if attempt == 0 => {
                             tracing::info!(
                                 "this node is not registered with the cluster (its Node was \
                                  deleted); its record returns when the node is registered again"
                             )
                         }
-                        Err(StartError::Announce(StoreError::NotFound { .. })) => {}
+                        Err(StoreError::NotFound { .. }) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot put this node's record back; retrying")
                         }
@@ -64,29 +63,22 @@ impl<S: Store> Agent<S> {
     /// Claims this node's blocks again, retrying while the store fails; stops the agent when
     /// another node holds one.
     async fn claim_held_blocks(&self) {
-        let node = &self.config.node_name;
         let mut pause = MIN_INTERVAL;
-        for (name, network) in &self.networks {
-            loop {
-                match network.claim_held(&self.store, node).await {
-                    Ok(()) => break,
-                    Err(IpamError::BlockHeld {
-                        block,
-                        node: holder,
-                    }) => {
-                        return self.fail(format!(
-                            "block {block} of network {name} was taken back while this node was \
-                             deleted from the cluster, and node {holder} holds it now; restart \
-                             straitd to take new blocks"
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::warn!(network = %name, error = %e, "cannot claim this node's blocks again; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(MAX_INTERVAL);
-                    }
-                }
-            }
+        let claimed = self
+            .ipam
+            .claim_held_blocks(|network, e| {
+                tracing::warn!(%network, error = %e, "cannot claim this node's blocks again; retrying");
+                let wait = pause;
+                pause = (pause * 2).min(MAX_INTERVAL);
+                tokio::time::sleep(wait)
+            })
+            .await;
+        if let Err(lost) = claimed {
+            self.fail(format!(
+                "block {} of network {} was taken back while this node was deleted from the \
+                 cluster, and node {} holds it now; restart straitd to take new blocks",
+                lost.block, lost.network, lost.holder
+            ));
         }
     }
 }

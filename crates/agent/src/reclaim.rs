@@ -10,8 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
+use strait_store::Store;
 
 use crate::absences::Absences;
 use crate::agent::Agent;
@@ -21,7 +20,7 @@ impl<S: Store> Agent<S> {
     /// Takes back the blocks of nodes deleted from the API, when the cluster is Kubernetes;
     /// otherwise does nothing.
     pub fn start_block_reclaim(self: &Arc<Self>) {
-        let Some(pods) = self.pods.clone() else {
+        let Some(pods) = self.membership.pods().cloned() else {
             return;
         };
         let agent = Arc::clone(self);
@@ -37,19 +36,19 @@ impl<S: Store> Agent<S> {
         let mut absences = Absences::new(grace);
         loop {
             tokio::time::sleep(tick).await;
-            if !self.cluster.is_synced() {
+            if !self.membership.cluster().is_synced() {
                 continue;
             }
-            let view = self.cluster.snapshot();
-            let me = &self.config.node_name;
+            let view = self.membership.view();
+            let me = self.membership.node();
             let absent: BTreeSet<&String> = view
                 .blocks
                 .values()
-                .filter(|node| *node != me && !view.nodes.contains_key(*node))
+                .filter(|node| node.as_str() != me && !view.nodes.contains_key(*node))
                 .collect();
             for node in absences.overdue(absent.into_iter().cloned()) {
                 match pods.node_gone(&node).await {
-                    Ok(true) => match self.delete_blocks_of(&node).await {
+                    Ok(true) => match self.ipam.delete_blocks_of(&node).await {
                         Ok(taken) => {
                             for block in taken {
                                 self.metrics.block_reclaimed();
@@ -69,24 +68,5 @@ impl<S: Store> Agent<S> {
                 }
             }
         }
-    }
-
-    /// Deletes the blocks `node` holds, each only if unchanged since listed; returns those this
-    /// call deleted (another agent, or the node itself, may get to some first).
-    pub(crate) async fn delete_blocks_of(&self, node: &str) -> Result<Vec<IpNet>, StoreError> {
-        let mut deleted = Vec::new();
-        let blocks = typed::list::<BlockRecord>(&self.store).await?;
-        for block in blocks.into_iter().filter(|b| b.value.node == node) {
-            match self
-                .store
-                .delete(Kind::IpBlock, &block.name, Some(block.revision))
-                .await
-            {
-                Ok(()) => deleted.push(block.value.cidr),
-                Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(deleted)
     }
 }

@@ -14,6 +14,7 @@ use strait_dataplane::ledger::HostVeth;
 use strait_store::Store;
 
 use crate::error::AgentError;
+use crate::ipam::Ipam;
 use crate::network::NetworkState;
 use crate::registry::Attachment;
 
@@ -145,15 +146,13 @@ pub fn unrecorded(records: &[Attachment], kernel: Vec<HostVeth>) -> Vec<HostVeth
 /// claimed again; an address that cannot be taken back becomes a conflict. Store failures end
 /// the start (it is retried).
 pub async fn restore(
-    store: &impl Store,
-    node: &str,
-    networks: &BTreeMap<String, NetworkState>,
+    ipam: &Ipam<impl Store>,
     records: &[Attachment],
     kernel: Vec<HostVeth>,
 ) -> Result<Recovery, AgentError> {
     let recovery = Recovery::default();
     for a in records {
-        let Some(net) = networks.get(a.network()) else {
+        let Ok(net) = ipam.network(a.network()) else {
             tracing::warn!(network = %a.network(), container_id = %a.key.container_id,
                 "attachment of a network no longer configured; kept until DEL or GC");
             continue;
@@ -163,30 +162,20 @@ pub async fn restore(
             None => format!("container {}", a.key.container_id),
         };
         for address in &a.addresses {
-            take_back(
-                store,
-                node,
-                net,
-                &a.host_veth,
-                address.addr(),
-                &holder,
-                &recovery,
-            )
-            .await?;
+            take_back(ipam, net, &a.host_veth, address.addr(), &holder, &recovery).await?;
         }
     }
     for veth in unrecorded(records, kernel) {
-        let network = veth.addresses.first().and_then(|ip| {
-            networks
-                .values()
-                .find(|n| n.spec.pools.iter().any(|p| p.pool.cidr.contains(ip)))
-        });
+        let network = veth
+            .addresses
+            .first()
+            .and_then(|ip| ipam.network_holding(ip));
         let holder = "a pod without a readable record";
         let mut kept = Vec::new();
         for &ip in &veth.addresses {
             match network {
                 Some(net) if net.spec.pools.iter().any(|p| p.pool.cidr.contains(&ip)) => {
-                    if take_back(store, node, net, &veth.name, ip, holder, &recovery).await? {
+                    if take_back(ipam, net, &veth.name, ip, holder, &recovery).await? {
                         kept.push(ip);
                     }
                 }
@@ -220,15 +209,14 @@ pub async fn restore(
 
 /// Reserves `ip` for `veth`; false (and a conflict recorded) when it cannot be.
 async fn take_back(
-    store: &impl Store,
-    node: &str,
+    ipam: &Ipam<impl Store>,
     net: &NetworkState,
     veth: &str,
     ip: IpAddr,
     holder: &str,
     recovery: &Recovery,
 ) -> Result<bool, AgentError> {
-    match net.allocate_fixed(store, node, ip).await {
+    match ipam.allocate_fixed(net, ip).await {
         Ok(_) => Ok(true),
         Err(
             AgentError::AddressUnavailable { reason, .. }

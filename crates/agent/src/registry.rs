@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use strait_netlink::MacAddr;
 use strait_store::file::{remove_durable, remove_stale_temporaries, write_atomic};
+
+use crate::error::AgentError;
 
 /// What identifies an attachment; ADD is idempotent per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -87,18 +88,6 @@ pub struct Registry {
     records: Mutex<BTreeMap<AttachmentKey, Attachment>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("pod registry {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("pod registry: {key:?} and {other:?} map to the same record {name}")]
-    Collision {
-        key: Box<AttachmentKey>,
-        other: Box<AttachmentKey>,
-        name: String,
-    },
-}
-
 impl Attachment {
     /// The network that serves the attachment.
     pub fn network(&self) -> &str {
@@ -110,8 +99,8 @@ impl Registry {
     /// Opens the registry in `dir`, loading every record. A record that cannot be read is moved
     /// aside (`*.unreadable`) and reported, never silently dropped; its pod's addresses are taken
     /// back from the kernel (see [`crate::recovery`]).
-    pub fn open(dir: &Path) -> Result<(Registry, Vec<String>), RegistryError> {
-        let io_err = |source| RegistryError::Io {
+    pub fn open(dir: &Path) -> Result<(Registry, Vec<String>), AgentError> {
+        let io_err = |source| AgentError::RegistryIo {
             path: dir.to_path_buf(),
             source,
         };
@@ -178,7 +167,7 @@ impl Registry {
     }
 
     /// Writes the record durably, then makes it visible.
-    pub fn put(&self, a: &Attachment) -> Result<(), RegistryError> {
+    pub fn put(&self, a: &Attachment) -> Result<(), AgentError> {
         self.check_name(a)?;
         let path = self.path_of(a);
         let bytes = serde_json::to_vec_pretty(&OnDisk {
@@ -186,20 +175,21 @@ impl Registry {
             attachment: a,
         })
         .expect("records serialize");
-        write_atomic(&path, &bytes, 0o600).map_err(|source| RegistryError::Io { path, source })?;
+        write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| AgentError::RegistryIo { path, source })?;
         self.lock().insert(a.key.clone(), a.clone());
         Ok(())
     }
 
     /// Refuses an attachment whose host veth name another attachment's record already has (two
     /// keys whose names hash alike): building it would delete that pod's veth.
-    pub fn check_name(&self, a: &Attachment) -> Result<(), RegistryError> {
+    pub fn check_name(&self, a: &Attachment) -> Result<(), AgentError> {
         match self
             .lock()
             .values()
             .find(|o| o.host_veth == a.host_veth && o.key != a.key)
         {
-            Some(other) => Err(RegistryError::Collision {
+            Some(other) => Err(AgentError::RecordCollision {
                 key: Box::new(a.key.clone()),
                 other: Box::new(other.key.clone()),
                 name: a.host_veth.clone(),
@@ -209,12 +199,12 @@ impl Registry {
     }
 
     /// Removes the record durably; returns it if it was there.
-    pub fn remove(&self, key: &AttachmentKey) -> Result<Option<Attachment>, RegistryError> {
+    pub fn remove(&self, key: &AttachmentKey) -> Result<Option<Attachment>, AgentError> {
         let Some(a) = self.get(key) else {
             return Ok(None);
         };
         let path = self.path_of(&a);
-        remove_durable(&path).map_err(|source| RegistryError::Io { path, source })?;
+        remove_durable(&path).map_err(|source| AgentError::RegistryIo { path, source })?;
         Ok(self.lock().remove(key))
     }
 
@@ -264,7 +254,7 @@ mod tests {
         reg.put(&attachment("b", "st000000000002")).unwrap();
         assert!(matches!(
             reg.put(&attachment("c", "st000000000002")),
-            Err(RegistryError::Collision { .. })
+            Err(AgentError::RecordCollision { .. })
         ));
         reg.remove(&attachment("b", "").key).unwrap().unwrap();
         assert!(reg.remove(&attachment("b", "").key).unwrap().is_none());

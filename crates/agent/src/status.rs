@@ -2,15 +2,12 @@
 //! and leaving the cluster.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use strait_dataplane::Kernel;
-use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use strait_rpc::{
     ConflictInfo, NetworkStatus, NodeStatus, PeerInfo, PodInfo, QuarantinedInfo, Received,
     ReconcileStatus, Request, Response, RouteInfo, StoreInfo, UnreachableInfo, VtepInfo,
 };
-use strait_store::{Kind, Store, StoreError};
+use strait_store::Store;
 
 use crate::agent::Agent;
 use crate::caller::Caller;
@@ -46,7 +43,7 @@ impl<S: Store> Agent<S> {
 
     async fn status(&self) -> NodeStatus {
         let mut networks = Vec::new();
-        for (name, net) in &self.networks {
+        for (name, net) in self.ipam.networks() {
             let (blocks, usage) = net.usage().await;
             networks.push(NetworkStatus {
                 name: name.clone(),
@@ -58,12 +55,12 @@ impl<S: Store> Agent<S> {
                 capacity: usage.capacity,
             });
         }
-        let view = self.cluster.snapshot();
-        let last = self.last_pass.lock().expect("not poisoned").clone();
+        let last = self.overlay.last_pass();
+        let recovery = self.attachments.recovery();
         NodeStatus {
             node: self.config.node_name.clone(),
             ready: last.as_ref().is_some_and(|p| p.errors.is_empty())
-                && self.recovery.not_ready().is_none(),
+                && recovery.not_ready().is_none(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: match &self.config.store {
                 StoreConfig::Embedded { path } => StoreInfo::Embedded { path: path.clone() },
@@ -75,19 +72,14 @@ impl<S: Store> Agent<S> {
             address: self.underlay.address.into(),
             address6: self.underlay.address6.map(|(a, _)| a.into()),
             underlay: self.underlay.device.clone(),
-            peers: view
-                .nodes
-                .keys()
-                .filter(|n| **n != self.config.node_name)
-                .count(),
+            peers: self.membership.peers(),
             networks,
             reconcile: last.map(|p| ReconcileStatus {
                 last_duration_ms: p.duration.as_secs_f64() * 1e3,
                 last_operations: p.operations,
                 last_errors: p.errors,
             }),
-            quarantined: self
-                .recovery
+            quarantined: recovery
                 .quarantined()
                 .into_iter()
                 .map(|q| QuarantinedInfo {
@@ -96,8 +88,7 @@ impl<S: Store> Agent<S> {
                     addresses: q.addresses,
                 })
                 .collect(),
-            conflicts: self
-                .recovery
+            conflicts: recovery
                 .conflicts()
                 .into_iter()
                 .map(|c| ConflictInfo {
@@ -111,7 +102,7 @@ impl<S: Store> Agent<S> {
     }
 
     fn pods(&self) -> Vec<PodInfo> {
-        self.registry
+        self.attachments
             .all()
             .into_iter()
             .map(|a| PodInfo {
@@ -128,7 +119,7 @@ impl<S: Store> Agent<S> {
     }
 
     fn peers(&self) -> Vec<PeerInfo> {
-        let view = self.cluster.snapshot();
+        let view = self.membership.view();
         let mut blocks = blocks_by_node(&view);
         let unreachable = self.local_node().unreachable(&view);
         view.nodes
@@ -164,15 +155,9 @@ impl<S: Store> Agent<S> {
     /// The routes this node must hold to reach other nodes' blocks, each checked in the kernel
     /// (a pass of the node model that does not apply).
     async fn routes(&self) -> Result<Vec<RouteInfo>, String> {
-        let view = self.cluster.snapshot();
-        let local = self.local_node();
-        let inputs = Inputs {
-            local: local.clone(),
-            cluster: Arc::clone(&view),
-            pods: Vec::new(),
-        };
-        let report = run_pass(self.kernel, inputs, Pass::DryRun).await?;
-        let owners = local.block_owners(&view);
+        let view = self.membership.view();
+        let report = self.overlay.dry_run(self.kernel, Arc::clone(&view)).await?;
+        let owners = self.local_node().block_owners(&view);
         Ok(report
             .desired
             .routes
@@ -196,40 +181,33 @@ impl<S: Store> Agent<S> {
     /// nftables tables and its conflist, and stops. Refused while pods are attached.
     async fn leave(&self) -> Result<(), String> {
         // No ADD is in flight from here on, and none starts.
-        let _no_adds = self.admission.write().await;
-        let attached = self.registry.all().len();
+        let _no_adds = self.membership.close_admission().await;
+        let attached = self.attachments.all().len();
         if attached > 0 {
             return Err(format!(
                 "{attached} pod attachment(s) remain on this node: delete them (or let the runtime run CNI GC) first"
             ));
         }
-        let quarantined = self.recovery.quarantined().len();
+        let quarantined = self.attachments.recovery().quarantined().len();
         if quarantined > 0 {
             return Err(format!(
                 "{quarantined} host veth(s) without a record still carry pod addresses (straitctl \
                  status lists them): delete their pods (or let the runtime run CNI GC) first"
             ));
         }
-        let _exclusive = self.overlay_changes.lock().await;
+        let _exclusive = self.overlay.exclusive().await;
         self.tasks.wind_down();
-        self.left.store(true, Ordering::SeqCst);
-        let me = &self.config.node_name;
-        self.delete_blocks_of(me).await.map_err(|e| e.to_string())?;
-        match self.store.delete(Kind::Node, me, None).await {
-            Ok(()) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let mut failed = run_pass(
-            self.kernel,
-            Inputs::nothing(&self.local_node()),
-            Pass::Apply,
-        )
-        .await?
-        .failed;
-        if let Err(e) = strait_nft::delete() {
-            failed.push(e.to_string());
-        }
-        for e in failed {
+        self.membership.mark_left();
+        let me = self.membership.node();
+        self.ipam
+            .delete_blocks_of(me)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.membership
+            .withdraw()
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in self.overlay.remove(self.kernel).await? {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
         }
         if let Err(e) = crate::conflist::remove(&self.config) {
@@ -239,14 +217,4 @@ impl<S: Store> Agent<S> {
         self.stop.stop();
         Ok(())
     }
-}
-
-/// One pass of the node model, off the async threads.
-async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, String> {
-    tokio::task::spawn_blocking(move || {
-        let mut nl = kernel.host().map_err(|e| e.to_string())?;
-        reconcile(&mut nl, &inputs, None, pass).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }

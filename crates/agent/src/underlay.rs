@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use strait_netlink::{Netlink, NetlinkError, TABLE_MAIN};
 
+use crate::error::AgentError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Underlay {
     pub address: Ipv4Addr,
@@ -27,23 +29,6 @@ impl Underlay {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UnderlayError {
-    #[error("node_address {0} is not on any interface of this node")]
-    NotLocal(Ipv4Addr),
-    #[error(
-        "node_address6 {0} is not a global address of the underlay device {1}: set one of that \
-         device's addresses, or none to take its first settled one"
-    )]
-    NotOnUnderlay(Ipv6Addr, String),
-    #[error(
-        "cannot tell this node's address: there is no default route with an IPv4 address; set node_address in straitd's configuration"
-    )]
-    Unknown,
-    #[error("reading interfaces: {0}")]
-    Netlink(#[from] NetlinkError),
-}
-
 /// Neither loopback, unspecified, link-local nor multicast: an address peers can route to.
 fn is_global(ip: Ipv6Addr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local() || ip.is_multicast())
@@ -55,7 +40,7 @@ pub fn resolve(
     nl: &mut Netlink,
     configured: Option<Ipv4Addr>,
     configured6: Option<Ipv6Addr>,
-) -> Result<Underlay, UnderlayError> {
+) -> Result<Underlay, AgentError> {
     let links = nl.links()?;
     let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<(Ipv4Addr, IpNet)>, NetlinkError> {
         Ok(nl
@@ -76,26 +61,26 @@ pub fn resolve(
                     break;
                 }
             }
-            found.ok_or(UnderlayError::NotLocal(address))?
+            found.ok_or(AgentError::NodeAddressNotLocal(address))?
         }
         None => {
             let default = nl
                 .routes(false, TABLE_MAIN)?
                 .into_iter()
                 .find(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
-                .ok_or(UnderlayError::Unknown)?;
+                .ok_or(AgentError::NodeAddressUnknown)?;
             let index = default.oif.expect("checked");
             let address = v4(nl, index)?
                 .into_iter()
                 .next()
-                .ok_or(UnderlayError::Unknown)?;
+                .ok_or(AgentError::NodeAddressUnknown)?;
             (address, index)
         }
     };
     let link = links
         .into_iter()
         .find(|l| l.index == index)
-        .ok_or(UnderlayError::Unknown)?;
+        .ok_or(AgentError::NodeAddressUnknown)?;
     let global = |addresses: Vec<IpNet>| -> Vec<(Ipv6Addr, IpNet)> {
         addresses
             .into_iter()
@@ -111,7 +96,7 @@ pub fn resolve(
             global(nl.addresses(index)?)
                 .into_iter()
                 .find(|(a, _)| *a == want)
-                .ok_or_else(|| UnderlayError::NotOnUnderlay(want, link.name.clone()))?,
+                .ok_or_else(|| AgentError::NodeAddress6NotOnUnderlay(want, link.name.clone()))?,
         ),
         None => global(nl.settled_addresses(index)?).into_iter().next(),
     };

@@ -130,7 +130,12 @@ mod on_a_fake_kernel {
         }
 
         async fn usage(&self) -> Vec<(bool, Usage)> {
-            self.agent.networks["strait"].usage_by_family().await
+            self.agent
+                .ipam
+                .network("strait")
+                .unwrap()
+                .usage_by_family()
+                .await
         }
 
         async fn add(&self, pod: &Pod) -> Result<CniResult, AgentError> {
@@ -149,7 +154,7 @@ mod on_a_fake_kernel {
         /// Waits (at most 10 s) until no record is left being released.
         async fn releases_done(&self) {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while self.agent.registry.all().iter().any(|a| a.releasing) {
+            while self.agent.attachments.all().iter().any(|a| a.releasing) {
                 assert!(Instant::now() < deadline, "a release never finished");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -163,7 +168,7 @@ mod on_a_fake_kernel {
                 let left = self.kernel.snapshot(pod.netns);
                 assert!(left.is_empty(), "{when}: pod {}: {left:?}", pod.id);
             }
-            assert!(self.agent.registry.all().is_empty(), "{when}: records");
+            assert!(self.agent.attachments.all().is_empty(), "{when}: records");
             assert_eq!(self.usage().await, before, "{when}: addresses");
         }
     }
@@ -267,7 +272,7 @@ mod on_a_fake_kernel {
         assert!(matches!(e, AgentError::Dataplane(_)), "{e}");
         let veth = host_veth_name("strait", "stuck", "eth0");
         assert!(node.kernel.node().links.iter().any(|l| l.name == veth));
-        assert_eq!(node.agent.registry.all().len(), 1, "the record stays");
+        assert_eq!(node.agent.attachments.all().len(), 1, "the record stays");
         assert_ne!(node.usage().await, before, "its address stays taken");
         // The runtime's DEL then removes everything.
         node.agent
@@ -286,7 +291,7 @@ mod on_a_fake_kernel {
         let pod = node.pod("record");
         std::fs::remove_dir_all(node.agent.config.state_dir.join("attachments")).unwrap();
         let e = node.add(&pod).await.unwrap_err();
-        assert!(matches!(e, AgentError::Registry(_)), "{e}");
+        assert!(matches!(e, AgentError::RegistryIo { .. }), "{e}");
         node.assert_nothing_left(&[&pod], &before, "record not written")
             .await;
     }

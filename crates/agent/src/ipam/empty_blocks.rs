@@ -3,30 +3,19 @@
 //! claim is deleted from the store, so that no node keeps blocks it does not use (a fixed
 //! address once made a node claim its whole block for as long as it lived).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use strait_ipam::block_name;
 use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
 
+use super::Ipam;
 use crate::absences::Absences;
-use crate::agent::Agent;
+use crate::metrics::Metrics;
 
-impl<S: Store> Agent<S> {
-    /// Returns empty blocks to their pools, unless the configuration keeps them.
-    pub fn start_block_return(self: &Arc<Self>) {
-        if self.config.empty_block_grace == 0 {
-            return;
-        }
-        let agent = Arc::clone(self);
-        self.tasks.spawn("empty block return", async move {
-            agent.return_empty_blocks().await
-        });
-    }
-
-    async fn return_empty_blocks(&self) {
-        let grace = Duration::from_secs(self.config.empty_block_grace.into());
+impl<S: Store> Ipam<S> {
+    /// Returns blocks empty for `grace` to their pools, for as long as it runs.
+    pub async fn return_empty_blocks(&self, grace: Duration, metrics: &Metrics) {
         let tick = (grace / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
         let mut empty = Absences::new(grace);
         loop {
@@ -51,7 +40,7 @@ impl<S: Store> Agent<S> {
                 match self.give_back(block).await {
                     Ok(()) => {
                         tracing::info!(%network, %block, "returned an empty block to its pool");
-                        self.metrics.block_returned();
+                        metrics.block_returned();
                     }
                     Err(e) => {
                         // The delete may have gone through all the same: allocate from the block
@@ -72,7 +61,7 @@ impl<S: Store> Agent<S> {
     /// Whether the store says `block` is this node's.
     async fn holds(&self, block: IpNet) -> Result<bool, StoreError> {
         let held = typed::get::<BlockRecord>(&self.store, &block_name(block)).await?;
-        Ok(held.is_some_and(|b| b.value.node == self.config.node_name))
+        Ok(held.is_some_and(|b| b.value.node == self.node))
     }
 
     /// Deletes this node's claim on `block`, if it is still this node's.
@@ -81,7 +70,7 @@ impl<S: Store> Agent<S> {
         let Some(held) = typed::get::<BlockRecord>(&self.store, &name).await? else {
             return Ok(());
         };
-        if held.value.node != self.config.node_name {
+        if held.value.node != self.node {
             return Ok(());
         }
         match self
