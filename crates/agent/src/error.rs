@@ -122,8 +122,24 @@ pub enum AgentError {
     Restore(#[source] Box<AgentError>),
     #[error("announcing this node in the cluster store: {0}")]
     Announce(#[source] StoreError),
+    #[error("the cluster store: {0}")]
+    Store(#[from] StoreError),
     #[error("watching for changes: {0}")]
     Watch(#[source] std::io::Error),
+    #[error(
+        "the CNI binary directory {} does not exist: mount the node's (usually /opt/cni/bin) there",
+        .0.display()
+    )]
+    NoCniBinDir(PathBuf),
+    #[error("{what}: {source}")]
+    Install {
+        what: String,
+        source: std::io::Error,
+    },
+
+    // Refusing a straitd request.
+    #[error("{reason}")]
+    Refused { reason: String },
 }
 
 impl From<AgentError> for CniError {
@@ -227,7 +243,11 @@ impl From<AgentError> for CniError {
             | AgentError::Network { .. }
             | AgentError::Restore(_)
             | AgentError::Announce(_)
-            | AgentError::Watch(_) => (ErrorCode::Internal, "see straitd's log"),
+            | AgentError::Store(_)
+            | AgentError::Watch(_)
+            | AgentError::NoCniBinDir(_)
+            | AgentError::Install { .. }
+            | AgentError::Refused { .. } => (ErrorCode::Internal, "see straitd's log"),
             AgentError::NotAllowed { .. } => (
                 ErrorCode::NotAllowed,
                 "remove the annotation, or ask the cluster admin to allow it for the namespace",

@@ -8,11 +8,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::AgentError;
 
 /// The plugins shipped with the `straitd` at `exe`: `strait` beside it, then every file in
 /// `../lib/strait/cni/` relative to its directory, if that directory exists.
-pub fn shipped_plugins(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn shipped_plugins(exe: &Path) -> Result<Vec<PathBuf>, AgentError> {
     let mut plugins = vec![exe.with_file_name("strait")];
     let Some(bin_dir) = exe.parent() else {
         return Ok(plugins);
@@ -21,13 +21,13 @@ pub fn shipped_plugins(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !chained.is_dir() {
         return Ok(plugins);
     }
-    let entries = std::fs::read_dir(&chained)
-        .with_context(|| format!("listing the chained plugins in {}", chained.display()))?;
+    let listing = |source| AgentError::Install {
+        what: format!("listing the chained plugins in {}", chained.display()),
+        source,
+    };
     let mut extra = Vec::new();
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("listing the chained plugins in {}", chained.display()))?
-            .path();
+    for entry in std::fs::read_dir(&chained).map_err(listing)? {
+        let path = entry.map_err(listing)?.path();
         if path.is_file() {
             extra.push(path);
         }
@@ -38,33 +38,39 @@ pub fn shipped_plugins(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Copies each of `plugins` into `dir` under its own file name; returns where they went.
-pub fn install(plugins: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    anyhow::ensure!(
-        dir.is_dir(),
-        "the CNI binary directory {} does not exist: mount the node's (usually /opt/cni/bin) there",
-        dir.display()
-    );
+pub fn install(plugins: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, AgentError> {
+    if !dir.is_dir() {
+        return Err(AgentError::NoCniBinDir(dir.to_path_buf()));
+    }
     plugins
         .iter()
         .map(|source| install_one(source, dir))
         .collect()
 }
 
-fn install_one(source: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = source
-        .file_name()
-        .with_context(|| format!("{} names no file", source.display()))?;
+fn install_one(source: &Path, dir: &Path) -> Result<PathBuf, AgentError> {
+    let failed = |what: String| move |source| AgentError::Install { what, source };
+    let name = source.file_name().ok_or_else(|| AgentError::Install {
+        what: format!("installing {}", source.display()),
+        source: std::io::Error::other("it names no file"),
+    })?;
     let target = dir.join(name);
     let staging = dir.join(format!(".{}.installing", name.to_string_lossy()));
     let placed = std::fs::copy(source, &staging)
-        .with_context(|| format!("copying {} to {}", source.display(), staging.display()))
+        .map_err(failed(format!(
+            "copying {} to {}",
+            source.display(),
+            staging.display()
+        )))
         .and_then(|_| {
             std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("making {} executable", staging.display()))
+                .map_err(failed(format!("making {} executable", staging.display())))
         })
         .and_then(|()| {
-            std::fs::rename(&staging, &target)
-                .with_context(|| format!("moving the plugin into place at {}", target.display()))
+            std::fs::rename(&staging, &target).map_err(failed(format!(
+                "moving the plugin into place at {}",
+                target.display()
+            )))
         });
     if placed.is_err() {
         // A partial copy must not stay behind.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_agent::config::StoreConfig;
-use strait_agent::{Agent, Config, conflist, install, server};
+use strait_agent::{Agent, AgentError, Config, conflist, install, server};
 use strait_store::{EmbeddedStore, EtcdStore, Kind, KubeStore, Store, StoreError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -61,7 +61,10 @@ fn main() -> ExitCode {
     init_logging(args.log_format);
     if let Some(Tool::InstallPlugin { dir }) = &args.command {
         let installed = std::env::current_exe()
-            .context("finding straitd's own path")
+            .map_err(|source| AgentError::Install {
+                what: "finding straitd's own path".into(),
+                source,
+            })
             .and_then(|exe| install::shipped_plugins(&exe))
             .and_then(|plugins| install::install(&plugins, dir));
         return match installed {
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                tracing::error!("{}", describe(&e));
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         };

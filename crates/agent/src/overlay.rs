@@ -10,7 +10,9 @@ use strait_dataplane::overlay::{ClusterView, LocalNode};
 use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use tokio::sync::{MutexGuard, watch};
 
+use crate::agent::blocking;
 use crate::cluster::ClusterCache;
+use crate::error::AgentError;
 use crate::metrics::Metrics;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
 use crate::registry::Registry;
@@ -94,7 +96,7 @@ impl Overlay {
         &self,
         kernel: impl Kernel,
         view: Arc<ClusterView>,
-    ) -> Result<Report, String> {
+    ) -> Result<Report, AgentError> {
         let inputs = Inputs {
             local: self.local.clone(),
             cluster: view,
@@ -104,7 +106,7 @@ impl Overlay {
     }
 
     /// Removes the node's overlay and Strait's nftables tables; what could not be removed.
-    pub async fn remove(&self, kernel: impl Kernel) -> Result<Vec<String>, String> {
+    pub async fn remove(&self, kernel: impl Kernel) -> Result<Vec<String>, AgentError> {
         let mut failed = run_pass(kernel, Inputs::nothing(&self.local), Pass::Apply)
             .await?
             .failed;
@@ -116,11 +118,6 @@ impl Overlay {
 }
 
 /// One pass of the node model, off the async threads.
-async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, String> {
-    tokio::task::spawn_blocking(move || {
-        let mut nl = kernel.host().map_err(|e| e.to_string())?;
-        reconcile(&mut nl, &inputs, None, pass).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, AgentError> {
+    blocking(move || Ok(reconcile(&mut kernel.host()?, &inputs, None, pass)?)).await
 }

@@ -13,6 +13,7 @@ use crate::agent::Agent;
 use crate::caller::Caller;
 use crate::cluster::blocks_by_node;
 use crate::config::StoreConfig;
+use crate::error::AgentError;
 
 impl<S: Store> Agent<S> {
     /// Answers one request from the socket, with the namespace descriptor it carried.
@@ -32,11 +33,11 @@ impl<S: Store> Agent<S> {
             Request::Peers => Response::Peers(self.peers()),
             Request::Routes => match self.routes().await {
                 Ok(routes) => Response::Routes(routes),
-                Err(e) => Response::Refused(e),
+                Err(e) => Response::Refused(e.to_string()),
             },
             Request::Leave => match self.leave().await {
                 Ok(()) => Response::Left,
-                Err(e) => Response::Refused(e),
+                Err(e) => Response::Refused(e.to_string()),
             },
         }
     }
@@ -154,7 +155,7 @@ impl<S: Store> Agent<S> {
 
     /// The routes this node must hold to reach other nodes' blocks, each checked in the kernel
     /// (a pass of the node model that does not apply).
-    async fn routes(&self) -> Result<Vec<RouteInfo>, String> {
+    async fn routes(&self) -> Result<Vec<RouteInfo>, AgentError> {
         let view = self.membership.view();
         let report = self.overlay.dry_run(self.kernel, Arc::clone(&view)).await?;
         let owners = self.local_node().block_owners(&view);
@@ -179,34 +180,34 @@ impl<S: Store> Agent<S> {
 
     /// Leaves the cluster: gives up this node's blocks and record, removes its overlay, its
     /// nftables tables and its conflist, and stops. Refused while pods are attached.
-    async fn leave(&self) -> Result<(), String> {
+    async fn leave(&self) -> Result<(), AgentError> {
         // No ADD is in flight from here on, and none starts.
         let _no_adds = self.membership.close_admission().await;
         let attached = self.attachments.all().len();
         if attached > 0 {
-            return Err(format!(
-                "{attached} pod attachment(s) remain on this node: delete them (or let the runtime run CNI GC) first"
-            ));
+            return Err(AgentError::Refused {
+                reason: format!(
+                    "{attached} pod attachment(s) remain on this node: delete them (or let the \
+                     runtime run CNI GC) first"
+                ),
+            });
         }
         let quarantined = self.attachments.recovery().quarantined().len();
         if quarantined > 0 {
-            return Err(format!(
-                "{quarantined} host veth(s) without a record still carry pod addresses (straitctl \
-                 status lists them): delete their pods (or let the runtime run CNI GC) first"
-            ));
+            return Err(AgentError::Refused {
+                reason: format!(
+                    "{quarantined} host veth(s) without a record still carry pod addresses \
+                     (straitctl status lists them): delete their pods (or let the runtime run CNI \
+                     GC) first"
+                ),
+            });
         }
         let _exclusive = self.overlay.exclusive().await;
         self.tasks.wind_down();
         self.membership.mark_left();
         let me = self.membership.node();
-        self.ipam
-            .delete_blocks_of(me)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.membership
-            .withdraw()
-            .await
-            .map_err(|e| e.to_string())?;
+        self.ipam.delete_blocks_of(me).await?;
+        self.membership.withdraw().await?;
         for e in self.overlay.remove(self.kernel).await? {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
         }
