@@ -48,7 +48,11 @@ pub fn prepare(
     ipv6_underlay: Option<&str>,
 ) -> Result<(), AgentError> {
     enable_forwarding(sysctl_dir, ipv6_underlay)?;
-    strait_nft::ensure(&[ruleset.table()], &mut strait_nft::Written::default())?;
+    strait_nft::ensure(
+        &mut strait_nft::Nft,
+        &[ruleset.table()],
+        &mut strait_nft::Written::default(),
+    )?;
     Ok(())
 }
 

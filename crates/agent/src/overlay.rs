@@ -101,16 +101,18 @@ impl Overlay {
             local: self.local.clone(),
             cluster: view,
             pods: Vec::new(),
+            nft_tables: self.nft_tables.clone(),
         };
         run_pass(kernel, inputs, Pass::DryRun).await
     }
 
     /// Removes the node's overlay and Strait's nftables tables; what could not be removed.
     pub async fn remove(&self, kernel: impl Kernel) -> Result<Vec<String>, AgentError> {
+        let mut nft = kernel.nftables();
         let mut failed = run_pass(kernel, Inputs::nothing(&self.local), Pass::Apply)
             .await?
             .failed;
-        if let Err(e) = strait_nft::delete() {
+        if let Err(e) = blocking(move || Ok(strait_nft::delete_all(&mut nft)?)).await {
             failed.push(e.to_string());
         }
         Ok(failed)
@@ -119,5 +121,5 @@ impl Overlay {
 
 /// One pass of the node model, off the async threads.
 async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, AgentError> {
-    blocking(move || Ok(reconcile(&mut kernel.host()?, &inputs, None, pass)?)).await
+    blocking(move || Ok(reconcile(&mut kernel.host()?, &inputs, None, pass, None)?)).await
 }

@@ -2,8 +2,9 @@
 //! attachments say it needs. Store changes, kernel changes to what we own, nftables changes and a
 //! slow timer all wake the same loop; each pass is the node model's
 //! [`reconcile`](strait_dataplane::reconcile::reconcile) (desired, read, plan, apply in one
-//! batch), then Strait's nftables tables (read back and compared with what they must hold, each
-//! replaced whole when it differs). A pass that fails is retried with backoff, never dropped.
+//! batch, then, when woken by something that may have changed them, Strait's nftables tables
+//! read back and each replaced whole when it differs). A pass that fails is retried with
+//! backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use strait_dataplane::model::Actual;
 use strait_dataplane::overlay::LocalNode;
 use strait_dataplane::reconcile::{Inputs, Pass, PodHost, reconcile};
 use strait_dataplane::{Kernel, SystemKernel};
+use strait_nft::Nftables;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterCache;
@@ -96,20 +98,25 @@ struct Outcome {
 /// and its block's come on two watches).
 const SETTLE: Duration = Duration::from_millis(2);
 
-/// One pass, blocking: the node model, then (when asked) the nftables tables. `known` is what the
-/// kernel holds when nothing but the store changed since the last pass; otherwise the kernel is
-/// read.
+/// One pass, blocking: the node model, its nftables tables included when `nft` holds what they
+/// read back as after the last write. `known` is what the kernel holds when nothing but the
+/// store changed since the last pass; otherwise the kernel is read.
 fn pass(
     kernel: &impl Kernel,
     inputs: &Inputs,
     known: Option<Actual>,
-    nft: Option<(&[strait_nft::Table], &Mutex<strait_nft::Written>)>,
+    nft: Option<&Mutex<strait_nft::Written>>,
 ) -> Outcome {
     let mut out = Outcome::default();
+    let mut ruleset = kernel.nftables();
+    let mut written = nft.map(|w| w.lock().expect("not poisoned"));
+    let check = written
+        .as_deref_mut()
+        .map(|w| (&mut ruleset as &mut dyn Nftables, w));
     let report = kernel
         .host()
         .map_err(Into::into)
-        .and_then(|mut nl| reconcile(&mut nl, inputs, known, Pass::Apply));
+        .and_then(|mut nl| reconcile(&mut nl, inputs, known, Pass::Apply, check));
     match report {
         Ok(report) => {
             tracing::debug!(
@@ -123,15 +130,9 @@ fn pass(
             out.applied = report.after;
             out.owned = report.owned_links;
             out.underlay = report.underlay_link;
+            out.nft_repaired = report.nft_changed;
         }
         Err(e) => out.errors.push(e.to_string()),
-    }
-    if let Some((tables, written)) = nft {
-        let mut written = written.lock().expect("not poisoned");
-        match strait_nft::ensure(tables, &mut written) {
-            Ok(changed) => out.nft_repaired = changed,
-            Err(e) => out.errors.push(e.to_string()),
-        }
     }
     out
 }
@@ -204,18 +205,13 @@ impl<K: Kernel> Reconciler<K> {
                 local: self.local.clone(),
                 cluster: view,
                 pods: self.pods(),
+                nft_tables: self.nft_tables.clone(),
             };
-            let tables = self.nft_tables.clone();
             let written = Arc::clone(&nft_written);
             let started = Instant::now();
             let kernel = self.kernel.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                pass(
-                    &kernel,
-                    &inputs,
-                    known,
-                    check_nft.then_some((tables.as_slice(), &*written)),
-                )
+                pass(&kernel, &inputs, known, check_nft.then_some(&*written))
             })
             .await;
             let elapsed = started.elapsed();

@@ -5,7 +5,7 @@
 //! unique; a change to a missing link fails with ENODEV, a removal of a missing object with a
 //! "not found" error; routes through a nexthop read back with its link and gateway). It can fail the n-th change it is
 //! asked for, so a test can stop a multi-step operation at each step in turn, or run something
-//! of the test's at that moment. The integration tests run everything against the real kernel;
+//! of the test's at that moment. Its nftables ruleset is [`FakeNft`]. The integration tests run everything against the real kernel;
 //! this only lets the agent's logic be tested without one.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 use libc::{EEXIST, EINVAL, EIO, ENODEV, ENOENT, ESRCH};
 use strait_netlink::{FdbEntry, Link, MacAddr, Neighbour, NetlinkError, Nexthop, Route, VxlanSpec};
+use strait_nft::fake::FakeNft;
 
 use crate::rtnetlink::{Change, Kernel, Rtnetlink};
 
@@ -72,6 +73,7 @@ struct State {
     changes: usize,
     /// What happens at some changes (counted from 1).
     traps: Vec<(usize, Trap)>,
+    nft: FakeNft,
 }
 
 /// What happens at a trapped change.
@@ -365,11 +367,15 @@ fn mac_of(index: u32) -> MacAddr {
 
 impl Kernel for FakeKernel {
     type Rtnl = FakeNetlink;
+    type Nft = FakeNft;
     fn host(&self) -> Result<FakeNetlink, NetlinkError> {
         Ok(FakeNetlink {
             kernel: self.clone(),
             ns: 0,
         })
+    }
+    fn nftables(&self) -> FakeNft {
+        self.state().nft.clone()
     }
 }
 

@@ -7,7 +7,8 @@
 //! - FDB entries and permanent neighbours on those devices;
 //! - nexthop objects ([`Hop`]) and the routes through them to other nodes' blocks ([`PeerRoute`]);
 //! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]), and a
-//!   permanent neighbour for each, at the pod's MAC.
+//!   permanent neighbour for each, at the pod's MAC;
+//! - Strait's nftables tables, typed ([`strait_nft::Table`]), one per concern.
 //!
 //! Every route carries its [`Table`]; both address families live side by side.
 
@@ -136,6 +137,9 @@ pub struct Desired {
     pub host_neighbours: BTreeSet<Neigh>,
     /// Gateway addresses on pods' host veths.
     pub host_addresses: BTreeSet<HostAddress>,
+    /// Strait's nftables tables, one per concern, each replaced whole when it differs
+    /// (see [`strait_nft::ensure`]).
+    pub nft_tables: Vec<strait_nft::Table>,
 }
 
 /// A device as the kernel holds it.

@@ -1,5 +1,6 @@
 //! One pass of the node model: inputs → desired (pure) → read what the kernel holds of ours (or
-//! take what the last pass left) → plan (pure) → apply in one batch. The reconciler's loop,
+//! take what the last pass left) → plan (pure) → apply in one batch; then, when asked, Strait's
+//! nftables tables are read back and each one that differs replaced. The reconciler's loop,
 //! `straitctl routes` (a pass that does not apply) and leaving the cluster (a pass towards
 //! nothing) all run this, so there is one sequence to read and to trust.
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use strait_netlink::MacAddr;
+use strait_nft::{Nftables, Written};
 
 use crate::error::DataplaneError;
 use crate::kernel::{apply, read_actual};
@@ -35,6 +37,8 @@ pub struct Inputs {
     pub cluster: Arc<ClusterView>,
     /// The attachments whose host sides are kept (not those being released).
     pub pods: Vec<PodHost>,
+    /// Strait's nftables tables as each concern wants them.
+    pub nft_tables: Vec<strait_nft::Table>,
 }
 
 impl Inputs {
@@ -48,13 +52,17 @@ impl Inputs {
             },
             cluster: Arc::default(),
             pods: Vec::new(),
+            nft_tables: Vec::new(),
         }
     }
 }
 
 /// Everything this node must hold: each part of the node adds its share.
 pub fn desired(inputs: &Inputs) -> Desired {
-    let mut out = Desired::default();
+    let mut out = Desired {
+        nft_tables: inputs.nft_tables.clone(),
+        ..Desired::default()
+    };
     overlay::contribute(&inputs.local, &inputs.cluster, &mut out);
     // An address two records claim is a conflict recovery reports; its route is neither pod's to
     // take from the other.
@@ -114,6 +122,8 @@ pub struct Report {
     pub failed: Vec<String>,
     /// What the kernel holds after a pass that applied everything it planned.
     pub after: Option<Actual>,
+    /// Whether an nftables table had to be replaced or removed.
+    pub nft_changed: bool,
     /// The indices of the links whose changes concern the node model: our devices and the
     /// underlay.
     pub owned_links: BTreeSet<u32>,
@@ -124,13 +134,20 @@ pub struct Report {
     pub apply_time: Duration,
 }
 
+/// Strait's nftables tables, for a pass to check: the ruleset, and what its tables read back as
+/// after Strait last wrote them.
+pub type NftCheck<'a> = (&'a mut dyn Nftables, &'a mut Written);
+
 /// Runs one pass. `known` is what the kernel holds when nothing but the inputs changed since the
-/// last pass (its [`Report::after`]); without it the kernel is read.
+/// last pass (its [`Report::after`]); without it the kernel is read. With `nft`, a pass that
+/// applies also makes the nftables tables what the inputs want (they cost a read of each table,
+/// so the caller asks when something may have changed them).
 pub fn reconcile(
     nl: &mut impl Rtnetlink,
     inputs: &Inputs,
     known: Option<Actual>,
     pass: Pass,
+    nft: Option<NftCheck<'_>>,
 ) -> Result<Report, DataplaneError> {
     let desired = desired(inputs);
     let started = Instant::now();
@@ -154,6 +171,12 @@ pub fn reconcile(
         if report.failed.is_empty() {
             report.after =
                 Some(desired.as_applied(&actual, &applied.hops, applied.highest_nexthop_id));
+        }
+        if let Some((nft, written)) = nft {
+            match strait_nft::ensure(nft, &desired.nft_tables, written) {
+                Ok(changed) => report.nft_changed = changed,
+                Err(e) => report.failed.push(e.to_string()),
+            }
         }
     }
     for name in desired.devices.keys().chain([&inputs.local.underlay]) {

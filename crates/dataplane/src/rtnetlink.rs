@@ -12,6 +12,7 @@ use strait_netlink::{
     add_address_request,
 };
 use strait_netns::Netns;
+use strait_nft::{Nft, Nftables};
 
 /// One change to the kernel, applied in a pipelined batch ([`Rtnetlink::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,10 @@ pub trait Rtnetlink {
 /// between requests).
 pub trait Kernel: Clone + Send + Sync + 'static {
     type Rtnl: Rtnetlink<Namespace: Send> + Send + 'static;
+    type Nft: Nftables + Send + 'static;
     fn host(&self) -> Result<Self::Rtnl, NetlinkError>;
+    /// The node's nftables ruleset.
+    fn nftables(&self) -> Self::Nft;
 }
 
 /// The node's real kernel.
@@ -120,8 +124,12 @@ pub struct SystemKernel;
 
 impl Kernel for SystemKernel {
     type Rtnl = Netlink;
+    type Nft = Nft;
     fn host(&self) -> Result<Netlink, NetlinkError> {
         Netlink::new()
+    }
+    fn nftables(&self) -> Nft {
+        Nft
     }
 }
 

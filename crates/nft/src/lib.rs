@@ -1,9 +1,10 @@
 //! Strait's nftables state: one table of family `inet` per concern (today one, `strait-snat`,
 //! masquerading pods' traffic that leaves the cluster), each a typed [`Table`] rendered into a
-//! script that replaces it whole in one `nft` transaction ([`apply`]) and read back from
-//! `nft -j` ([`read`]) to be compared object by object ([`ensure`]). We never list, match and append: the
-//! kernel swaps the old table for the new one atomically, so no packet sees half a ruleset, and
-//! one concern's change never rebuilds another's table.
+//! script that replaces it whole in one `nft` transaction and read back from `nft -j` to be
+//! compared object by object ([`ensure`]). We never list, match and append: the kernel swaps the
+//! old table for the new one atomically, so no packet sees half a ruleset, and one concern's
+//! change never rebuilds another's table. Everything goes through the [`Nftables`] trait: the
+//! `nft` command ([`Nft`]) or, for unit tests, an in-memory ruleset ([`fake`], feature `fake`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -11,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 mod model;
 mod monitor;
 pub use model::{Chain, Hook, Rule, Set, Table};
@@ -99,45 +102,74 @@ impl Ruleset {
     }
 }
 
-/// Replaces `table` whole, in one transaction.
-pub fn apply(table: &Table) -> Result<(), NftError> {
-    run_script(&table.script())
+/// Strait's tables in the kernel: what the data plane reads and writes of nftables.
+pub trait Nftables {
+    /// The table of family `inet` called `name`, as the kernel holds it.
+    fn read(&mut self, name: &str) -> Result<Held, NftError>;
+    /// Replaces `table` whole, in one transaction.
+    fn replace(&mut self, table: &Table) -> Result<(), NftError>;
+    /// Removes the table called `name`; absent is fine.
+    fn delete(&mut self, name: &str) -> Result<(), NftError>;
+    /// The names of those of Strait's tables the kernel holds.
+    fn ours(&mut self) -> Result<Vec<String>, NftError>;
+}
+
+/// The kernel's nftables, through the `nft` command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nft;
+
+impl Nftables for Nft {
+    fn read(&mut self, name: &str) -> Result<Held, NftError> {
+        match run(&["-j", "list", "table", "inet", name], None) {
+            Ok(out) => Ok(match Table::from_json(name, &out) {
+                Ok(table) => Held::Table(table.normalized()),
+                Err(reason) => Held::Unreadable(reason),
+            }),
+            Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => {
+                Ok(Held::Missing)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn replace(&mut self, table: &Table) -> Result<(), NftError> {
+        run_script(&table.script())
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), NftError> {
+        run_script(&format!(
+            "table inet {name} {{}}\ndelete table inet {name}\n"
+        ))
+    }
+
+    fn ours(&mut self) -> Result<Vec<String>, NftError> {
+        let out = run(&["-j", "list", "tables", "inet"], None)?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| NftError::Unreadable {
+                table: "(all)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["table"]["name"].as_str())
+            .filter(|name| is_ours(name))
+            .map(String::from)
+            .collect())
+    }
 }
 
 /// Removes every table of Strait's (the known names, whether or not they exist: nothing is
 /// listed first, so nothing can stop the removal).
-pub fn delete() -> Result<(), NftError> {
+pub fn delete_all(nft: &mut (impl Nftables + ?Sized)) -> Result<(), NftError> {
     let mut first_error = None;
     for table in TABLES {
-        if let Err(e) = delete_table(table) {
+        if let Err(e) = nft.delete(table) {
             first_error.get_or_insert(e);
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// Removes one table; absent is fine.
-fn delete_table(name: &str) -> Result<(), NftError> {
-    run_script(&format!(
-        "table inet {name} {{}}\ndelete table inet {name}\n"
-    ))
-}
-
-/// Those of Strait's tables the kernel holds.
-fn tables() -> Result<Vec<String>, NftError> {
-    let out = run(&["-j", "list", "tables", "inet"], None)?;
-    let doc: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError::Unreadable {
-        table: "(all)".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(doc["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["table"]["name"].as_str())
-        .filter(|name| is_ours(name))
-        .map(String::from)
-        .collect())
 }
 
 /// A table as the kernel holds it.
@@ -151,20 +183,6 @@ pub enum Held {
     Table(Table),
 }
 
-/// The table called `name` as the kernel holds it.
-pub fn read(name: &str) -> Result<Held, NftError> {
-    match run(&["-j", "list", "table", "inet", name], None) {
-        Ok(out) => Ok(match Table::from_json(name, &out) {
-            Ok(table) => Held::Table(table.normalized()),
-            Err(reason) => Held::Unreadable(reason),
-        }),
-        Err(NftError::Refused(msg)) if msg.contains("No such file or directory") => {
-            Ok(Held::Missing)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// What each of Strait's tables read back as right after Strait last wrote it. A table that
 /// reads back so again is taken as written (an nft version may print what it was given in
 /// another form): a write is never repeated for nothing, and its own event never starts
@@ -175,22 +193,27 @@ pub struct Written(BTreeMap<String, Held>);
 /// Makes the kernel hold exactly `wanted` of Strait's tables: each one that differs (missing,
 /// unreadable, or read back otherwise than after Strait's last write) replaced whole, any other
 /// of Strait's (an older agent's) removed. Answers whether anything had to change.
-pub fn ensure(wanted: &[Table], written: &mut Written) -> Result<bool, NftError> {
+pub fn ensure(
+    nft: &mut (impl Nftables + ?Sized),
+    wanted: &[Table],
+    written: &mut Written,
+) -> Result<bool, NftError> {
     let mut changed = false;
     for table in wanted {
-        let held = read(&table.name)?;
+        let held = nft.read(&table.name)?;
         let want = Held::Table(table.normalized());
         let as_written = held != Held::Missing && written.0.get(&table.name) == Some(&held);
         if held == want || as_written {
             continue;
         }
-        apply(table)?;
+        nft.replace(table)?;
         changed = true;
-        written.0.insert(table.name.clone(), read(&table.name)?);
+        written.0.insert(table.name.clone(), nft.read(&table.name)?);
     }
-    for stray in tables()? {
+    for stray in nft.ours()? {
         if !wanted.iter().any(|t| t.name == stray) {
-            delete_table(&stray)?;
+            nft.delete(&stray)?;
+            written.0.remove(&stray);
             changed = true;
         }
     }
@@ -283,5 +306,73 @@ mod tests {
     fn strait_owns_its_tables_and_the_older_one_only() {
         assert!(is_ours("strait") && is_ours("strait-snat"));
         assert!(!is_ours("strait-other") && !is_ours("straits") && !is_ours("kube-proxy"));
+    }
+    fn snat(sources: &[&str]) -> Table {
+        Ruleset {
+            snat_sources: nets(sources),
+            cluster: nets(sources),
+        }
+        .table()
+    }
+
+    #[test]
+    fn ensure_writes_what_differs_once_and_removes_strays() {
+        let mut nft = fake::FakeNft::default();
+        let mut written = Written::default();
+        let table = snat(&["10.1.0.0/16"]);
+        // Missing: written; then settled: nothing more.
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.get(SNAT_TABLE), Held::Table(table.normalized()));
+        assert!(!ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.writes(), 1);
+        // A flushed chain, an unreadable listing: replaced.
+        let mut flushed = table.normalized();
+        flushed.chains[0].rules.clear();
+        nft.put(SNAT_TABLE, Held::Table(flushed));
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        nft.put(SNAT_TABLE, Held::Unreadable("cut short".into()));
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.get(SNAT_TABLE), Held::Table(table.normalized()));
+        // An older agent's table goes, another tool's stays.
+        nft.put(LEGACY_TABLE, Held::Table(snat(&[]).normalized()));
+        nft.put("kube-proxy", Held::Unreadable("not ours".into()));
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.names(), ["kube-proxy", SNAT_TABLE]);
+        // Towards nothing: every table of Strait's goes.
+        assert!(ensure(&mut nft, &[], &mut written).unwrap());
+        assert_eq!(nft.names(), ["kube-proxy"]);
+    }
+
+    #[test]
+    fn a_table_read_back_as_after_the_last_write_counts_as_written() {
+        let mut nft = fake::FakeNft::default();
+        let mut written = Written::default();
+        let table = snat(&["10.1.0.0/16"]);
+        ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap();
+        // An nft that prints what it was given in another form: the form read right after the
+        // write is the one to compare with, so nothing is written again.
+        let mut printed = table.normalized();
+        printed.sets[0].elements = nets(&["10.1.0.0/17", "10.1.128.0/17"]);
+        written
+            .0
+            .insert(SNAT_TABLE.into(), Held::Table(printed.clone()));
+        nft.put(SNAT_TABLE, Held::Table(printed));
+        let writes = nft.writes();
+        assert!(!ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.writes(), writes);
+    }
+
+    #[test]
+    fn a_refused_write_is_an_error_and_delete_all_goes_by_name() {
+        let mut nft = fake::FakeNft::default();
+        nft.refuse_writes(true);
+        let e = ensure(&mut nft, &[snat(&["10.1.0.0/16"])], &mut Written::default());
+        assert!(matches!(e, Err(NftError::Refused(_))), "{e:?}");
+        nft.refuse_writes(false);
+        nft.put(SNAT_TABLE, Held::Unreadable("x".into()));
+        nft.put(LEGACY_TABLE, Held::Unreadable("x".into()));
+        nft.put("other", Held::Unreadable("x".into()));
+        delete_all(&mut nft).unwrap();
+        assert_eq!(nft.names(), ["other"]);
     }
 }

@@ -64,6 +64,7 @@ mod on_a_fake_kernel {
     use crate::naming::ROUTE_PROTOCOL;
     use crate::overlay::{BlockKey, LocalNetwork, LocalPool, Mode, Peer, Vtep};
     use crate::rtnetlink::{Kernel, Rtnetlink};
+    use strait_nft::Held;
 
     const VETH: &str = "st000000000001";
 
@@ -146,7 +147,21 @@ mod on_a_fake_kernel {
                 ],
                 mac: Some(mac(9)),
             }],
+            nft_tables: vec![snat()],
         }
+    }
+
+    /// The masquerade table for the pods' pools.
+    fn snat() -> strait_nft::Table {
+        let pools: Vec<IpNet> = ["10.244.0.0/16", "fd00:244::/64"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        strait_nft::Ruleset {
+            snat_sources: pools.clone(),
+            cluster: pools,
+        }
+        .table()
     }
 
     /// A node with its underlay device and the pod's veth pair.
@@ -171,7 +186,7 @@ mod on_a_fake_kernel {
     }
 
     fn pass(host: &mut FakeNetlink, inputs: &Inputs, pass: Pass) -> Report {
-        reconcile(host, inputs, None, pass).unwrap()
+        reconcile(host, inputs, None, pass, None).unwrap()
     }
 
     /// What a dry run would still do.
@@ -362,5 +377,68 @@ mod on_a_fake_kernel {
                 assert_eq!(left_to_do(&mut host, &inputs), 0, "{mode:?} change {n}");
             }
         }
+    }
+
+    /// A pass that checks the nftables tables against the kernel's ruleset.
+    fn pass_with_nft(
+        host: &mut FakeNetlink,
+        kernel: &FakeKernel,
+        inputs: &Inputs,
+        written: &mut Written,
+    ) -> Report {
+        let mut nft = kernel.nftables();
+        reconcile(host, inputs, None, Pass::Apply, Some((&mut nft, written))).unwrap()
+    }
+
+    #[test]
+    fn the_nftables_tables_are_part_of_the_pass() {
+        let (kernel, mut host) = kernel();
+        let nft = kernel.nftables();
+        let inputs = inputs(Mode::Vxlan);
+        let mut written = Written::default();
+        let first = pass_with_nft(&mut host, &kernel, &inputs, &mut written);
+        assert!(
+            first.failed.is_empty() && first.nft_changed,
+            "{:?}",
+            first.failed
+        );
+        assert_eq!(
+            nft.get(strait_nft::SNAT_TABLE),
+            Held::Table(snat().normalized())
+        );
+        // Settled: nothing is written again.
+        let writes = nft.writes();
+        assert!(!pass_with_nft(&mut host, &kernel, &inputs, &mut written).nft_changed);
+        assert_eq!(nft.writes(), writes);
+        // Deleted by hand, or its chain flushed: back on the next pass; another tool's table
+        // stays.
+        nft.remove(strait_nft::SNAT_TABLE);
+        nft.put("kube-proxy", Held::Unreadable("not ours".into()));
+        assert!(pass_with_nft(&mut host, &kernel, &inputs, &mut written).nft_changed);
+        let mut flushed = snat().normalized();
+        flushed.chains[0].rules.clear();
+        nft.put(strait_nft::SNAT_TABLE, Held::Table(flushed));
+        assert!(pass_with_nft(&mut host, &kernel, &inputs, &mut written).nft_changed);
+        assert_eq!(
+            nft.get(strait_nft::SNAT_TABLE),
+            Held::Table(snat().normalized())
+        );
+        // A refused write is reported; the rest of the pass is done all the same.
+        nft.remove(strait_nft::SNAT_TABLE);
+        nft.refuse_writes(true);
+        kernel.edit(None, |ns| ns.fdb.clear());
+        let refused = pass_with_nft(&mut host, &kernel, &inputs, &mut written);
+        assert_eq!(refused.failed.len(), 1, "{:?}", refused.failed);
+        assert!(refused.done > 0 && left_to_do(&mut host, &inputs) == 0);
+        nft.refuse_writes(false);
+        // Towards nothing: Strait's tables go with the overlay, others' stay.
+        let gone = pass_with_nft(
+            &mut host,
+            &kernel,
+            &Inputs::nothing(&inputs.local),
+            &mut written,
+        );
+        assert!(gone.failed.is_empty(), "{:?}", gone.failed);
+        assert_eq!(nft.names(), ["kube-proxy"]);
     }
 }
