@@ -18,19 +18,19 @@ use strait_store::{NodeRecord, Store, Vtep};
 use tokio::sync::watch;
 
 use crate::attachments::Attachments;
+use crate::attachments::registry::Registry;
 use crate::config::{Config, UnderlayFamily};
 use crate::error::AgentError;
 use crate::freed::Freed;
 use crate::ipam::Ipam;
+use crate::ipam::network::NETWORK_TABLE;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::network::NETWORK_TABLE;
 use crate::overlay::{Overlay, Surroundings};
 use crate::pods::Pods;
 use crate::reconciler::OwnedLinks;
 use crate::recovery;
-use crate::registry::Registry;
-use crate::tasks::{Stop, Tasks};
+use crate::tasks::{Stop, Tasks, blocking};
 use crate::underlay::Underlay;
 use crate::wake::Wake;
 use crate::{drift, node};
@@ -62,10 +62,11 @@ impl<S: Store> Agent<S> {
     pub async fn start(config: Config, store: S) -> Result<Agent<S>, AgentError> {
         let (configured, configured6) = (config.node_address, config.node_address6);
         let underlay = blocking(move || {
-            let mut nl = Netlink::new()?;
+            let mut nl = Netlink::new().map_err(AgentError::Interfaces)?;
             crate::underlay::resolve(&mut nl, configured, configured6)
         })
-        .await?;
+        .await
+        .map_err(|e| AgentError::Underlay(Box::new(e)))?;
         tracing::info!(address = %underlay.address, address6 = ?underlay.address6.map(|(a, _)| a),
             device = %underlay.device, mtu = underlay.mtu, "underlay");
         config
@@ -75,7 +76,9 @@ impl<S: Store> Agent<S> {
         let ruleset = node::snat_ruleset(&agent.config);
         let sysctl_dir = agent.config.sysctl_dir.clone();
         let ipv6_underlay = node::uses_ipv6(&agent.config).then(|| agent.underlay.device.clone());
-        blocking(move || node::prepare(&ruleset, &sysctl_dir, ipv6_underlay.as_deref())).await?;
+        blocking(move || node::prepare(&ruleset, &sysctl_dir, ipv6_underlay.as_deref()))
+            .await
+            .map_err(|e| AgentError::Prepare(Box::new(e)))?;
         agent
             .membership
             .announce()
@@ -108,8 +111,8 @@ impl<S: Store> Agent<S> {
             wake,
             owned,
             metrics: Arc::clone(&self.metrics),
-            left: Arc::clone(self.membership.left()),
-            record_missing: Arc::clone(self.membership.record_missing()),
+            left: self.membership.left(),
+            record_missing: self.membership.record_missing(),
         };
         let reconciler = self.overlay.reconciler(self.kernel, around, ready);
         self.tasks.spawn("reconciler", reconciler.run());
@@ -149,17 +152,15 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             &config.networks,
             underlay.mtu,
         )
-        .await
-        .map_err(|(network, source)| AgentError::Network {
-            network,
-            source: Box::new(source),
-        })?;
+        .await?;
         let records = registry.all();
         let veths = {
             let kernel = kernel.clone();
             blocking(move || {
-                let mut host = kernel.host()?;
-                Ok(host_veths(&mut host)?)
+                let mut host = kernel
+                    .host()
+                    .map_err(|e| AgentError::HostInterfaces(e.into()))?;
+                host_veths(&mut host).map_err(AgentError::HostInterfaces)
             })
             .await?
         };
@@ -188,11 +189,6 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             stop: Arc::clone(&stop),
             tasks: Tasks::new(stop),
         })
-    }
-
-    /// This node as the overlay sees it.
-    pub fn local_node(&self) -> &LocalNode {
-        self.overlay.local()
     }
 
     /// Reads what pods ask of their network from the Kubernetes API, and knows which pods
@@ -292,11 +288,4 @@ fn local_node<S: Store>(config: &Config, underlay: &Underlay, ipam: &Ipam<S>) ->
             })
             .collect(),
     }
-}
-
-/// Runs blocking work (netlink, fsync) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
-) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(f).await?
 }

@@ -1,4 +1,4 @@
-//! The pods attached on this node, one service: their durable records ([`crate::registry`]),
+//! The pods attached on this node, one service: their durable records ([`crate::attachments::registry`]),
 //! one lock per attachment so that the commands on one run one at a time, the host veths a
 //! restart found carrying addresses without a record ([`crate::recovery`]), and the addresses
 //! freed lately, by namespace ([`crate::freed`]). It decides nothing about addresses or the
@@ -10,12 +10,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::agent::blocking;
 use crate::error::AgentError;
 use crate::freed::Freed;
 use crate::locks::KeyedLocks;
 use crate::recovery::Recovery;
-use crate::registry::{Attachment, AttachmentKey, Registry};
+use crate::tasks::blocking;
+use registry::{Attachment, AttachmentKey, Registry};
+
+pub mod registry;
 
 #[derive(Debug)]
 pub struct Attachments {

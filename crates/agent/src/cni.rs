@@ -20,14 +20,15 @@ use strait_rpc::Received;
 use strait_store::Store;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::agent::{Agent, blocking};
+use crate::agent::Agent;
+use crate::attachments::registry::{Attachment, AttachmentKey, PodRef};
 use crate::caller::Caller;
 use crate::error::AgentError;
 use crate::findings::CheckFinding;
-use crate::network::{NETWORK_TABLE, NetworkState};
+use crate::ipam::network::{NETWORK_TABLE, NetworkState};
 use crate::node::refuse_router_advertisements;
 use crate::recovery::Quarantined;
-use crate::registry::{Attachment, AttachmentKey, PodRef};
+use crate::tasks::blocking;
 use crate::tenancy::{PodIntent, fixed_address_refusal};
 
 fn key_of(req: &CniRequest) -> AttachmentKey {
@@ -388,7 +389,9 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                         "could not drop the record of a failed ADD");
                 }
             }
-            None => self.ipam.release(&net.spec.name, &taken.addresses).await,
+            None => {
+                self.ipam.release(&net.spec.name, &taken.addresses).await;
+            }
         }
     }
 
@@ -523,15 +526,17 @@ impl<S: Store, K: Kernel> Agent<S, K> {
     async fn release_quarantine(&self, q: Quarantined) {
         if let Some(network) = q.network.as_deref() {
             let addresses: Vec<IpNet> = q.addresses.into_iter().map(IpNet::from).collect();
-            self.ipam.release(network, &addresses).await;
-            tracing::info!(veth = %q.veth, ?addresses, "released quarantined addresses");
+            if self.ipam.release(network, &addresses).await {
+                tracing::info!(veth = %q.veth, ?addresses, "released quarantined addresses");
+            }
         }
     }
 
     /// Drops the record and frees its addresses.
     async fn forget(&self, key: &AttachmentKey) -> Result<(), AgentError> {
-        if let Some(a) = self.attachments.remove(key).await? {
-            self.ipam.release(a.network(), &a.addresses).await;
+        if let Some(a) = self.attachments.remove(key).await?
+            && self.ipam.release(a.network(), &a.addresses).await
+        {
             self.attachments.note_freed(&a);
         }
         Ok(())

@@ -16,8 +16,8 @@ use strait_dataplane::overlay::is_device;
 use strait_dataplane::{GATEWAY_V6, ROUTE_PROTOCOL, is_host_veth};
 use strait_netlink::{Event, Monitor, Neighbour, Netlink, NetlinkError, groups};
 
+use crate::attachments::registry::Registry;
 use crate::reconciler::OwnedLinks;
-use crate::registry::Registry;
 use crate::tasks::Running;
 use crate::wake::{Reason, Wake};
 
@@ -182,7 +182,7 @@ mod tests {
     use strait_netlink::MacAddr;
 
     use super::*;
-    use crate::registry::test_record;
+    use crate::attachments::registry::test_record;
 
     fn event(index: u32, ip: &str, mac: Option<u8>, permanent: bool) -> Neighbour {
         Neighbour {
@@ -198,20 +198,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strait-drift-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (registry, _) = Registry::open(&dir).unwrap();
-        registry
-            .put(&test_record("a", "st00000000000a", "10.0.0.1", Some(1)))
-            .unwrap();
+        registry.put_for_test(&test_record("a", "st00000000000a", "10.0.0.1", Some(1)));
         // Two records claiming one address (a conflict): both veths' neighbours are kept.
-        registry
-            .put(&test_record("b", "st00000000000b", "10.0.0.2", Some(2)))
-            .unwrap();
-        registry
-            .put(&test_record("c", "st00000000000c", "10.0.0.2", Some(3)))
-            .unwrap();
+        registry.put_for_test(&test_record("b", "st00000000000b", "10.0.0.2", Some(2)));
+        registry.put_for_test(&test_record("c", "st00000000000c", "10.0.0.2", Some(3)));
         // Recorded before Strait chose pod MACs: its neighbour is not the reconciler's.
-        registry
-            .put(&test_record("d", "st00000000000d", "10.0.0.4", None))
-            .unwrap();
+        registry.put_for_test(&test_record("d", "st00000000000d", "10.0.0.4", None));
         let mut links = |index: u32| match index {
             1 => Ok(Some("st00000000000a".to_string())),
             2 => Ok(Some("st00000000000b".to_string())),
@@ -289,9 +281,7 @@ mod tests {
                 "{what}"
             );
         }
-        registry
-            .remove(&test_record("a", "", "10.0.0.1", None).key)
-            .unwrap();
+        registry.remove_for_test(&test_record("a", "", "10.0.0.1", None).key);
         assert!(
             !is_pod_neighbour_drift(
                 &event(1, "10.0.0.1", None, false),

@@ -1,8 +1,11 @@
 //! The agent's one error type, and the one place where each error becomes a CNI error code with
-//! a message that says what to do. Its variants come in three groups: what a CNI request can
-//! meet, what preparing the node can meet (the underlay, sysctls, nftables, the pod registry's
-//! directory), and what ends a start; the last two reach a CNI caller only through a request
-//! that runs into them (then as an internal error, with straitd's log to say more).
+//! a message that says what to do. Its variants come in four groups: what a CNI request can
+//! meet; what preparing the node can meet (the underlay, sysctls, nftables); what ends a start
+//! or an installation of the plugins; and straitctl requests the node refuses. Only the first
+//! group reaches a CNI caller (a pod's sysctl that cannot be written does, as the data plane's
+//! failure); the others are mapped all the same, to "internal", so that no error can escape the
+//! mapping. Nothing converts into it implicitly but the errors of IPAM and the data plane, whose
+//! codes are mapped kind by kind below: a store or netlink error must say where it came from.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -15,8 +18,8 @@ use strait_netns::NetnsError;
 use strait_nft::NftError;
 use strait_store::StoreError;
 
+use crate::attachments::registry::AttachmentKey;
 use crate::findings::CheckFinding;
-use crate::registry::AttachmentKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -42,7 +45,7 @@ pub enum AgentError {
         reason: String,
     },
     #[error("asking the Kubernetes API about the pod failed: {0}")]
-    Kubernetes(#[source] Box<kube::Error>),
+    Kubernetes(Box<kube::Error>),
     #[error("the Kubernetes API denied straitd access: {0}")]
     KubernetesDenied(String),
     #[error("GC needs the list of valid attachments (cni.dev/valid-attachments)")]
@@ -65,7 +68,7 @@ pub enum AgentError {
         name: String,
     },
     #[error("an agent task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
     #[error("{reason}")]
     NotAllowed { reason: String },
     #[error("the caller left before the answer")]
@@ -92,10 +95,16 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("preparing the node: {0}")]
+    Prepare(#[source] Box<AgentError>),
     #[error("installing the nftables tables: {0}")]
-    Nft(#[from] NftError),
+    Nft(#[source] NftError),
+    #[error("finding this node's underlay: {0}")]
+    Underlay(#[source] Box<AgentError>),
     #[error("reading this node's interfaces: {0}")]
-    Interfaces(#[from] NetlinkError),
+    Interfaces(#[source] NetlinkError),
+    #[error("reading the pods' host interfaces: {0}")]
+    HostInterfaces(#[source] DataplaneError),
     #[error("node_address {0} is not on any interface of this node")]
     NodeAddressNotLocal(Ipv4Addr),
     #[error(
@@ -122,8 +131,8 @@ pub enum AgentError {
     Restore(#[source] Box<AgentError>),
     #[error("announcing this node in the cluster store: {0}")]
     Announce(#[source] StoreError),
-    #[error("the cluster store: {0}")]
-    Store(#[from] StoreError),
+    #[error(transparent)]
+    Store(StoreError),
     #[error("watching for changes: {0}")]
     Watch(#[source] std::io::Error),
     #[error(
@@ -131,6 +140,8 @@ pub enum AgentError {
         .0.display()
     )]
     NoCniBinDir(PathBuf),
+    #[error("{} names no plugin file", .0.display())]
+    NotAPlugin(PathBuf),
     #[error("{what}: {source}")]
     Install {
         what: String,
@@ -187,15 +198,18 @@ impl From<AgentError> for CniError {
                 "send CNI requests through the strait plugin of straitd's version: it opens CNI_NETNS, and a netlink socket inside it, and passes both on",
             ),
             AgentError::KubernetesDenied(_)
-            | AgentError::Ipam(IpamError::Store(StoreError::Denied(_))) => (
+            | AgentError::Ipam(IpamError::Store(StoreError::Denied(_)))
+            | AgentError::Store(StoreError::Denied(_)) => (
                 ErrorCode::Internal,
                 "straitd's credentials may not do this: check its service account and RBAC (deploy/rbac.yaml)",
             ),
-            AgentError::Ipam(IpamError::Store(StoreError::Unavailable(_))) => (
+            AgentError::Ipam(IpamError::Store(StoreError::Unavailable(_)))
+            | AgentError::Store(StoreError::Unavailable(_)) => (
                 ErrorCode::TryAgainLater,
                 "the cluster store is unreachable; the runtime should retry",
             ),
-            AgentError::Ipam(IpamError::Store(StoreError::Io(_))) => (
+            AgentError::Ipam(IpamError::Store(StoreError::Io(_)))
+            | AgentError::Store(StoreError::Io(_)) => (
                 ErrorCode::IoFailure,
                 "straitd could not read or write the embedded store's directory (full or read-only disk?)",
             ),
@@ -228,13 +242,16 @@ impl From<AgentError> for CniError {
                 "straitd could not write its state directory (full or read-only disk?)",
             ),
             AgentError::RecordCollision { .. } => (
-                ErrorCode::Internal,
-                "two attachments map to the same host interface name: DEL the other one, or use another CNI_IFNAME",
+                ErrorCode::IoFailure,
+                "two attachments map to the same record: DEL the other one, or use another CNI_IFNAME",
             ),
             AgentError::Task(_)
             | AgentError::Sysctl { .. }
+            | AgentError::Prepare(_)
             | AgentError::Nft(_)
+            | AgentError::Underlay(_)
             | AgentError::Interfaces(_)
+            | AgentError::HostInterfaces(_)
             | AgentError::NodeAddressNotLocal(_)
             | AgentError::NodeAddress6NotOnUnderlay(..)
             | AgentError::NodeAddressUnknown
@@ -246,6 +263,7 @@ impl From<AgentError> for CniError {
             | AgentError::Store(_)
             | AgentError::Watch(_)
             | AgentError::NoCniBinDir(_)
+            | AgentError::NotAPlugin(_)
             | AgentError::Install { .. }
             | AgentError::Refused { .. } => (ErrorCode::Internal, "see straitd's log"),
             AgentError::NotAllowed { .. } => (
@@ -279,6 +297,11 @@ mod tests {
 
     #[test]
     fn each_error_gets_the_code_that_tells_the_runtime_what_to_do() {
+        let key = |cid: &str| AttachmentKey {
+            network: "n".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+        };
         let store = |e: StoreError| AgentError::Ipam(IpamError::Store(e));
         let cases = [
             (
@@ -304,6 +327,32 @@ mod tests {
             ),
             (AgentError::NotReady { reason: "x".into() }, 11),
             (AgentError::Unavailable { reason: "x".into() }, 50),
+            (
+                AgentError::RegistryIo {
+                    path: "/var/lib/strait/attachments".into(),
+                    source: std::io::Error::from_raw_os_error(libc::EROFS),
+                },
+                5,
+            ),
+            (
+                AgentError::RecordCollision {
+                    key: Box::new(key("a")),
+                    other: Box::new(key("b")),
+                    name: "st000000000001".into(),
+                },
+                5,
+            ),
+            (
+                AgentError::Store(StoreError::Unavailable("timeout".into())),
+                11,
+            ),
+            (
+                AgentError::Sysctl {
+                    path: "/proc/sys/net/ipv4/ip_forward".into(),
+                    source: std::io::Error::from_raw_os_error(libc::EROFS),
+                },
+                104,
+            ),
         ];
         for (error, code) in cases {
             let text = error.to_string();

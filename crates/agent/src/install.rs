@@ -50,10 +50,9 @@ pub fn install(plugins: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, AgentErr
 
 fn install_one(source: &Path, dir: &Path) -> Result<PathBuf, AgentError> {
     let failed = |what: String| move |source| AgentError::Install { what, source };
-    let name = source.file_name().ok_or_else(|| AgentError::Install {
-        what: format!("installing {}", source.display()),
-        source: std::io::Error::other("it names no file"),
-    })?;
+    let name = source
+        .file_name()
+        .ok_or_else(|| AgentError::NotAPlugin(source.to_path_buf()))?;
     let target = dir.join(name);
     let staging = dir.join(format!(".{}.installing", name.to_string_lossy()));
     let placed = std::fs::copy(source, &staging)

@@ -1,4 +1,4 @@
-//! IPAM on this node, one service: its networks' pools and blocks (see [`crate::network`]) and
+//! IPAM on this node, one service: its networks' pools and blocks (see [`crate::ipam::network`]) and
 //! the cluster store that says which node holds which block. It hands out and frees pods'
 //! addresses, claims this node's blocks again after its record vanished, returns empty blocks
 //! to their pools ([`empty_blocks`]) and deletes the blocks of nodes that are gone. Nothing else
@@ -13,9 +13,10 @@ use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
 
 use crate::config::Network;
 use crate::error::AgentError;
-use crate::network::NetworkState;
+use network::NetworkState;
 
 pub mod empty_blocks;
+pub mod network;
 
 /// This node's networks and their blocks in the store `S`.
 #[derive(Debug)]
@@ -40,12 +41,15 @@ impl<S: Store> Ipam<S> {
         node: &str,
         specs: &[Network],
         underlay_mtu: u32,
-    ) -> Result<Ipam<S>, (String, AgentError)> {
+    ) -> Result<Ipam<S>, AgentError> {
         let mut networks = BTreeMap::new();
         for spec in specs {
             let state = NetworkState::load(&store, spec.clone(), node, underlay_mtu)
                 .await
-                .map_err(|e| (spec.name.clone(), e))?;
+                .map_err(|e| AgentError::Network {
+                    network: spec.name.clone(),
+                    source: Box::new(e),
+                })?;
             networks.insert(spec.name.clone(), state);
         }
         Ok(Ipam {
@@ -103,11 +107,14 @@ impl<S: Store> Ipam<S> {
         net.can_allocate(&self.store).await
     }
 
-    /// Frees `addresses` in the network called `network`, if it is still configured.
-    pub async fn release(&self, network: &str, addresses: &[IpNet]) {
-        if let Some(net) = self.networks.get(network) {
-            net.release(addresses).await;
-        }
+    /// Frees `addresses` in the network called `network`; whether it is still configured (an
+    /// address of a network no longer configured has nothing to be freed in).
+    pub async fn release(&self, network: &str, addresses: &[IpNet]) -> bool {
+        let Some(net) = self.networks.get(network) else {
+            return false;
+        };
+        net.release(addresses).await;
+        true
     }
 
     /// Claims again every block this node allocates from, trying again while the store fails

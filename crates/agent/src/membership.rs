@@ -27,9 +27,9 @@ pub struct Membership<S> {
     /// The pods on this node, when the cluster is Kubernetes.
     pods: Option<Arc<Pods>>,
     /// Signalled by the reconciler when this node's record is missing from the cluster view.
-    record_missing: Arc<Notify>,
+    record_missing: RecordMissing,
     /// Set once the node has left the cluster: the reconciler stops, the agent exits.
-    left: Arc<AtomicBool>,
+    left: Left,
     /// Held (shared) by every ADD; leaving holds it alone, so no ADD runs while the node leaves
     /// and none after.
     admission: RwLock<()>,
@@ -43,8 +43,8 @@ impl<S: Store> Membership<S> {
             record,
             cluster: Arc::default(),
             pods: None,
-            record_missing: Arc::default(),
-            left: Arc::default(),
+            record_missing: RecordMissing::default(),
+            left: Left::default(),
             admission: RwLock::default(),
         }
     }
@@ -99,18 +99,23 @@ impl<S: Store> Membership<S> {
         self.pods = Some(Arc::new(pods));
     }
 
-    /// Signalled whenever this node's record is found missing.
-    pub fn record_missing(&self) -> &Arc<Notify> {
-        &self.record_missing
+    /// Where to say that this node's record is missing (the reconciler sees it first).
+    pub fn record_missing(&self) -> RecordMissing {
+        self.record_missing.clone()
     }
 
-    /// Set once the node has left (shared with the reconciler, which then stops).
-    pub fn left(&self) -> &Arc<AtomicBool> {
-        &self.left
+    /// Completes when this node's record is next found missing.
+    pub async fn until_record_missing(&self) {
+        self.record_missing.0.notified().await
+    }
+
+    /// Whether the node has left, for those who only need to know (the reconciler stops).
+    pub fn left(&self) -> Left {
+        self.left.clone()
     }
 
     pub fn has_left(&self) -> bool {
-        self.left.load(Ordering::SeqCst)
+        self.left.is_set()
     }
 
     /// Lets one ADD in, for as long as the guard lives; refused once the node has left.
@@ -131,6 +136,26 @@ impl<S: Store> Membership<S> {
 
     /// The node has left the cluster: no ADD is admitted any more.
     pub fn mark_left(&self) {
-        self.left.store(true, Ordering::SeqCst);
+        self.left.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether the node has left the cluster; only [`Membership`] sets it.
+#[derive(Debug, Clone, Default)]
+pub struct Left(Arc<AtomicBool>);
+
+impl Left {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Says that this node's record is missing from the cluster view; [`Membership`] puts it back.
+#[derive(Debug, Clone, Default)]
+pub struct RecordMissing(Arc<Notify>);
+
+impl RecordMissing {
+    pub fn report(&self) {
+        self.0.notify_one();
     }
 }

@@ -52,7 +52,8 @@ pub fn prepare(
         &mut strait_nft::Nft,
         &[ruleset.table()],
         &mut strait_nft::Written::default(),
-    )?;
+    )
+    .map_err(AgentError::Nft)?;
     Ok(())
 }
 

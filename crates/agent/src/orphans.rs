@@ -12,8 +12,8 @@ use strait_store::Store;
 
 use crate::absences::Absences;
 use crate::agent::Agent;
+use crate::attachments::registry::{Attachment, AttachmentKey};
 use crate::pods::Pods;
-use crate::registry::{Attachment, AttachmentKey};
 
 impl<S: Store> Agent<S> {
     /// Watches this node's pods and releases the attachments of pods that are gone, when the

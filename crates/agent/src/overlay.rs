@@ -10,12 +10,13 @@ use strait_dataplane::overlay::{ClusterView, LocalNode};
 use strait_dataplane::reconcile::{Inputs, Pass, Report, reconcile};
 use tokio::sync::{MutexGuard, watch};
 
-use crate::agent::blocking;
+use crate::attachments::registry::Registry;
 use crate::cluster::ClusterCache;
 use crate::error::AgentError;
+use crate::membership::{Left, RecordMissing};
 use crate::metrics::Metrics;
 use crate::reconciler::{LastPass, OwnedLinks, Reconciler};
-use crate::registry::Registry;
+use crate::tasks::blocking;
 use crate::wake::Wake;
 
 #[derive(Debug)]
@@ -36,8 +37,8 @@ pub struct Surroundings {
     pub wake: Arc<Wake>,
     pub owned: Arc<OwnedLinks>,
     pub metrics: Arc<Metrics>,
-    pub left: Arc<std::sync::atomic::AtomicBool>,
-    pub record_missing: Arc<tokio::sync::Notify>,
+    pub left: Left,
+    pub record_missing: RecordMissing,
 }
 
 impl Overlay {
@@ -112,7 +113,9 @@ impl Overlay {
         let mut failed = run_pass(kernel, Inputs::nothing(&self.local), Pass::Apply)
             .await?
             .failed;
-        if let Err(e) = blocking(move || Ok(strait_nft::delete_all(&mut nft)?)).await {
+        if let Err(e) =
+            blocking(move || strait_nft::delete_all(&mut nft).map_err(AgentError::Nft)).await
+        {
             failed.push(e.to_string());
         }
         Ok(failed)
@@ -121,5 +124,9 @@ impl Overlay {
 
 /// One pass of the node model, off the async threads.
 async fn run_pass(kernel: impl Kernel, inputs: Inputs, pass: Pass) -> Result<Report, AgentError> {
-    blocking(move || Ok(reconcile(&mut kernel.host()?, &inputs, None, pass, None)?)).await
+    blocking(move || {
+        let mut host = kernel.host().map_err(|e| AgentError::Dataplane(e.into()))?;
+        Ok(reconcile(&mut host, &inputs, None, pass, None)?)
+    })
+    .await
 }

@@ -15,8 +15,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
+use crate::attachments::registry::PodRef;
 use crate::error::AgentError;
-use crate::registry::PodRef;
 use crate::tenancy::{self, PodIntent};
 
 /// A pod, by namespace and name.

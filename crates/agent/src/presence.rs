@@ -29,7 +29,7 @@ impl<S: Store> Agent<S> {
         self.tasks.spawn("record keeper", async move {
             let membership = &agent.membership;
             loop {
-                membership.record_missing().notified().await;
+                membership.until_record_missing().await;
                 let mut pause = MIN_INTERVAL;
                 for attempt in 0u32.. {
                     if membership.has_left() {

@@ -7,7 +7,7 @@
 //! backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,11 @@ use strait_dataplane::{Kernel, SystemKernel};
 use strait_nft::Nftables;
 use tokio::sync::watch;
 
+use crate::attachments::registry::Registry;
 use crate::cluster::ClusterCache;
+use crate::ipam::network::NETWORK_TABLE;
+use crate::membership::{Left, RecordMissing};
 use crate::metrics::Metrics;
-use crate::network::NETWORK_TABLE;
-use crate::registry::Registry;
 use crate::wake::{Reason, Reasons, Wake};
 
 /// The slow periodic pass.
@@ -78,9 +79,9 @@ pub struct Reconciler<K = SystemKernel> {
     /// Held during a pass, so that leaving never races one.
     pub overlay_changes: Arc<tokio::sync::Mutex<()>>,
     /// Once set, the loop ends.
-    pub left: Arc<AtomicBool>,
+    pub left: Left,
     /// Signalled when the cluster view lacks this node's own record.
-    pub record_missing: Arc<tokio::sync::Notify>,
+    pub record_missing: RecordMissing,
 }
 
 #[derive(Default)]
@@ -176,7 +177,7 @@ impl<K: Kernel> Reconciler<K> {
                 continue;
             }
             let _exclusive = self.overlay_changes.lock().await;
-            if self.left.load(Ordering::SeqCst) {
+            if self.left.is_set() {
                 return;
             }
             let first = !*self.ready.borrow();
@@ -189,7 +190,7 @@ impl<K: Kernel> Reconciler<K> {
             let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
             let view = self.cache.snapshot();
             if !view.nodes.contains_key(&self.local.name) {
-                self.record_missing.notify_one();
+                self.record_missing.report();
             }
             let peers = view.nodes.keys().filter(|n| **n != self.local.name).count();
             let unreachable = self.local.unreachable(&view);

@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use strait_dataplane::ledger::HostVeth;
 use strait_store::Store;
 
+use crate::attachments::registry::Attachment;
 use crate::error::AgentError;
 use crate::ipam::Ipam;
-use crate::network::NetworkState;
-use crate::registry::Attachment;
+use crate::ipam::network::NetworkState;
 
 /// Addresses a host veth carries that no readable record accounts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +237,7 @@ async fn take_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::AttachmentKey;
+    use crate::attachments::registry::AttachmentKey;
 
     fn record(veth: &str, addresses: &[&str]) -> Attachment {
         Attachment {

@@ -1,5 +1,5 @@
-//! What the agent answers straitctl: the node's state, its attachments, its peers and routes,
-//! and leaving the cluster.
+//! What the agent answers straitctl: the node's state, its attachments, its peers and routes
+//! (and leaving the cluster, which is [`crate::leave`]).
 
 use std::sync::Arc;
 
@@ -122,7 +122,7 @@ impl<S: Store> Agent<S> {
     fn peers(&self) -> Vec<PeerInfo> {
         let view = self.membership.view();
         let mut blocks = blocks_by_node(&view);
-        let unreachable = self.local_node().unreachable(&view);
+        let unreachable = self.overlay.local().unreachable(&view);
         view.nodes
             .iter()
             .filter(|(name, _)| **name != self.config.node_name)
@@ -158,7 +158,7 @@ impl<S: Store> Agent<S> {
     async fn routes(&self) -> Result<Vec<RouteInfo>, AgentError> {
         let view = self.membership.view();
         let report = self.overlay.dry_run(self.kernel, Arc::clone(&view)).await?;
-        let owners = self.local_node().block_owners(&view);
+        let owners = self.overlay.local().block_owners(&view);
         Ok(report
             .desired
             .routes
@@ -176,46 +176,5 @@ impl<S: Store> Agent<S> {
                 programmed: report.actual.routes.contains(r),
             })
             .collect())
-    }
-
-    /// Leaves the cluster: gives up this node's blocks and record, removes its overlay, its
-    /// nftables tables and its conflist, and stops. Refused while pods are attached.
-    async fn leave(&self) -> Result<(), AgentError> {
-        // No ADD is in flight from here on, and none starts.
-        let _no_adds = self.membership.close_admission().await;
-        let attached = self.attachments.all().len();
-        if attached > 0 {
-            return Err(AgentError::Refused {
-                reason: format!(
-                    "{attached} pod attachment(s) remain on this node: delete them (or let the \
-                     runtime run CNI GC) first"
-                ),
-            });
-        }
-        let quarantined = self.attachments.recovery().quarantined().len();
-        if quarantined > 0 {
-            return Err(AgentError::Refused {
-                reason: format!(
-                    "{quarantined} host veth(s) without a record still carry pod addresses \
-                     (straitctl status lists them): delete their pods (or let the runtime run CNI \
-                     GC) first"
-                ),
-            });
-        }
-        let _exclusive = self.overlay.exclusive().await;
-        self.tasks.wind_down();
-        self.membership.mark_left();
-        let me = self.membership.node();
-        self.ipam.delete_blocks_of(me).await?;
-        self.membership.withdraw().await?;
-        for e in self.overlay.remove(self.kernel).await? {
-            tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
-        }
-        if let Err(e) = crate::conflist::remove(&self.config) {
-            tracing::warn!(error = %e, "could not remove the CNI configuration");
-        }
-        tracing::info!(node = %me, "left the cluster");
-        self.stop.stop();
-        Ok(())
     }
 }

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::error::AgentError;
+
 /// Why and when the agent must stop.
 #[derive(Debug, Default)]
 pub struct Stop {
@@ -123,6 +125,15 @@ impl Tasks {
             .push(name);
         self.stop.fail(format!("the agent's task {name:?} stopped"));
     }
+}
+
+/// Runs blocking work (netlink, fsync, nft) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(AgentError::Task)?
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub fn resolve(
     configured: Option<Ipv4Addr>,
     configured6: Option<Ipv6Addr>,
 ) -> Result<Underlay, AgentError> {
-    let links = nl.links()?;
+    let links = nl.links().map_err(AgentError::Interfaces)?;
     let v4 = |nl: &mut Netlink, index: u32| -> Result<Vec<(Ipv4Addr, IpNet)>, NetlinkError> {
         Ok(nl
             .addresses(index)?
@@ -56,7 +56,11 @@ pub fn resolve(
         Some(address) => {
             let mut found = None;
             for link in &links {
-                if let Some(a) = v4(nl, link.index)?.into_iter().find(|a| a.0 == address) {
+                if let Some(a) = v4(nl, link.index)
+                    .map_err(AgentError::Interfaces)?
+                    .into_iter()
+                    .find(|a| a.0 == address)
+                {
                     found = Some((a, link.index));
                     break;
                 }
@@ -65,12 +69,14 @@ pub fn resolve(
         }
         None => {
             let default = nl
-                .routes(false, TABLE_MAIN)?
+                .routes(false, TABLE_MAIN)
+                .map_err(AgentError::Interfaces)?
                 .into_iter()
                 .find(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
                 .ok_or(AgentError::NodeAddressUnknown)?;
             let index = default.oif.expect("checked");
-            let address = v4(nl, index)?
+            let address = v4(nl, index)
+                .map_err(AgentError::Interfaces)?
                 .into_iter()
                 .next()
                 .ok_or(AgentError::NodeAddressUnknown)?;
@@ -93,12 +99,17 @@ pub fn resolve(
     let address6 = match configured6 {
         // Configured: taken even while still tentative (just after the link came up).
         Some(want) => Some(
-            global(nl.addresses(index)?)
+            global(nl.addresses(index).map_err(AgentError::Interfaces)?)
                 .into_iter()
                 .find(|(a, _)| *a == want)
                 .ok_or_else(|| AgentError::NodeAddress6NotOnUnderlay(want, link.name.clone()))?,
         ),
-        None => global(nl.settled_addresses(index)?).into_iter().next(),
+        None => global(
+            nl.settled_addresses(index)
+                .map_err(AgentError::Interfaces)?,
+        )
+        .into_iter()
+        .next(),
     };
     Ok(Underlay {
         address,

@@ -76,7 +76,7 @@ pub fn family_name(ipv6: bool) -> &'static str {
 impl NetworkState {
     /// Registers the network's pools in the store, picks up the blocks this node holds, and
     /// settles the VTEP.
-    pub async fn load(
+    pub(super) async fn load(
         store: &impl Store,
         spec: Network,
         node: &str,
@@ -144,7 +144,7 @@ impl NetworkState {
     /// for its family, else from the family's pools that `may_draw_from` allows (none allowed:
     /// refused). If one family fails, the addresses of the others (`given` included) are
     /// released.
-    pub async fn allocate(
+    pub(super) async fn allocate(
         &self,
         store: &impl Store,
         node: &str,
@@ -263,7 +263,7 @@ impl NetworkState {
 
     /// The address a pod asked for: it must be in one of the network's pools, free, and in a
     /// block this node holds or can claim.
-    pub async fn allocate_fixed(
+    pub(super) async fn allocate_fixed(
         &self,
         store: &impl Store,
         node: &str,
@@ -336,7 +336,7 @@ impl NetworkState {
     /// Claims again every block this node allocates from, for a node whose blocks may have been
     /// taken back while it was deleted from the cluster. Another node holding one of them is
     /// [`IpamError::BlockHeld`]: this node can no longer use it.
-    pub async fn claim_held(&self, store: &impl Store, node: &str) -> Result<(), IpamError> {
+    pub(super) async fn claim_held(&self, store: &impl Store, node: &str) -> Result<(), IpamError> {
         let blocks: Vec<IpNet> = self.allocator.lock().await.blocks().collect();
         for block in blocks {
             for p in self.spec.pools.iter().filter(|p| p.pool.holds_block(block)) {
@@ -348,7 +348,7 @@ impl NetworkState {
 
     /// Whether a pod could get an address now: for each family of the network, this node's
     /// blocks have room or a pool has a free block; why not, otherwise.
-    pub async fn can_allocate(&self, store: &impl Store) -> Result<(), String> {
+    pub(super) async fn can_allocate(&self, store: &impl Store) -> Result<(), String> {
         for ipv6 in self.families() {
             let usage = self.allocator.lock().await.usage_of(ipv6);
             if usage.allocated < usage.capacity {
@@ -400,7 +400,7 @@ impl NetworkState {
     }
 
     /// The blocks of this node's that hold no allocated address, except the VTEP's.
-    pub async fn empty_blocks(&self) -> Vec<IpNet> {
+    pub(super) async fn empty_blocks(&self) -> Vec<IpNet> {
         let mut empty = self.allocator.lock().await.empty_blocks();
         empty.retain(|b| !self.vtep_addresses.iter().any(|ip| b.contains(ip)));
         empty
@@ -408,21 +408,21 @@ impl NetworkState {
 
     /// Holds off block claims (for the time a block is being given back, so that no request
     /// takes it as still this node's meanwhile).
-    pub async fn hold_claims(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(super) async fn hold_claims(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.claiming.lock().await
     }
 
     /// Stops allocating from `block` if it is still empty; whether it did.
-    pub async fn withdraw_block(&self, block: IpNet) -> bool {
+    pub(super) async fn withdraw_block(&self, block: IpNet) -> bool {
         self.allocator.lock().await.remove_empty(block)
     }
 
     /// Allocates from `block` again (giving it back failed).
-    pub async fn restore_block(&self, block: IpNet) {
+    pub(super) async fn restore_block(&self, block: IpNet) {
         self.allocator.lock().await.add_block(block);
     }
 
-    pub async fn release(&self, addresses: &[IpNet]) {
+    pub(super) async fn release(&self, addresses: &[IpNet]) {
         let mut allocator = self.allocator.lock().await;
         for a in addresses {
             allocator.release(a.addr());

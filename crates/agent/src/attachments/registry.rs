@@ -167,7 +167,7 @@ impl Registry {
     }
 
     /// Writes the record durably, then makes it visible.
-    pub fn put(&self, a: &Attachment) -> Result<(), AgentError> {
+    pub(super) fn put(&self, a: &Attachment) -> Result<(), AgentError> {
         self.check_name(a)?;
         let path = self.path_of(a);
         let bytes = serde_json::to_vec_pretty(&OnDisk {
@@ -183,7 +183,7 @@ impl Registry {
 
     /// Refuses an attachment whose host veth name another attachment's record already has (two
     /// keys whose names hash alike): building it would delete that pod's veth.
-    pub fn check_name(&self, a: &Attachment) -> Result<(), AgentError> {
+    pub(super) fn check_name(&self, a: &Attachment) -> Result<(), AgentError> {
         match self
             .lock()
             .values()
@@ -199,7 +199,7 @@ impl Registry {
     }
 
     /// Removes the record durably; returns it if it was there.
-    pub fn remove(&self, key: &AttachmentKey) -> Result<Option<Attachment>, AgentError> {
+    pub(super) fn remove(&self, key: &AttachmentKey) -> Result<Option<Attachment>, AgentError> {
         let Some(a) = self.get(key) else {
             return Ok(None);
         };
@@ -210,6 +210,19 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttachmentKey, Attachment>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+impl Registry {
+    /// Writes `a`, for other modules' unit tests (only the attachments service writes records).
+    pub(crate) fn put_for_test(&self, a: &Attachment) {
+        self.put(a).expect("the record is written");
+    }
+
+    /// Drops `key`'s record, for other modules' unit tests.
+    pub(crate) fn remove_for_test(&self, key: &AttachmentKey) {
+        self.remove(key).expect("the record is removed");
     }
 }
 
