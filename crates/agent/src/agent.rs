@@ -76,7 +76,8 @@ impl<S: Store> Agent<S> {
         let ruleset = node::snat_ruleset(&agent.config);
         let sysctl_dir = agent.config.sysctl_dir.clone();
         let ipv6_underlay = node::uses_ipv6(&agent.config).then(|| agent.underlay.device.clone());
-        blocking(move || node::prepare(&ruleset, &sysctl_dir, ipv6_underlay.as_deref()))
+        let mut nft = agent.kernel.nftables();
+        blocking(move || node::prepare(&mut nft, &ruleset, &sysctl_dir, ipv6_underlay.as_deref()))
             .await
             .map_err(|e| AgentError::Prepare(Box::new(e)))?;
         agent

@@ -97,7 +97,7 @@ pub enum AgentError {
     },
     #[error("preparing the node: {0}")]
     Prepare(#[source] Box<AgentError>),
-    #[error("installing the nftables tables: {0}")]
+    #[error("nftables: {0}")]
     Nft(#[source] NftError),
     #[error("finding this node's underlay: {0}")]
     Underlay(#[source] Box<AgentError>),
@@ -131,8 +131,8 @@ pub enum AgentError {
     Restore(#[source] Box<AgentError>),
     #[error("announcing this node in the cluster store: {0}")]
     Announce(#[source] StoreError),
-    #[error(transparent)]
-    Store(StoreError),
+    #[error("the cluster store: {0}")]
+    Store(#[source] StoreError),
     #[error("watching for changes: {0}")]
     Watch(#[source] std::io::Error),
     #[error(
@@ -243,7 +243,7 @@ impl From<AgentError> for CniError {
             ),
             AgentError::RecordCollision { .. } => (
                 ErrorCode::IoFailure,
-                "two attachments map to the same record: DEL the other one, or use another CNI_IFNAME",
+                "two attachments map to the same host interface name: DEL the other one, or use another CNI_IFNAME",
             ),
             AgentError::Task(_)
             | AgentError::Sysctl { .. }

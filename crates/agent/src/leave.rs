@@ -46,7 +46,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             .withdraw()
             .await
             .map_err(AgentError::Store)?;
-        for e in self.overlay.remove(self.kernel.clone()).await? {
+        for e in self.overlay.remove(self.kernel.clone()).await {
             tracing::warn!(error = %e, "could not remove part of the overlay while leaving");
         }
         if let Err(e) = crate::conflist::remove(&self.config) {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use strait_nft::Ruleset;
+use strait_nft::{Nftables, Ruleset};
 
 use crate::config::Config;
 use crate::error::AgentError;
@@ -43,17 +43,14 @@ pub fn uses_ipv6(config: &Config) -> bool {
 /// Prepares the node: forwarding on (IPv6's too when `ipv6_underlay` names the underlay device
 /// of a node with IPv6 pools), and the nftables tables (an older agent's removed).
 pub fn prepare(
+    nft: &mut impl Nftables,
     ruleset: &Ruleset,
     sysctl_dir: &Path,
     ipv6_underlay: Option<&str>,
 ) -> Result<(), AgentError> {
     enable_forwarding(sysctl_dir, ipv6_underlay)?;
-    strait_nft::ensure(
-        &mut strait_nft::Nft,
-        &[ruleset.table()],
-        &mut strait_nft::Written::default(),
-    )
-    .map_err(AgentError::Nft)?;
+    strait_nft::ensure(nft, &[ruleset.table()], &mut strait_nft::Written::default())
+        .map_err(AgentError::Nft)?;
     Ok(())
 }
 

@@ -107,18 +107,20 @@ impl Overlay {
         run_pass(kernel, inputs, Pass::DryRun).await
     }
 
-    /// Removes the node's overlay and Strait's nftables tables; what could not be removed.
-    pub async fn remove(&self, kernel: impl Kernel) -> Result<Vec<String>, AgentError> {
+    /// Removes the node's overlay and Strait's nftables tables (by name, whether or not they
+    /// can be listed); what could not be removed.
+    pub async fn remove(&self, kernel: impl Kernel) -> Vec<String> {
         let mut nft = kernel.nftables();
-        let mut failed = run_pass(kernel, Inputs::nothing(&self.local), Pass::Apply)
-            .await?
-            .failed;
+        let mut failed = match run_pass(kernel, Inputs::nothing(&self.local), Pass::Apply).await {
+            Ok(report) => report.failed,
+            Err(e) => vec![e.to_string()],
+        };
         if let Err(e) =
             blocking(move || strait_nft::delete_all(&mut nft).map_err(AgentError::Nft)).await
         {
             failed.push(e.to_string());
         }
-        Ok(failed)
+        failed
     }
 }
 

@@ -7,8 +7,7 @@
 //! backoff, never dropped.
 
 use std::collections::{BTreeSet, HashSet};
-
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use strait_dataplane::model::Actual;
@@ -110,14 +109,16 @@ fn pass(
 ) -> Outcome {
     let mut out = Outcome::default();
     let mut ruleset = kernel.nftables();
-    let mut written = nft.map(|w| w.lock().expect("not poisoned"));
-    let check = written
-        .as_deref_mut()
-        .map(|w| (&mut ruleset as &mut dyn Nftables, w));
-    let report = kernel
-        .host()
-        .map_err(Into::into)
-        .and_then(|mut nl| reconcile(&mut nl, inputs, known, Pass::Apply, check));
+    let mut written = nft.map(|w| w.lock().unwrap_or_else(PoisonError::into_inner));
+    let report = match kernel.host() {
+        Ok(mut nl) => {
+            let check = written
+                .as_deref_mut()
+                .map(|w| (&mut ruleset as &mut dyn Nftables, w));
+            reconcile(&mut nl, inputs, known, Pass::Apply, check)
+        }
+        Err(e) => Err(e.into()),
+    };
     match report {
         Ok(report) => {
             tracing::debug!(
@@ -133,7 +134,17 @@ fn pass(
             out.underlay = report.underlay_link;
             out.nft_repaired = report.nft_changed;
         }
-        Err(e) => out.errors.push(e.to_string()),
+        Err(e) => {
+            out.errors.push(e.to_string());
+            // The node model could not be read or applied; its nftables tables are kept all
+            // the same.
+            if let Some(written) = written.as_deref_mut() {
+                match strait_nft::ensure(&mut ruleset, &inputs.nft_tables, written) {
+                    Ok(changed) => out.nft_repaired = changed,
+                    Err(e) => out.errors.push(e.to_string()),
+                }
+            }
+        }
     }
     out
 }
@@ -159,6 +170,7 @@ impl<K: Kernel> Reconciler<K> {
         let mut applied: Option<Actual> = None;
         let mut started_up = false;
         let mut last_unreachable = Vec::new();
+        let mut nft_pending = false;
         let nft_written = Arc::new(Mutex::new(strait_nft::Written::default()));
         loop {
             // The first pass runs at once; later ones wait for a reason, a retry or the tick.
@@ -187,7 +199,10 @@ impl<K: Kernel> Reconciler<K> {
             } else {
                 None
             };
-            let check_nft = first || woke.has(Reason::Nft) || woke.has(Reason::Timer);
+            // The tables are read when something may have changed them, and after a pass that
+            // checked them failed (a store event may come before the retry).
+            let check_nft =
+                first || nft_pending || woke.has(Reason::Nft) || woke.has(Reason::Timer);
             let view = self.cache.snapshot();
             if !view.nodes.contains_key(&self.local.name) {
                 self.record_missing.report();
@@ -228,6 +243,9 @@ impl<K: Kernel> Reconciler<K> {
                 self.owned.set(&outcome.owned, outcome.underlay);
             }
             let ok = outcome.errors.is_empty();
+            if check_nft {
+                nft_pending = !ok;
+            }
             let repaired = !first
                 && (outcome.nft_repaired || (woke.has(Reason::Kernel) && outcome.operations > 0));
             self.metrics

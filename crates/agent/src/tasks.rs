@@ -128,7 +128,7 @@ impl Tasks {
 }
 
 /// Runs blocking work (netlink, fsync, nft) off the async workers.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, AgentError> {
     tokio::task::spawn_blocking(f)

@@ -348,27 +348,36 @@ mod tests {
         let mut nft = fake::FakeNft::default();
         let mut written = Written::default();
         let table = snat(&["10.1.0.0/16"]);
-        ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap();
         // An nft that prints what it was given in another form: the form read right after the
         // write is the one to compare with, so nothing is written again.
         let mut printed = table.normalized();
-        printed.sets[0].elements = nets(&["10.1.0.0/17", "10.1.128.0/17"]);
-        written
-            .0
-            .insert(SNAT_TABLE.into(), Held::Table(printed.clone()));
-        nft.put(SNAT_TABLE, Held::Table(printed));
-        let writes = nft.writes();
+        printed
+            .foreign
+            .push("something this nft prints of its own".into());
+        nft.reprint(SNAT_TABLE, Held::Table(printed.clone()));
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.get(SNAT_TABLE), Held::Table(printed.clone()));
         assert!(!ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
-        assert_eq!(nft.writes(), writes);
+        assert_eq!(nft.writes(), 1);
+        // Changed by someone else since (its chain flushed): written again.
+        let mut flushed = printed;
+        flushed.chains[0].rules.clear();
+        nft.put(SNAT_TABLE, Held::Table(flushed));
+        assert!(ensure(&mut nft, std::slice::from_ref(&table), &mut written).unwrap());
+        assert_eq!(nft.writes(), 2);
     }
 
     #[test]
-    fn a_refused_write_is_an_error_and_delete_all_goes_by_name() {
+    fn refused_writes_and_reads_are_errors_and_delete_all_goes_by_name() {
         let mut nft = fake::FakeNft::default();
         nft.refuse_writes(true);
         let e = ensure(&mut nft, &[snat(&["10.1.0.0/16"])], &mut Written::default());
         assert!(matches!(e, Err(NftError::Refused(_))), "{e:?}");
         nft.refuse_writes(false);
+        nft.refuse_reads(true);
+        let e = ensure(&mut nft, &[snat(&["10.1.0.0/16"])], &mut Written::default());
+        assert!(matches!(e, Err(NftError::Refused(_))), "{e:?}");
+        // Nothing can be listed: the tables still go, by name.
         nft.put(SNAT_TABLE, Held::Unreadable("x".into()));
         nft.put(LEGACY_TABLE, Held::Unreadable("x".into()));
         nft.put("other", Held::Unreadable("x".into()));

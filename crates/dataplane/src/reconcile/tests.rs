@@ -431,6 +431,7 @@ mod on_a_fake_kernel {
         assert_eq!(refused.failed.len(), 1, "{:?}", refused.failed);
         assert!(refused.done > 0 && left_to_do(&mut host, &inputs) == 0);
         nft.refuse_writes(false);
+        assert!(pass_with_nft(&mut host, &kernel, &inputs, &mut written).nft_changed);
         // Towards nothing: Strait's tables go with the overlay, others' stay.
         let gone = pass_with_nft(
             &mut host,
@@ -438,7 +439,11 @@ mod on_a_fake_kernel {
             &Inputs::nothing(&inputs.local),
             &mut written,
         );
-        assert!(gone.failed.is_empty(), "{:?}", gone.failed);
+        assert!(
+            gone.failed.is_empty() && gone.nft_changed,
+            "{:?}",
+            gone.failed
+        );
         assert_eq!(nft.names(), ["kube-proxy"]);
     }
 }
