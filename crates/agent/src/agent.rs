@@ -26,7 +26,7 @@ use crate::ipam::Ipam;
 use crate::ipam::network::NETWORK_TABLE;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::overlay::{Overlay, Surroundings};
+use crate::overlay::{Overlay, ReconcilerLinks};
 use crate::pods::Pods;
 use crate::reconciler::OwnedLinks;
 use crate::recovery;
@@ -106,7 +106,7 @@ impl<S: Store> Agent<S> {
         drift::watch_nft(self.tasks.running("nftables events"), Arc::clone(&wake))
             .map_err(AgentError::Watch)?;
         let (ready, ready_rx) = watch::channel(false);
-        let around = Surroundings {
+        let around = ReconcilerLinks {
             cluster: Arc::clone(cluster),
             registry: Arc::clone(registry),
             wake,

@@ -29,9 +29,9 @@ pub struct Overlay {
     changes: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// What the reconciler reads and signals besides the overlay: the cluster, the attachments whose
-/// host sides it keeps, what wakes it, and this node's membership.
-pub struct Surroundings {
+/// What the reconciler is linked to besides the overlay: the cluster, the attachments whose host
+/// sides it keeps, what wakes it, the metrics, and this node's membership.
+pub struct ReconcilerLinks {
     pub cluster: Arc<ClusterCache>,
     pub registry: Arc<Registry>,
     pub wake: Arc<Wake>,
@@ -61,7 +61,7 @@ impl Overlay {
     pub fn reconciler<K: Kernel>(
         &self,
         kernel: K,
-        around: Surroundings,
+        around: ReconcilerLinks,
         ready: watch::Sender<bool>,
     ) -> Reconciler<K> {
         Reconciler {

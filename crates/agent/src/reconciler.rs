@@ -62,25 +62,25 @@ pub struct LastPass {
 /// The loop, changing the node through `K`.
 #[derive(Debug)]
 pub struct Reconciler<K = SystemKernel> {
-    pub kernel: K,
-    pub local: LocalNode,
-    pub cache: Arc<ClusterCache>,
+    pub(crate) kernel: K,
+    pub(crate) local: LocalNode,
+    pub(crate) cache: Arc<ClusterCache>,
     /// The attachments whose host sides each pass keeps.
-    pub registry: Arc<Registry>,
-    pub wake: Arc<Wake>,
-    pub metrics: Arc<Metrics>,
-    pub owned: Arc<OwnedLinks>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) wake: Arc<Wake>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) owned: Arc<OwnedLinks>,
     /// Strait's nftables tables, as they must be.
-    pub nft_tables: Vec<strait_nft::Table>,
-    pub last: Arc<Mutex<Option<LastPass>>>,
+    pub(crate) nft_tables: Vec<strait_nft::Table>,
+    pub(crate) last: Arc<Mutex<Option<LastPass>>>,
     /// Becomes true after the first pass that succeeded.
-    pub ready: watch::Sender<bool>,
+    pub(crate) ready: watch::Sender<bool>,
     /// Held during a pass, so that leaving never races one.
-    pub overlay_changes: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) overlay_changes: Arc<tokio::sync::Mutex<()>>,
     /// Once set, the loop ends.
-    pub left: Left,
+    pub(crate) left: Left,
     /// Signalled when the cluster view lacks this node's own record.
-    pub record_missing: RecordMissing,
+    pub(crate) record_missing: RecordMissing,
 }
 
 #[derive(Default)]
