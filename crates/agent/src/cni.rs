@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -296,6 +297,10 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         let plan = plan_of(&attachment);
         let sysctl_dir = self.config.sysctl_dir.clone();
         let node_kernel = self.kernel.clone();
+        // Whether the kernel work (re)builds the pod's network: then whatever it leaves on
+        // failure is this ADD's to remove. A repeated ADD whose network is intact builds nothing.
+        let building = Arc::new(AtomicBool::new(fresh));
+        let builds = Arc::clone(&building);
         let kernel = blocking(move || {
             let mut ns = ns;
             let mut host = host_netlink(&node_kernel)?;
@@ -305,6 +310,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                 {
                     return Ok(links);
                 }
+                builds.store(true, Ordering::SeqCst);
                 delete_pod(&mut host, &plan.host_veth)?;
             }
             let before_addresses = || {
@@ -327,11 +333,15 @@ impl<S: Store, K: Kernel> Agent<S, K> {
             persisted
         };
         let (persisted, built) = tokio::join!(record, kernel);
+        if building.load(Ordering::SeqCst) {
+            // From here on, a failure deletes the veth again (gone already is fine).
+            taken.veth = Some(attachment.host_veth.clone());
+        }
         let built = match persisted {
             Ok(()) => built,
             // A repeated ADD keeps its earlier record (its pod's network, when it had to be
             // rebuilt, is gone: the runtime's retry builds it again). The kernel work stopped
-            // before any address, and undid itself.
+            // before any address; what it made goes with the rollback.
             Err(e) => {
                 self.roll_back(net, taken).await;
                 return Err(e);
@@ -342,7 +352,6 @@ impl<S: Store, K: Kernel> Agent<S, K> {
         }
         match built {
             Ok(_) if fresh && caller.is_gone() => {
-                taken.veth = Some(attachment.host_veth.clone());
                 self.roll_back(net, taken).await;
                 Err(AgentError::CallerGone)
             }
@@ -357,13 +366,10 @@ impl<S: Store, K: Kernel> Agent<S, K> {
                     None => ours,
                 })
             }
-            // The kernel work undid what it built; its veth is deleted again all the same (gone
-            // already is fine), so that an undo that could not delete it keeps the record and
-            // addresses rather than freeing addresses a device may carry.
+            // What the kernel work built goes with its veth, first: if the veth cannot be
+            // deleted, the record and addresses stay rather than free addresses a device may
+            // carry.
             Err(e) => {
-                if fresh {
-                    taken.veth = Some(attachment.host_veth.clone());
-                }
                 self.roll_back(net, taken).await;
                 Err(e)
             }

@@ -1,6 +1,7 @@
 //! A pod's network as kernel objects. [`PodPlan`] says what a pod must have (pure data);
-//! [`add_pod`] builds it (undoing everything if any step fails), [`check_pod`] lists every way the
-//! kernel differs from it, [`delete_pod`] removes it (repeat-safe). Overlay and routed pods look
+//! [`add_pod`] builds it (a failed build leaves its caller the host veth to delete),
+//! [`check_pod`] lists every way the kernel differs from it, [`delete_pod`] removes it
+//! (repeat-safe). Overlay and routed pods look
 //! the same on their node:
 //!
 //! - in the pod: `IFNAME` with `POD_IP/32`, `169.254.1.1 dev IFNAME scope link`,
@@ -29,7 +30,6 @@ pub mod overlay;
 mod pod;
 pub mod reconcile;
 mod rtnetlink;
-mod undo;
 
 pub use error::DataplaneError;
 pub use finding::{End, Finding};

@@ -13,7 +13,6 @@ use crate::kernel::host_route;
 use crate::model::Table;
 use crate::naming::{ROUTE_PROTOCOL, families, gateway_v6_on_host, gateways};
 use crate::rtnetlink::{Change, Rtnetlink};
-use crate::undo::Undo;
 
 /// What one attachment must look like. Built by the agent from the request and the allocation.
 /// The namespace itself is passed alongside as a handle; `netns` is its path, for messages.
@@ -138,10 +137,11 @@ fn must_exist(link: Option<Link>, name: &str) -> Result<Link, DataplaneError> {
     })
 }
 
-/// Builds the pod's network. On failure, everything created so far is removed again. The host
-/// end is created up; each side's link, addresses, neighbour and routes then go in one
-/// pipelined write. `before_addresses` runs once the veth pair exists and before any address
-/// reaches the kernel; its error stops and undoes the build.
+/// Builds the pod's network. The host end is created up; each side's link, addresses,
+/// neighbour and routes then go in one pipelined write. `before_addresses` runs once the veth
+/// pair exists and before any address reaches the kernel; its error stops the build. A build
+/// that fails leaves what it made for its caller to remove: everything hangs off the host veth,
+/// so [`delete_pod`] of it removes it all (the agent's ADD does, in its one rollback).
 pub fn add_pod<R: Rtnetlink>(
     host: &mut R,
     plan: &PodPlan,
@@ -170,14 +170,8 @@ pub fn add_pod<R: Rtnetlink>(
         },
         e => e.into(),
     })?;
-    let mut undo = Undo::new(host);
-    let veth = plan.host_veth.clone();
-    undo.push(move |h: &mut R| {
-        let _ = h.delete_link(&veth);
-    });
-
     fault::inject("after-veth")?;
-    let host_link = must_exist(undo.ctx().link_by_name(&plan.host_veth)?, &plan.host_veth)?;
+    let host_link = must_exist(host.link_by_name(&plan.host_veth)?, &plan.host_veth)?;
     let pod_link = must_exist(pod.link_by_name(&plan.ifname)?, &plan.ifname)?;
     let host_mac = host_link.mac.ok_or_else(|| no_mac(&plan.host_veth))?;
     let pod_mac = pod_link.mac.ok_or_else(|| no_mac(&plan.ifname))?;
@@ -218,7 +212,7 @@ pub fn add_pod<R: Rtnetlink>(
             mac: pod_mac,
         }))
         .collect();
-    let results = undo.ctx().apply(host_side);
+    let results = host.apply(host_side);
     let skip = usize::from(plan.has_ipv6());
     for (i, result) in results.into_iter().enumerate() {
         let route = i.checked_sub(skip).filter(|r| *r < host_routes.len());
@@ -229,8 +223,7 @@ pub fn add_pod<R: Rtnetlink>(
             // route here first: that one is ours.
             Err(e) if e.is_exists() && route.is_some() => {
                 let want = &host_routes[route.expect("checked")];
-                if !undo
-                    .ctx()
+                if !host
                     .routes(want.dst.addr().is_ipv6(), want.table)?
                     .iter()
                     .any(|have| same_host_route(have, want))
@@ -242,7 +235,6 @@ pub fn add_pod<R: Rtnetlink>(
         }
     }
     fault::inject("after-host-side")?;
-    undo.commit();
     Ok(PodLinks {
         host: host_link,
         pod: pod_link,
