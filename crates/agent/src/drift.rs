@@ -8,10 +8,6 @@
 
 use std::sync::Arc;
 
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::LinkAttribute;
-use netlink_packet_route::route::RouteAttribute;
 use strait_dataplane::overlay::is_device;
 use strait_dataplane::{GATEWAY_V6, ROUTE_PROTOCOL, is_host_veth};
 use strait_netlink::{Event, Monitor, Neighbour, Netlink, NetlinkError, groups};
@@ -29,59 +25,45 @@ fn concerns_us(
     registry: &Registry,
     name_of: &mut impl FnMut(u32) -> Result<Option<String>, NetlinkError>,
 ) -> bool {
-    let event = match event {
-        Event::Nexthop(nh) => return nh.protocol == ROUTE_PROTOCOL,
-        Event::Route(message) => message,
-    };
     match event {
-        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
-            owned.contains(l.header.index)
-                || l.attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::IfName(n) if is_device(n)))
+        Event::Nexthop(nh) => nh.protocol == ROUTE_PROTOCOL,
+        Event::Link { index, name } => {
+            owned.contains(*index) || name.as_deref().is_some_and(is_device)
         }
-        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n)
-            if owned.holds_entries(n.header.ifindex) =>
-        {
-            true
-        }
-        RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
-            let deleted = matches!(event, RouteNetlinkMessage::DelNeighbour(_));
-            Neighbour::from_message(m)
-                .is_some_and(|n| is_pod_neighbour_drift(&n, deleted, registry, name_of))
-        }
-        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a)
-            if owned.holds_entries(a.header.index) =>
-        {
-            true
-        }
+        Event::Neighbour { index, .. } if owned.holds_entries(*index) => true,
+        Event::Neighbour {
+            deleted,
+            neighbour: Some(n),
+            ..
+        } => is_pod_neighbour_drift(n, *deleted, registry, name_of),
+        Event::Neighbour { .. } => false,
+        Event::Address { index, .. } if owned.holds_entries(*index) => true,
         // A pod's IPv6 gateway deleted from a host veth that stays.
-        RouteNetlinkMessage::DelAddress(a) => {
-            a.attributes
-                .iter()
-                .any(|attr| matches!(attr, AddressAttribute::Address(ip) if *ip == GATEWAY_V6))
-                && match name_of(a.header.index) {
+        Event::Address {
+            deleted: true,
+            index,
+            address: Some(ip),
+        } => {
+            *ip == GATEWAY_V6
+                && match name_of(*index) {
                     Ok(name) => name.is_some_and(|n| is_host_veth(&n)),
                     Err(_) => true,
                 }
         }
+        Event::Address { .. } => false,
         // Any of ours deleted, wherever it led (pods' host routes come and go with their veths,
         // so only their deletion is news), unless its device went with it: IPv6 reports the
         // routes of a deleted link, and the link's own event says whatever matters.
-        RouteNetlinkMessage::DelRoute(r) => {
-            u8::from(r.header.protocol) == ROUTE_PROTOCOL
-                && !r
-                    .attributes
-                    .iter()
-                    .any(|a| matches!(a, RouteAttribute::Oif(i) if matches!(name_of(*i), Ok(None))))
-        }
-        RouteNetlinkMessage::NewRoute(r) => {
-            u8::from(r.header.protocol) == ROUTE_PROTOCOL
-                && r.attributes
-                    .iter()
-                    .any(|a| matches!(a, RouteAttribute::Oif(i) if owned.contains(*i)))
-        }
-        _ => false,
+        Event::Route {
+            deleted: true,
+            protocol,
+            oif,
+        } => *protocol == ROUTE_PROTOCOL && !oif.is_some_and(|i| matches!(name_of(i), Ok(None))),
+        Event::Route {
+            deleted: false,
+            protocol,
+            oif,
+        } => *protocol == ROUTE_PROTOCOL && oif.is_some_and(|i| owned.contains(i)),
     }
 }
 
@@ -296,30 +278,23 @@ mod tests {
 
     #[test]
     fn the_underlays_neighbours_and_addresses_wake_nothing_its_link_and_our_devices_do() {
-        use netlink_packet_route::address::AddressMessage;
-        use netlink_packet_route::link::LinkMessage;
-        use netlink_packet_route::neighbour::NeighbourMessage;
         let dir = std::env::temp_dir().join(format!("strait-drift-owned-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (registry, _) = Registry::open(&dir).unwrap();
         let owned = OwnedLinks::default();
         // Device 3 is ours, 2 the underlay.
         owned.set(&BTreeSet::from([2, 3]), Some(2));
-        let neighbour = |index: u32| {
-            let mut m = NeighbourMessage::default();
-            m.header.ifindex = index;
-            Event::Route(RouteNetlinkMessage::NewNeighbour(m))
+        let neighbour = |index: u32| Event::Neighbour {
+            deleted: false,
+            index,
+            neighbour: None,
         };
-        let address = |index: u32| {
-            let mut m = AddressMessage::default();
-            m.header.index = index;
-            Event::Route(RouteNetlinkMessage::NewAddress(m))
+        let address = |index: u32| Event::Address {
+            deleted: false,
+            index,
+            address: None,
         };
-        let link = |index: u32| {
-            let mut m = LinkMessage::default();
-            m.header.index = index;
-            Event::Route(RouteNetlinkMessage::NewLink(m))
-        };
+        let link = |index: u32| Event::Link { index, name: None };
         let mut links = |_: u32| Ok(None);
         let cases = [
             ("a neighbour of our device", neighbour(3), true),
@@ -342,15 +317,13 @@ mod tests {
 
     #[test]
     fn a_deleted_route_of_ours_wakes_the_reconciler_unless_its_device_went_with_it() {
-        use netlink_packet_route::route::{RouteMessage, RouteProtocol};
         let dir = std::env::temp_dir().join(format!("strait-drift-routes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (registry, _) = Registry::open(&dir).unwrap();
-        let deleted = |protocol: u8, oif: Option<u32>| {
-            let mut m = RouteMessage::default();
-            m.header.protocol = RouteProtocol::from(protocol);
-            m.attributes.extend(oif.map(RouteAttribute::Oif));
-            Event::Route(RouteNetlinkMessage::DelRoute(m))
+        let deleted = |protocol: u8, oif: Option<u32>| Event::Route {
+            deleted: true,
+            protocol,
+            oif,
         };
         let mut links = |index: u32| match index {
             1 => Ok(Some("st00000000000a".to_string())),

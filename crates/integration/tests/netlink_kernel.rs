@@ -168,12 +168,13 @@ fn the_monitor_sees_routes_and_links_change() {
     };
     nl.send_request(route.replace_request()).unwrap();
     ns.ip(&["route", "del", "10.7.0.0/26"]);
-    until_seen(monitor, |events| {
+    until_seen(monitor, move |events| {
         events.iter().any(|e| {
-            matches!(
-                e,
-                Event::Route(netlink_packet_route::RouteNetlinkMessage::DelRoute(_))
-            )
+            *e == Event::Route {
+                deleted: true,
+                protocol: 83,
+                oif: Some(dev),
+            }
         })
     });
 }

@@ -6,6 +6,7 @@
 
 mod addr;
 mod error;
+mod event;
 mod fdb;
 mod link;
 mod neigh;
@@ -15,9 +16,10 @@ mod socket;
 
 pub use addr::add_address_request;
 pub use error::NetlinkError;
+pub use event::Event;
 pub use fdb::FdbEntry;
 pub use link::{Link, MacAddr, Vxlan, VxlanSpec};
 pub use neigh::Neighbour;
 pub use nexthop::Nexthop;
 pub use route::{Route, Scope, TABLE_MAIN};
-pub use socket::{BATCH, Body, Event, Monitor, Netlink, Request, groups};
+pub use socket::{BATCH, Body, Monitor, Netlink, Request, groups};

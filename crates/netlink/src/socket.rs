@@ -12,6 +12,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::error::NetlinkError;
+use crate::event::Event;
 
 const RECV_BUFFER: usize = 1 << 16;
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -435,20 +436,12 @@ impl Monitor {
                     Ok(NetlinkMessage {
                         payload: NetlinkPayload::InnerMessage(inner),
                         ..
-                    }) => Some(Event::Route(inner)),
+                    }) => Event::from_message(inner),
                     _ => None,
                 },
             })
             .collect())
     }
-}
-
-/// A kernel change event.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Route(RouteNetlinkMessage),
-    /// A nexthop object was added, changed or deleted.
-    Nexthop(crate::nexthop::Nexthop),
 }
 
 fn align4(n: usize) -> usize {
