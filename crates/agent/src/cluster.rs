@@ -49,6 +49,18 @@ impl ClusterCache {
         Arc::clone(&self.view.read().expect("not poisoned"))
     }
 
+    /// A cache that has seen `view` as its watches' first listings, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn synced_to(view: ClusterView) -> ClusterCache {
+        let cache = ClusterCache {
+            view: RwLock::new(Arc::new(view)),
+            ..ClusterCache::default()
+        };
+        cache.nodes_synced.store(true, Ordering::SeqCst);
+        cache.blocks_synced.store(true, Ordering::SeqCst);
+        cache
+    }
+
     /// Applies one watch event; whether the view changed (a record rewritten unchanged, as some
     /// backends report status updates, changes nothing and costs no reconcile pass).
     fn apply(&self, kind: Kind, event: WatchEvent) -> bool {

@@ -148,6 +148,12 @@ impl Left {
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Sets it without a membership, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Says that this node's record is missing from the cluster view; [`Membership`] puts it back.

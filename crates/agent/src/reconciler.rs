@@ -278,3 +278,6 @@ impl<K: Kernel> Reconciler<K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
