@@ -113,6 +113,13 @@ fn dual_stack_pod_lifecycle_add_inspect_traffic_check_repair_del() {
         assert_eq!(routes, [("0.0.0.0/0", "169.254.1.1"), ("::/0", "fe80::1")]);
     }
     let (v6_a, v6_b) = (ips_a[1].as_str(), ips_b[1].as_str());
+    // Both families' addresses are counted apart.
+    let (_, metrics) = node.http_get("/metrics");
+    for family in ["ipv4", "ipv6"] {
+        let needle =
+            format!("strait_ipam_addresses_allocated{{network=\"strait\",family=\"{family}\"}} 2");
+        assert!(metrics.contains(&needle), "{needle} missing:\n{metrics}");
+    }
 
     // The pod side: the IPv6 address as a /128 without duplicate address detection, the default
     // route through fe80::1, and a permanent neighbour for it at the host veth's MAC.
