@@ -106,9 +106,11 @@ impl Writer {
                                 pool: pool.into(),
                                 cidr,
                                 node: p.name.clone(),
+                                space: None,
                             };
+                            let name = strait_ipam::block_name(None, cidr);
                             ops.push(TxnOp::put(
-                                etcd_key("/strait", Kind::IpBlock, &strait_ipam::block_name(cidr)),
+                                etcd_key("/strait", Kind::IpBlock, &name),
                                 serde_json::to_vec(&block).unwrap(),
                                 None,
                             ));

@@ -2,9 +2,9 @@
 //! by the reconciler. When the store is unreachable the last view stays, so the data plane keeps
 //! working; the watches catch up (with a full relist) when it returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use strait_dataplane::model::NetId;
@@ -18,6 +18,10 @@ use crate::wake::{Reason, Wake};
 pub struct ClusterCache {
     /// Shared with passes in flight; changed copy-on-write.
     view: RwLock<Arc<ClusterView>>,
+    /// Each block of the view by its record's name in the store, which a deletion carries alone
+    /// (the name says the block's address space, which the view does not keep). Changed only
+    /// with the view's lock held.
+    block_names: Mutex<HashMap<String, BlockKey>>,
     /// Set once each watch delivered its first full listing: before that the view is not the
     /// cluster, and acting on it would tear down routes to peers it has not heard of yet.
     nodes_synced: AtomicBool,
@@ -72,7 +76,14 @@ impl ClusterCache {
                 true
             }
             (Kind::IpBlock, WatchEvent::Reset(all)) => {
-                Arc::make_mut(&mut guard).blocks = all.into_iter().filter_map(block).collect();
+                let mut names = self.block_names.lock().expect("not poisoned");
+                names.clear();
+                let mut blocks = BTreeMap::new();
+                for (name, key, owner) in all.into_iter().filter_map(block) {
+                    names.insert(name, key.clone());
+                    blocks.insert(key, owner);
+                }
+                Arc::make_mut(&mut guard).blocks = blocks;
                 self.blocks_synced.store(true, Ordering::SeqCst);
                 true
             }
@@ -84,22 +95,28 @@ impl ClusterCache {
                 _ => false,
             },
             (Kind::IpBlock, WatchEvent::Put(v)) => match block(v) {
-                Some((key, owner)) if guard.blocks.get(&key) != Some(&owner) => {
-                    Arc::make_mut(&mut guard).blocks.insert(key, owner);
+                Some((name, key, owner)) => {
+                    let mut names = self.block_names.lock().expect("not poisoned");
+                    let before = names.insert(name, key.clone());
+                    let moved = before.filter(|k| *k != key);
+                    if moved.is_none() && guard.blocks.get(&key) == Some(&owner) {
+                        return false;
+                    }
+                    let view = Arc::make_mut(&mut guard);
+                    if let Some(old) = moved {
+                        view.blocks.remove(&old);
+                    }
+                    view.blocks.insert(key, owner);
                     true
                 }
-                _ => false,
+                None => false,
             },
             (Kind::Node, WatchEvent::Delete(name)) => {
                 guard.nodes.contains_key(&name)
                     && Arc::make_mut(&mut guard).nodes.remove(&name).is_some()
             }
             (Kind::IpBlock, WatchEvent::Delete(name)) => {
-                let key = guard
-                    .blocks
-                    .keys()
-                    .find(|key| strait_ipam::block_name(key.cidr) == name)
-                    .cloned();
+                let key = self.block_names.lock().expect("not poisoned").remove(&name);
                 key.is_some_and(|k| Arc::make_mut(&mut guard).blocks.remove(&k).is_some())
             }
             _ => false,
@@ -117,9 +134,11 @@ fn node(v: Versioned<serde_json::Value>) -> Option<(String, Peer)> {
     }
 }
 
-fn block(v: Versioned<serde_json::Value>) -> Option<(BlockKey, String)> {
+/// A block record's name, key in the view, and holder.
+fn block(v: Versioned<serde_json::Value>) -> Option<(String, BlockKey, String)> {
     match typed::decode::<BlockRecord>(v) {
         Ok(r) => Some((
+            r.name,
             BlockKey {
                 pool: r.value.pool,
                 cidr: r.value.cidr,
@@ -216,5 +235,36 @@ mod tests {
         assert!(!cache.apply(Kind::IpBlock, put("10-0-0-64-26", block, 5)));
         assert!(cache.apply(Kind::IpBlock, WatchEvent::Delete("10-0-0-64-26".into())));
         assert!(!cache.apply(Kind::Node, put("c", json!("not a record"), 6)));
+    }
+
+    #[test]
+    fn one_range_in_two_address_spaces_is_two_blocks() {
+        let cache = ClusterCache::default();
+        let default = json!({"pool": "p", "cidr": "10.0.0.64/26", "node": "a"});
+        let blue = json!({"pool": "q", "cidr": "10.0.0.64/26", "node": "b", "space": "blue"});
+        assert!(cache.apply(
+            Kind::IpBlock,
+            WatchEvent::Reset(vec![Versioned {
+                name: "10-0-0-64-26".into(),
+                revision: 1,
+                value: default,
+            }])
+        ));
+        assert!(cache.apply(Kind::IpBlock, put("blue.10-0-0-64-26", blue, 2)));
+        assert_eq!(cache.snapshot().blocks.len(), 2);
+        // Deleting the tenant's block leaves the default space's, whatever their order.
+        assert!(cache.apply(
+            Kind::IpBlock,
+            WatchEvent::Delete("blue.10-0-0-64-26".into())
+        ));
+        let view = cache.snapshot();
+        let holders: Vec<(&str, &str)> = view
+            .blocks
+            .iter()
+            .map(|(k, node)| (k.pool.as_str(), node.as_str()))
+            .collect();
+        assert_eq!(holders, [("p", "a")]);
+        assert!(cache.apply(Kind::IpBlock, WatchEvent::Delete("10-0-0-64-26".into())));
+        assert!(cache.snapshot().blocks.is_empty());
     }
 }

@@ -75,6 +75,50 @@ fn kube_store_meets_the_contract() {
     );
 }
 
+/// A pool's address space survives the custom resources' schema (which drops fields it does not
+/// declare): one range claimed in two spaces is two blocks, and the space's pools still refuse
+/// an overlap.
+#[test]
+fn address_spaces_survive_the_custom_resources() {
+    use strait_ipam::{IpamError, Pool, claim_block, ensure_pool};
+    let cp = control_plane();
+    runtime().block_on(async {
+        let store = KubeStore::connect(Some(&cp.kubeconfig)).await.unwrap();
+        let default = Pool::new("main", "10.60.0.0/26".parse().unwrap(), 26).unwrap();
+        let blue = |name: &str, cidr: &str| {
+            Pool::new(name, cidr.parse().unwrap(), 26)
+                .unwrap()
+                .in_space("blue")
+                .unwrap()
+        };
+        for (pool, node) in [(&default, "a"), (&blue("blue", "10.60.0.0/26"), "b")] {
+            ensure_pool(&store, pool).await.unwrap();
+            claim_block(&store, pool, node).await.unwrap();
+        }
+        assert!(matches!(
+            ensure_pool(&store, &blue("blue-2", "10.60.0.0/24")).await,
+            Err(IpamError::OverlappingPools { .. })
+        ));
+        assert!(matches!(
+            claim_block(&store, &blue("blue", "10.60.0.0/26"), "c").await,
+            Err(IpamError::PoolExhausted { .. })
+        ));
+    });
+    let spec = |kind: &str, name: &str| {
+        let out = cp.kubectl_ok(&["get", kind, name, "-o", "jsonpath={.spec}"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(
+        spec("ipblocks.strait.io", "blue.10-60-0-0-26"),
+        json!({"pool": "blue", "cidr": "10.60.0.0/26", "node": "b", "space": "blue"})
+    );
+    assert_eq!(
+        spec("ipblocks.strait.io", "10-60-0-0-26"),
+        json!({"pool": "main", "cidr": "10.60.0.0/26", "node": "a"})
+    );
+    assert_eq!(spec("ippools.strait.io", "blue")["space"], "blue");
+}
+
 #[test]
 fn watches_survive_an_apiserver_restart_and_a_410_gone() {
     let mut cp = control_plane();

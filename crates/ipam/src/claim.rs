@@ -1,5 +1,7 @@
 //! IPAM's records in the cluster store: pools are registered once, blocks are claimed by nodes
-//! with create-if-absent, so two nodes racing for one block cannot both get it.
+//! with create-if-absent, so two nodes racing for one block cannot both get it. A block's name
+//! is its address space and CIDR, so two pools racing into one space (each registered before it
+//! saw the other) still cannot hand out one address twice, and two spaces can use one range.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -11,21 +13,48 @@ use crate::error::IpamError;
 use crate::pool::Pool;
 
 /// A block's name in the store: its CIDR spelt with dashes (IPv6 fully expanded, so the name
-/// always starts with a digit or letter).
-pub fn block_name(cidr: IpNet) -> String {
+/// always starts with a digit or letter), after its address space and a dot unless the space is
+/// the default one (whose blocks keep the names they had before spaces existed).
+pub fn block_name(space: Option<&str>, cidr: IpNet) -> String {
     let addr = match cidr.network() {
         IpAddr::V4(v4) => v4.octets().map(|o| o.to_string()).join("-"),
         IpAddr::V6(v6) => v6.segments().map(|s| format!("{s:04x}")).join("-"),
     };
-    format!("{addr}-{}", cidr.prefix_len())
+    match space {
+        None => format!("{addr}-{}", cidr.prefix_len()),
+        Some(space) => format!("{space}.{addr}-{}", cidr.prefix_len()),
+    }
+}
+
+impl Pool {
+    /// The store's name for `block`, one of this pool's.
+    pub fn block_name(&self, block: IpNet) -> String {
+        block_name(self.space.as_deref(), block)
+    }
+
+    /// The record of `block` held by `node`.
+    fn block_record(&self, block: IpNet, node: &str) -> BlockRecord {
+        BlockRecord {
+            pool: self.name.clone(),
+            cidr: block,
+            node: node.to_string(),
+            space: self.space.clone(),
+        }
+    }
+
+    /// Is the store's block record one of this pool's address space?
+    fn shares_space(&self, record: &BlockRecord) -> bool {
+        record.space == self.space
+    }
 }
 
 /// Registers `pool` in the store, or checks that the store's pool of that name is the same one
-/// and that no other pool in the store overlaps it.
+/// and that no other pool of its address space in the store overlaps it.
 pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamError> {
     let record = PoolRecord {
         cidr: pool.cidr,
         block_prefix: pool.block_prefix,
+        space: pool.space.clone(),
     };
     match typed::create(store, &pool.name, &record).await {
         Ok(_) => {}
@@ -37,6 +66,7 @@ pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamErro
             name: other.name.clone(),
             cidr: other.value.cidr,
             block_prefix: other.value.block_prefix,
+            space: other.value.space,
         };
         if other.name == pool.name {
             if theirs != *pool {
@@ -44,8 +74,10 @@ pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamErro
                     pool: pool.name.clone(),
                     ours: pool.cidr,
                     ours_prefix: pool.block_prefix,
+                    ours_space: pool.space.clone(),
                     theirs: theirs.cidr,
                     theirs_prefix: theirs.block_prefix,
+                    theirs_space: theirs.space,
                 });
             }
         } else {
@@ -82,13 +114,8 @@ pub async fn claim_block_of(
     let cidr = IpNet::new(ip, pool.block_prefix)
         .expect("a pool's block prefix fits its family")
         .trunc();
-    let name = block_name(cidr);
-    let record = BlockRecord {
-        pool: pool.name.clone(),
-        cidr,
-        node: node.to_string(),
-    };
-    match typed::create(store, &name, &record).await {
+    let name = pool.block_name(cidr);
+    match typed::create(store, &name, &pool.block_record(cidr, node)).await {
         Ok(_) => Ok(cidr),
         Err(StoreError::AlreadyExists { .. }) => {
             match typed::get::<BlockRecord>(store, &name).await? {
@@ -112,7 +139,7 @@ pub async fn has_free_block(store: &impl Store, pool: &Pool) -> Result<bool, Ipa
     let held = typed::list::<BlockRecord>(store)
         .await?
         .into_iter()
-        .filter(|b| pool.holds_block(b.value.cidr))
+        .filter(|b| pool.shares_space(&b.value) && pool.holds_block(b.value.cidr))
         .count();
     Ok((held as u128) < pool.block_count())
 }
@@ -122,6 +149,7 @@ pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<
     let taken: HashSet<IpNet> = typed::list::<BlockRecord>(store)
         .await?
         .into_iter()
+        .filter(|b| pool.shares_space(&b.value))
         .map(|b| b.value.cidr)
         .collect();
     for n in 0..pool.block_count() {
@@ -129,12 +157,8 @@ pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<
         if taken.contains(&cidr) {
             continue;
         }
-        let record = BlockRecord {
-            pool: pool.name.clone(),
-            cidr,
-            node: node.to_string(),
-        };
-        match typed::create(store, &block_name(cidr), &record).await {
+        let record = pool.block_record(cidr, node);
+        match typed::create(store, &pool.block_name(cidr), &record).await {
             Ok(_) => return Ok(cidr),
             // Another node won this one since we listed: try the next.
             Err(StoreError::AlreadyExists { .. }) => continue,
@@ -165,15 +189,23 @@ mod tests {
 
     #[test]
     fn block_names_are_store_names() {
-        assert_eq!(block_name(net("10.244.1.64/26")), "10-244-1-64-26");
-        assert_eq!(
-            block_name(net("fd00:10:244::80/122")),
-            "fd00-0010-0244-0000-0000-0000-0000-0080-122"
-        );
-        assert_eq!(
-            block_name(net("::/120")),
-            "0000-0000-0000-0000-0000-0000-0000-0000-120"
-        );
+        for (space, cidr, name) in [
+            (None, "10.244.1.64/26", "10-244-1-64-26"),
+            (
+                None,
+                "fd00:10:244::80/122",
+                "fd00-0010-0244-0000-0000-0000-0000-0080-122",
+            ),
+            (
+                None,
+                "::/120",
+                "0000-0000-0000-0000-0000-0000-0000-0000-120",
+            ),
+            (Some("blue"), "10.244.1.64/26", "blue.10-244-1-64-26"),
+        ] {
+            assert_eq!(block_name(space, net(cidr)), name);
+            strait_store::validate_name(name).unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -220,6 +252,76 @@ mod tests {
         assert_eq!(
             claim_block(&store, &pool, "b").await.unwrap(),
             net("10.9.0.0/26")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_address_spaces_use_one_range_apart() {
+        let (store, dir) = store("spaces");
+        let default = Pool::new("main", net("10.9.0.0/25"), 26).unwrap();
+        let blue = Pool::new("blue", net("10.9.0.0/24"), 26)
+            .unwrap()
+            .in_space("blue")
+            .unwrap();
+        let green = Pool::new("green", net("10.9.0.0/25"), 26)
+            .unwrap()
+            .in_space("green")
+            .unwrap();
+        for p in [&default, &blue, &green] {
+            ensure_pool(&store, p).await.unwrap();
+        }
+        // A pool overlapping one of a space is refused in that space alone.
+        let blue_again = Pool::new("blue-2", net("10.9.0.128/25"), 26)
+            .unwrap()
+            .in_space("blue")
+            .unwrap();
+        assert!(matches!(
+            ensure_pool(&store, &blue_again).await,
+            Err(IpamError::OverlappingPools { space: Some(s), .. }) if s == "blue"
+        ));
+        // The same block goes to a different node in each space.
+        for (p, node) in [(&default, "a"), (&blue, "b"), (&green, "c")] {
+            assert_eq!(
+                claim_block(&store, p, node).await.unwrap(),
+                net("10.9.0.0/26")
+            );
+        }
+        let ip = "10.9.0.70".parse().unwrap();
+        assert_eq!(
+            claim_block_of(&store, &green, "c", ip).await.unwrap(),
+            net("10.9.0.64/26")
+        );
+        // The default space's second block is still free, and then none is.
+        assert!(has_free_block(&store, &default).await.unwrap());
+        assert!(matches!(
+            claim_block_of(&store, &default, "a", ip).await,
+            Ok(b) if b == net("10.9.0.64/26")
+        ));
+        assert!(!has_free_block(&store, &default).await.unwrap());
+        assert!(!has_free_block(&store, &green).await.unwrap());
+        assert!(has_free_block(&store, &blue).await.unwrap());
+        // Each space's holder holds it there and nowhere else.
+        assert_eq!(
+            claim_block_of(&store, &blue, "a", ip).await.unwrap(),
+            net("10.9.0.64/26")
+        );
+        match claim_block_of(&store, &green, "a", ip).await {
+            Err(IpamError::BlockHeld { node, .. }) => assert_eq!(node, "c"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node_blocks(&store, &green, "c").await.unwrap().len(), 2);
+        assert_eq!(node_blocks(&store, &default, "c").await.unwrap(), vec![]);
+        // A pool moved to another space is not the pool the store knows.
+        let moved = Pool::new("main", net("10.9.0.0/25"), 26)
+            .unwrap()
+            .in_space("red")
+            .unwrap();
+        let err = ensure_pool(&store, &moved).await.unwrap_err().to_string();
+        assert!(
+            err.contains("in the default address space in the cluster store")
+                && err.ends_with("in address space red"),
+            "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

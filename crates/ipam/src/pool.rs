@@ -1,4 +1,5 @@
-//! Pools: a CIDR and the size of the blocks it is split into.
+//! Pools: a CIDR, the size of the blocks it is split into, and the address space in which its
+//! addresses must be unique.
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,12 @@ pub struct Pool {
     pub cidr: IpNet,
     /// The prefix length of each block, e.g. 26 for /26 blocks of 64 addresses.
     pub block_prefix: u8,
+    /// Where the pool's addresses must be unique: pools of one space never overlap and each of
+    /// its blocks is claimed once. `None` is the default space, shared by every network routed
+    /// in the node's main table; a network with a routing table of its own has a space of its
+    /// own, where ranges of the default space (or of another space) can be used again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
 }
 
 impl Pool {
@@ -52,6 +59,22 @@ impl Pool {
             name: name.to_string(),
             cidr,
             block_prefix,
+            space: None,
+        })
+    }
+
+    /// The pool in address space `space` rather than the default one. The space's name must be
+    /// a valid store name, as it becomes part of its blocks' names.
+    pub fn in_space(self, space: &str) -> Result<Pool, IpamError> {
+        if let Err(e) = strait_store::validate_name(space) {
+            return Err(IpamError::InvalidPool {
+                pool: self.name,
+                reason: format!("address space: {e}"),
+            });
+        }
+        Ok(Pool {
+            space: Some(space.to_string()),
+            ..self
         })
     }
 
@@ -74,8 +97,10 @@ impl Pool {
             && block == block.trunc()
     }
 
+    /// Do the two pools share an address in one address space?
     pub fn overlaps(&self, other: &Pool) -> bool {
-        self.cidr.contains(&other.cidr) || other.cidr.contains(&self.cidr)
+        self.space == other.space
+            && (self.cidr.contains(&other.cidr) || other.cidr.contains(&self.cidr))
     }
 
     /// Addresses a pod can get from one block: all but the block's first.
@@ -85,7 +110,8 @@ impl Pool {
 }
 
 impl Pool {
-    /// Refuses pools that share an address: two networks must never hand out the same one.
+    /// Refuses pools that share an address in one address space: two networks of a space must
+    /// never hand out the same one.
     pub fn check_disjoint<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Result<(), IpamError> {
         let pools: Vec<&Pool> = pools.into_iter().collect();
         for (i, a) in pools.iter().enumerate() {
@@ -96,6 +122,7 @@ impl Pool {
                         a_cidr: a.cidr,
                         b: b.name.clone(),
                         b_cidr: b.cidr,
+                        space: a.space.clone(),
                     });
                 }
             }
@@ -157,5 +184,36 @@ mod tests {
         assert!(Pool::check_disjoint([&a, &c]).is_ok());
         let err = Pool::check_disjoint([&a, &c, &b]).unwrap_err().to_string();
         assert!(err.contains('a') && err.contains('b'), "{err}");
+    }
+
+    #[test]
+    fn pools_overlap_only_within_one_address_space() {
+        let default = Pool::new("a", net("10.244.0.0/16"), 26).unwrap();
+        let blue = Pool::new("b", net("10.244.0.0/16"), 26)
+            .unwrap()
+            .in_space("blue")
+            .unwrap();
+        let green = Pool::new("g", net("10.244.128.0/17"), 26)
+            .unwrap()
+            .in_space("green")
+            .unwrap();
+        assert!(Pool::check_disjoint([&default, &blue, &green]).is_ok());
+        let blue_again = Pool::new("b2", net("10.244.64.0/18"), 26)
+            .unwrap()
+            .in_space("blue")
+            .unwrap();
+        let err = Pool::check_disjoint([&default, &blue, &green, &blue_again])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "pools b (10.244.0.0/16) and b2 (10.244.64.0/18) overlap in address space blue"
+        );
+        assert!(matches!(
+            Pool::new("x", net("10.0.0.0/16"), 26)
+                .unwrap()
+                .in_space("Blue_1"),
+            Err(IpamError::InvalidPool { .. })
+        ));
     }
 }

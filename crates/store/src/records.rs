@@ -79,6 +79,10 @@ impl Record for NodeRecord {
 pub struct PoolRecord {
     pub cidr: IpNet,
     pub block_prefix: u8,
+    /// The address space, absent for the default one (records written before spaces existed
+    /// read as the default space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
 }
 
 impl Record for PoolRecord {
@@ -91,6 +95,9 @@ pub struct BlockRecord {
     pub pool: String,
     pub cidr: IpNet,
     pub node: String,
+    /// The pool's address space, absent for the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
 }
 
 impl Record for BlockRecord {

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use ipnet::IpNet;
-use strait_ipam::block_name;
 use strait_store::{BlockRecord, Kind, Store, StoreError, typed};
 
 use super::Ipam;
@@ -31,13 +29,16 @@ impl<S: Store> Ipam<S> {
             }
             for (network, block) in empty.overdue(now_empty) {
                 let net = &self.networks[&network];
+                let Some(name) = net.block_name(block) else {
+                    continue;
+                };
                 // No claim runs while the block goes: a fixed address in it would otherwise be
                 // found "already this node's" just before the block is given away.
                 let _no_claims = net.hold_claims().await;
                 if !net.withdraw_block(block).await {
                     continue;
                 }
-                match self.give_back(block).await {
+                match self.give_back(&name).await {
                     Ok(()) => {
                         tracing::info!(%network, %block, "returned an empty block to its pool");
                         metrics.block_returned();
@@ -45,7 +46,7 @@ impl<S: Store> Ipam<S> {
                     Err(e) => {
                         // The delete may have gone through all the same: allocate from the block
                         // again only if the store says it is still this node's.
-                        let still_ours = self.holds(block).await.unwrap_or(false);
+                        let still_ours = self.holds(&name).await.unwrap_or(false);
                         tracing::warn!(%network, %block, error = %e, still_ours,
                             "could not return an empty block");
                         if still_ours {
@@ -58,16 +59,15 @@ impl<S: Store> Ipam<S> {
         }
     }
 
-    /// Whether the store says `block` is this node's.
-    async fn holds(&self, block: IpNet) -> Result<bool, StoreError> {
-        let held = typed::get::<BlockRecord>(&self.store, &block_name(block)).await?;
+    /// Whether the store says the block named `name` is this node's.
+    async fn holds(&self, name: &str) -> Result<bool, StoreError> {
+        let held = typed::get::<BlockRecord>(&self.store, name).await?;
         Ok(held.is_some_and(|b| b.value.node == self.node))
     }
 
-    /// Deletes this node's claim on `block`, if it is still this node's.
-    async fn give_back(&self, block: IpNet) -> Result<(), StoreError> {
-        let name = block_name(block);
-        let Some(held) = typed::get::<BlockRecord>(&self.store, &name).await? else {
+    /// Deletes this node's claim on the block named `name`, if it is still this node's.
+    async fn give_back(&self, name: &str) -> Result<(), StoreError> {
+        let Some(held) = typed::get::<BlockRecord>(&self.store, name).await? else {
             return Ok(());
         };
         if held.value.node != self.node {
@@ -75,7 +75,7 @@ impl<S: Store> Ipam<S> {
         }
         match self
             .store
-            .delete(Kind::IpBlock, &name, Some(held.revision))
+            .delete(Kind::IpBlock, name, Some(held.revision))
             .await
         {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),

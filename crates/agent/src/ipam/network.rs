@@ -406,6 +406,15 @@ impl NetworkState {
         empty
     }
 
+    /// The store's name for `block`, one of the blocks of the network's pools.
+    pub(super) fn block_name(&self, block: IpNet) -> Option<String> {
+        self.spec
+            .pools
+            .iter()
+            .find(|p| p.pool.holds_block(block))
+            .map(|p| p.pool.block_name(block))
+    }
+
     /// Holds off block claims (for the time a block is being given back, so that no request
     /// takes it as still this node's meanwhile).
     pub(super) async fn hold_claims(&self) -> tokio::sync::MutexGuard<'_, ()> {
