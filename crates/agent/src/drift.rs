@@ -2,8 +2,8 @@
 //! devices, the underlay), the neighbours and addresses of our devices (not the underlay's: they
 //! follow its network's traffic), any of our routes deleted (a pod's host
 //! route included) while its device stays, in either family, a pod's permanent neighbour
-//! changed or deleted, or its IPv6 gateway address deleted, on a veth that stays, and any change
-//! to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass rather
+//! changed or deleted, or its IPv6 gateway address deleted, on a veth that stays, any of our
+//! policy routing rules deleted, and any change to the nftables ruleset. Each wakes the reconciler, which repairs within its next pass rather
 //! than on a timer.
 
 use std::sync::Arc;
@@ -64,6 +64,8 @@ fn concerns_us(
             protocol,
             oif,
         } => *protocol == ROUTE_PROTOCOL && oif.is_some_and(|i| owned.contains(i)),
+        // Rules name their links, so deleting a link leaves them: a deletion is someone's hand.
+        Event::Rule { deleted, rule } => *deleted && rule.protocol == ROUTE_PROTOCOL,
     }
 }
 
@@ -107,8 +109,10 @@ pub fn watch_kernel(
         groups::NEIGH,
         groups::IPV4_IFADDR,
         groups::IPV4_ROUTE,
+        groups::IPV4_RULE,
         groups::IPV6_IFADDR,
         groups::IPV6_ROUTE,
+        groups::IPV6_RULE,
         groups::NEXTHOP,
     ])
     .map_err(std::io::Error::other)?;
@@ -316,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_route_of_ours_wakes_the_reconciler_unless_its_device_went_with_it() {
+    fn a_deleted_route_or_rule_of_ours_wakes_the_reconciler_unless_its_device_went_with_it() {
         let dir = std::env::temp_dir().join(format!("strait-drift-routes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (registry, _) = Registry::open(&dir).unwrap();
@@ -346,6 +350,22 @@ mod tests {
             ("the device cannot be looked up", deleted(83, Some(9)), true),
             ("not ours", deleted(2, Some(1)), false),
         ];
+        let rule = |deleted: bool, protocol: u8| Event::Rule {
+            deleted,
+            rule: strait_netlink::Rule {
+                ipv6: false,
+                priority: 1000,
+                iif: Some("st00000000000a".into()),
+                source: None,
+                table: 1001,
+                protocol,
+            },
+        };
+        let cases = cases.into_iter().chain([
+            ("a rule of ours deleted by hand", rule(true, 83), true),
+            ("a rule of ours added by a pass", rule(false, 83), false),
+            ("someone else's rule deleted", rule(true, 4), false),
+        ]);
         for (what, event, wakes) in cases {
             assert_eq!(
                 concerns_us(&event, &owned, &registry, &mut links),

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
 use libc::{EEXIST, EINVAL, EIO, ENODEV, ENOENT, ESRCH};
-use strait_netlink::{FdbEntry, Link, MacAddr, Neighbour, NetlinkError, Nexthop, Route, VxlanSpec};
+use strait_netlink::{
+    FdbEntry, Link, MacAddr, Neighbour, NetlinkError, Nexthop, Route, Rule, VxlanSpec,
+};
 use strait_nft::fake::FakeNft;
 
 use crate::rtnetlink::{Change, Kernel, Rtnetlink};
@@ -27,6 +29,8 @@ pub struct Namespace {
     pub neighbours: Vec<Neighbour>,
     pub fdb: Vec<FdbEntry>,
     pub nexthops: Vec<Nexthop>,
+    /// Rules stay when the link they name goes, as the kernel's do.
+    pub rules: Vec<Rule>,
 }
 
 impl Namespace {
@@ -228,7 +232,10 @@ impl State {
             Change::AddRoute(route) | Change::ReplaceRoute(route) => {
                 (route.nexthop.is_none()).then(|| route.oif.unwrap_or(0))
             }
-            Change::DelRoute(_) | Change::DelNexthop(_) => None,
+            Change::DelRoute(_)
+            | Change::DelNexthop(_)
+            | Change::AddRule(_)
+            | Change::DelRule(_) => None,
         };
         if index.is_some_and(|i| !space.has_index(i)) {
             return Err(kernel_error("change a link", ENODEV));
@@ -333,6 +340,18 @@ impl State {
                 if space.fdb.len() == before {
                     return Err(kernel_error("delete fdb entry", ENOENT));
                 }
+            }
+            Change::AddRule(rule) => {
+                if space.rules.contains(&rule) {
+                    return Err(kernel_error("add rule", EEXIST));
+                }
+                space.rules.push(rule);
+            }
+            Change::DelRule(rule) => {
+                let Some(at) = space.rules.iter().position(|r| *r == rule) else {
+                    return Err(kernel_error("delete rule", ENOENT));
+                };
+                space.rules.remove(at);
             }
         }
         Ok(())
@@ -497,6 +516,16 @@ impl Rtnetlink for FakeNetlink {
 
     fn nexthops(&mut self) -> Result<Vec<Nexthop>, NetlinkError> {
         self.read(|ns| ns.nexthops.clone())
+    }
+
+    fn rules(&mut self, ipv6: bool) -> Result<Vec<Rule>, NetlinkError> {
+        self.read(|ns| {
+            ns.rules
+                .iter()
+                .filter(|r| r.ipv6 == ipv6)
+                .cloned()
+                .collect()
+        })
     }
 
     fn routes(&mut self, ipv6: bool, table: u32) -> Result<Vec<Route>, NetlinkError> {

@@ -1,19 +1,20 @@
 //! The node model against the kernel: read what Strait owns into an [`Actual`] (every routing
 //! table, both families), and carry out a [`plan`](crate::model::plan). Device changes go one by
-//! one (later entries need the device's index); nexthop objects, FDB entries, neighbours and
-//! routes go as one pipelined batch: removals first, then nexthops, then the entries and routes
-//! that use them.
+//! one (later entries need the device's index); nexthop objects, FDB entries, neighbours,
+//! routes and rules go as one pipelined batch: removals first, then nexthops, then the entries
+//! and routes that use them, then the rules that send traffic to the routes' tables.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use strait_netlink::Rule as KernelRule;
 use strait_netlink::{FdbEntry, NetlinkError, Route, Scope, Vxlan, VxlanSpec};
 
 use crate::error::DataplaneError;
 use crate::model::{
     Actual, ActualDevice, DeviceSpec, Family, Fdb, Hop, HostAddress, HostRoute, Neigh, Op,
-    PeerRoute, Table,
+    PeerRoute, Rule, Table,
 };
 use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, is_host_veth};
 use crate::overlay::{VXLAN_PORT, is_device};
@@ -150,8 +151,31 @@ pub fn read_actual(nl: &mut impl Rtnetlink, underlay: &str) -> Result<Actual, Da
                 None => actual.stray_routes.push((table, r.dst)),
             }
         }
+        for r in nl.rules(family == Family::V6)? {
+            if r.protocol == ROUTE_PROTOCOL {
+                actual.rules.insert(Rule {
+                    family,
+                    priority: r.priority,
+                    iif: r.iif.map(|name| name.as_str().into()),
+                    from: r.source,
+                    table: Table(r.table),
+                });
+            }
+        }
     }
     Ok(actual)
+}
+
+/// A rule as Strait installs it.
+fn kernel_rule(rule: &Rule) -> KernelRule {
+    KernelRule {
+        ipv6: rule.family == Family::V6,
+        priority: rule.priority,
+        iif: rule.iif.as_deref().map(str::to_string),
+        source: rule.from,
+        table: rule.table.0,
+        protocol: ROUTE_PROTOCOL,
+    }
 }
 
 /// What applying a plan did.
@@ -232,7 +256,7 @@ fn create_device(
 }
 
 /// Where a request goes in the batch: removals, then nexthops, then entries, then routes, then
-/// the pods' host sides.
+/// the pods' host sides, then rules (which send traffic to tables that now hold their routes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     Removal,
@@ -241,6 +265,7 @@ enum Stage {
     Route,
     /// Pods' host routes and neighbours, each on the veth (by index) the pass read.
     HostSide,
+    Rule,
 }
 
 /// Carries out `ops` against the kernel `actual` describes (read by [`read_actual`], or left by
@@ -389,6 +414,8 @@ pub fn apply<R: Rtnetlink>(nl: &mut R, ops: Vec<Op>, actual: &Actual) -> Applied
                 Some(index) => (Stage::Removal, Change::DelNeighbour { index, ip: *ip }),
                 None => continue,
             },
+            Op::AddRule(rule) => (Stage::Rule, Change::AddRule(kernel_rule(rule))),
+            Op::DelRule(rule) => (Stage::Removal, Change::DelRule(kernel_rule(rule))),
             _ => unreachable!("device operations were applied above"),
         };
         requests.push(request);

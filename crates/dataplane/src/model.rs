@@ -8,6 +8,8 @@
 //! - nexthop objects ([`Hop`]) and the routes through them to other nodes' blocks ([`PeerRoute`]);
 //! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]), and a
 //!   permanent neighbour for each, at the pod's MAC;
+//! - policy routing rules ([`Rule`]) that send what arrives on a link of a network with a
+//!   routing table of its own to that table;
 //! - Strait's nftables tables, typed ([`strait_nft::Table`]), one per concern.
 //!
 //! Every route carries its [`Table`]; both address families live side by side.
@@ -19,6 +21,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use strait_netlink::MacAddr;
+
+use crate::naming::is_host_veth;
 
 /// A network's identity: its name, unique in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +67,13 @@ pub enum Family {
 
 impl Family {
     pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
 }
 
 /// The settings of one of Strait's VXLAN devices.
@@ -124,6 +135,39 @@ pub struct HostAddress {
     pub address: IpNet,
 }
 
+/// A policy routing rule of Strait's: packets of `family` that arrived on `iif` (when set) from
+/// `from` (when set) are looked up in `table`, at `priority` (lower first).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rule {
+    pub family: Family,
+    pub priority: u32,
+    pub iif: Option<Arc<str>>,
+    pub from: Option<IpNet>,
+    pub table: Table,
+}
+
+impl Rule {
+    /// The priority of the rules that send a network's traffic to its table: after the local
+    /// table's (0), before the main table's (32766).
+    pub const NETWORK_PRIORITY: u32 = 1000;
+
+    /// What arrives on `iif` goes to `table`.
+    pub fn arriving_on(family: Family, iif: &Arc<str>, table: Table) -> Rule {
+        Rule {
+            family,
+            priority: Rule::NETWORK_PRIORITY,
+            iif: Some(Arc::clone(iif)),
+            from: None,
+            table,
+        }
+    }
+
+    /// The host veth whose pod's traffic the rule steers, if it is part of a pod's host side.
+    fn host_veth(&self) -> Option<&Arc<str>> {
+        self.iif.as_ref().filter(|name| is_host_veth(name))
+    }
+}
+
 /// Everything Strait must hold in this node's kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
@@ -137,6 +181,7 @@ pub struct Desired {
     pub host_neighbours: BTreeSet<Neigh>,
     /// Gateway addresses on pods' host veths.
     pub host_addresses: BTreeSet<HostAddress>,
+    pub rules: BTreeSet<Rule>,
     /// Strait's nftables tables, one per concern, each replaced whole when it differs
     /// (see [`strait_nft::ensure`]).
     pub nft_tables: Vec<strait_nft::Table>,
@@ -181,6 +226,8 @@ pub struct Actual {
     pub host_neighbours: BTreeSet<Neigh>,
     /// The IPv6 gateway addresses on host veths.
     pub host_addresses: BTreeSet<HostAddress>,
+    /// Strait's rules (tagged with its protocol), whatever links they name.
+    pub rules: BTreeSet<Rule>,
 }
 
 impl Desired {
@@ -243,6 +290,16 @@ impl Desired {
                 .filter(|a| before.host_veths.contains_key(&a.device))
                 .cloned()
                 .collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| {
+                    r.host_veth()
+                        .is_none_or(|v| before.host_veths.contains_key(v))
+                })
+                .chain(before.rules.iter().filter(|r| kept_on_its_veth(r, before)))
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -271,6 +328,8 @@ pub enum Op {
     SetHostNeighbour(Neigh),
     /// Adds the gateway address to a pod's host veth.
     AddHostAddress(HostAddress),
+    AddRule(Rule),
+    DelRule(Rule),
 }
 
 /// The neighbour for `ip` on `device` in a set ordered by (device, ip, mac).
@@ -426,7 +485,27 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
         ops.push(Op::SetRoute(r.clone()));
     }
     plan_host_sides(desired, actual, &mut ops);
+    // A rule names its link rather than pointing at it, so it outlives a recreated device.
+    for r in actual.rules.difference(&desired.rules) {
+        if !kept_on_its_veth(r, actual) {
+            ops.push(Op::DelRule(r.clone()));
+        }
+    }
+    for r in desired.rules.difference(&actual.rules) {
+        if r.host_veth()
+            .is_none_or(|v| actual.host_veths.contains_key(v))
+        {
+            ops.push(Op::AddRule(r.clone()));
+        }
+    }
     ops
+}
+
+/// A pod's rule is part of its host side: while its veth exists the pass does not remove it (as
+/// it removes no host route), and it goes with its veth.
+fn kept_on_its_veth(rule: &Rule, actual: &Actual) -> bool {
+    rule.host_veth()
+        .is_some_and(|v| actual.host_veths.contains_key(v))
 }
 
 /// A pod's host side is repaired, never removed: removing host veths (and everything on them) is

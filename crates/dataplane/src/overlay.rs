@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use strait_netlink::MacAddr;
 
-use crate::model::{Desired, DeviceSpec, Fdb, Hop, Neigh, NetId, PeerRoute, Table};
+use crate::model::{Desired, DeviceSpec, Family, Fdb, Hop, Neigh, NetId, PeerRoute, Rule, Table};
 use crate::naming::link_local;
 
 /// How a pool's blocks reach other nodes.
@@ -160,9 +160,16 @@ fn mode_of(network: &LocalNetwork, block: &BlockKey) -> Option<Mode> {
 impl LocalNetwork {
     /// Whether the network has an IPv6 pool that crosses nodes over VXLAN.
     fn has_ipv6_vxlan(&self) -> bool {
-        self.pools
-            .iter()
-            .any(|p| p.mode == Mode::Vxlan && p.cidr.addr().is_ipv6())
+        self.vxlan_families().any(|f| f == Family::V6)
+    }
+
+    /// The families of the network's pools that cross nodes over VXLAN.
+    fn vxlan_families(&self) -> impl Iterator<Item = Family> + '_ {
+        Family::BOTH.into_iter().filter(|family| {
+            self.pools
+                .iter()
+                .any(|p| p.mode == Mode::Vxlan && Family::of(p.cidr.addr()) == *family)
+        })
     }
 }
 
@@ -370,6 +377,14 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
                 addresses,
             },
         );
+        // What peers send a network with a table of its own is looked up there.
+        if network.table != Table::MAIN {
+            out.rules.extend(
+                network
+                    .vxlan_families()
+                    .map(|family| Rule::arriving_on(family, &device, network.table)),
+            );
+        }
         for (name, peer) in &cluster.nodes {
             if *name == local.name {
                 continue;
@@ -955,6 +970,15 @@ mod tests {
             ])
         );
         assert_eq!(d.devices.len(), 2);
+        // What the tenant's peers send is looked up in its table; the main network needs no rule.
+        assert_eq!(
+            d.rules,
+            BTreeSet::from([Rule::arriving_on(
+                Family::V4,
+                &"strait.4097".into(),
+                Table(1001)
+            )])
+        );
         assert_eq!(plan(&d, &as_actual(&d)), vec![]);
     }
 
@@ -982,11 +1006,25 @@ mod tests {
             )]
         );
 
-        // The tenant network goes: its device, hop and table's routes with it.
+        // A deleted rule comes back; another table's rule on the tenant's device goes.
+        let tenant_rule = Rule::arriving_on(Family::V4, &"strait.4097".into(), Table(1001));
+        let mut unruled = full.clone();
+        unruled.rules.clear();
+        assert_eq!(plan(&d, &unruled), vec![Op::AddRule(tenant_rule.clone())]);
+        let mut misruled = full.clone();
+        let stray = Rule {
+            table: Table(1002),
+            ..tenant_rule.clone()
+        };
+        misruled.rules.insert(stray.clone());
+        assert_eq!(plan(&d, &misruled), vec![Op::DelRule(stray)]);
+
+        // The tenant network goes: its device, hop, table's routes and rule with it.
         let mut only_pods = l.clone();
         only_pods.networks.pop();
         let ops = plan(&desired(&only_pods, &c), &full);
         assert_eq!(ops[0], Op::DeleteDevice("strait.4097".into()), "{ops:?}");
+        assert!(ops.contains(&Op::DelRule(tenant_rule)), "{ops:?}");
         assert!(
             !ops.iter()
                 .any(|o| matches!(o, Op::DelRoute(Table::MAIN, _) | Op::SetRoute(_))),

@@ -15,7 +15,7 @@ use strait_nft::{Nftables, Written};
 
 use crate::error::DataplaneError;
 use crate::kernel::{apply, read_actual};
-use crate::model::{Actual, Desired, HostAddress, HostRoute, Neigh, Table, plan};
+use crate::model::{Actual, Desired, Family, HostAddress, HostRoute, Neigh, Rule, Table, plan};
 use crate::naming::gateway_v6_on_host;
 use crate::overlay::{self, ClusterView, LocalNode};
 use crate::rtnetlink::Rtnetlink;
@@ -91,6 +91,14 @@ pub fn desired(inputs: &Inputs) -> Desired {
                     ip: a.addr(),
                     mac,
                 }));
+        }
+        // What a pod of a network with a table of its own sends is looked up there.
+        if pod.table != Table::MAIN {
+            out.rules.extend(
+                pod.addresses
+                    .iter()
+                    .map(|a| Rule::arriving_on(Family::of(a.addr()), &device, pod.table)),
+            );
         }
         if pod.addresses.iter().any(|a| a.addr().is_ipv6()) {
             out.host_addresses.insert(HostAddress {

@@ -1,5 +1,5 @@
 //! The kernel as the data plane sees it: the rtnetlink operations it needs (pods' veth pairs,
-//! the node model's devices, entries and routes), typed, behind one trait. [`Netlink`] (a real
+//! the node model's devices, entries, routes and rules), typed, behind one trait. [`Netlink`] (a real
 //! socket, in the node's or a pod's namespace) implements it; so does an in-memory kernel for
 //! unit tests (the `fake-kernel` feature). [`Kernel`] opens the node's endpoint, so that the
 //! agent's CNI handling and a reconcile pass run unchanged on either.
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use strait_netlink::{
-    FdbEntry, Link, MacAddr, Neighbour, Netlink, NetlinkError, Nexthop, Route, VxlanSpec,
+    FdbEntry, Link, MacAddr, Neighbour, Netlink, NetlinkError, Nexthop, Route, Rule, VxlanSpec,
     add_address_request,
 };
 use strait_netns::Netns;
@@ -60,6 +60,9 @@ pub enum Change {
     /// Sets a VXLAN device's forwarding entry for a MAC (`bridge fdb replace`).
     SetFdb(FdbEntry),
     DelFdb(FdbEntry),
+    /// Adds a policy routing rule; the very same rule already there is refused (EEXIST).
+    AddRule(Rule),
+    DelRule(Rule),
 }
 
 /// The rtnetlink operations of one network namespace.
@@ -98,6 +101,8 @@ pub trait Rtnetlink {
     /// The forwarding entries of every VXLAN device.
     fn all_fdb(&mut self) -> Result<Vec<FdbEntry>, NetlinkError>;
     fn nexthops(&mut self) -> Result<Vec<Nexthop>, NetlinkError>;
+    /// The rules of one family that send packets to a table.
+    fn rules(&mut self, ipv6: bool) -> Result<Vec<Rule>, NetlinkError>;
     /// Applies changes in order, pipelined; one result per change, a failed one does not stop
     /// the others.
     fn apply(&mut self, changes: Vec<Change>) -> Vec<Result<(), NetlinkError>>;
@@ -185,6 +190,9 @@ impl Rtnetlink for Netlink {
     fn nexthops(&mut self) -> Result<Vec<Nexthop>, NetlinkError> {
         Netlink::nexthops(self)
     }
+    fn rules(&mut self, ipv6: bool) -> Result<Vec<Rule>, NetlinkError> {
+        Netlink::rules(self, ipv6)
+    }
     fn apply(&mut self, changes: Vec<Change>) -> Vec<Result<(), NetlinkError>> {
         self.batch(
             changes
@@ -210,6 +218,8 @@ impl Rtnetlink for Netlink {
                     Change::DelNexthop(id) => Nexthop::delete_request(id),
                     Change::SetFdb(entry) => entry.replace_request(),
                     Change::DelFdb(entry) => entry.delete_request(),
+                    Change::AddRule(rule) => rule.add_request(),
+                    Change::DelRule(rule) => rule.delete_request(),
                 })
                 .collect(),
         )

@@ -1,13 +1,13 @@
 //! The netlink client against the real kernel: VXLAN devices (over IPv4 and IPv6 underlays) read
-//! back as created, thousands of
-//! FDB, neighbour and route entries in one pipelined batch with per-request results, and the
-//! change events a monitor sees.
+//! back as created, thousands of FDB, neighbour and route entries in one pipelined batch with
+//! per-request results, policy routing rules as `ip rule` sees them, and the change events a
+//! monitor sees.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use strait_integration::netns::TestNetns;
 use strait_netlink::{
-    Event, FdbEntry, MacAddr, Monitor, Neighbour, Netlink, Nexthop, Route, Scope, TABLE_MAIN,
+    Event, FdbEntry, MacAddr, Monitor, Neighbour, Netlink, Nexthop, Route, Rule, Scope, TABLE_MAIN,
     Vxlan, VxlanSpec, groups,
 };
 use strait_netns::Netns;
@@ -174,6 +174,73 @@ fn the_monitor_sees_routes_and_links_change() {
                 deleted: true,
                 protocol: 83,
                 oif: Some(dev),
+            }
+        })
+    });
+}
+
+#[test]
+fn rules_read_back_as_written_outlive_their_link_and_their_deletion_is_seen() {
+    let ns = TestNetns::new("rule");
+    let netns = Netns::open(ns.path()).unwrap();
+    let monitor = netns
+        .run(|| Monitor::new(&[groups::IPV4_RULE, groups::IPV6_RULE]))
+        .unwrap()
+        .unwrap();
+    let mut nl = in_ns(&ns);
+    vxlan(&mut nl, &ns);
+    let by_link = Rule {
+        ipv6: false,
+        priority: 1000,
+        iif: Some("strait.4096".into()),
+        source: None,
+        table: 1001,
+        protocol: 83,
+    };
+    let by_source = Rule {
+        ipv6: true,
+        priority: 1001,
+        iif: None,
+        source: Some("fd00:10::/64".parse().unwrap()),
+        table: 1002,
+        protocol: 83,
+    };
+    for rule in [&by_link, &by_source] {
+        nl.send_request(rule.add_request()).unwrap();
+        // The very same rule again is refused, not doubled.
+        assert!(nl.send_request(rule.add_request()).unwrap_err().is_exists());
+    }
+    let ours = |nl: &mut Netlink, ipv6| -> Vec<Rule> {
+        let mut rules = nl.rules(ipv6).unwrap();
+        rules.retain(|r| r.protocol == 83);
+        rules
+    };
+    assert_eq!(ours(&mut nl, false), std::slice::from_ref(&by_link));
+    assert_eq!(ours(&mut nl, true), std::slice::from_ref(&by_source));
+    // `ip rule` shows what was written; the kernel's own rules read as someone else's.
+    let shown = ns.ip(&["rule", "show"]);
+    assert!(
+        shown.contains("1000:\tfrom all iif strait.4096 lookup 1001 proto 83"),
+        "{shown}"
+    );
+    assert!(
+        nl.rules(false)
+            .unwrap()
+            .iter()
+            .any(|r| r.table == TABLE_MAIN && r.protocol != 83)
+    );
+    // A rule names its link: deleting the link leaves it.
+    ns.ip(&["link", "del", "strait.4096"]);
+    assert_eq!(ours(&mut nl, false), std::slice::from_ref(&by_link));
+    nl.send_request(by_link.delete_request()).unwrap();
+    assert_eq!(ours(&mut nl, false), []);
+    ns.ip(&["-6", "rule", "del", "priority", "1001"]);
+    assert_eq!(ours(&mut nl, true), []);
+    until_seen(monitor, move |events| {
+        events.iter().any(|e| {
+            *e == Event::Rule {
+                deleted: true,
+                rule: by_source.clone(),
             }
         })
     });

@@ -11,6 +11,7 @@ use netlink_packet_route::route::RouteAttribute;
 
 use crate::neigh::Neighbour;
 use crate::nexthop::Nexthop;
+use crate::rule::Rule;
 
 /// A kernel change event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum Event {
     },
     /// A nexthop object added, changed or deleted.
     Nexthop(Nexthop),
+    /// A policy routing rule that sends packets to a table added or deleted.
+    Rule { deleted: bool, rule: Rule },
 }
 
 impl Event {
@@ -73,6 +76,10 @@ impl Event {
                     RouteAttribute::Oif(i) => Some(*i),
                     _ => None,
                 }),
+            },
+            M::NewRule(ref r) | M::DelRule(ref r) => Event::Rule {
+                deleted: matches!(message, M::DelRule(_)),
+                rule: Rule::from_message(r)?,
             },
             _ => return None,
         })

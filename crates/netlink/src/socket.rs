@@ -404,8 +404,10 @@ pub mod groups {
     pub const NEIGH: u32 = 3;
     pub const IPV4_IFADDR: u32 = 5;
     pub const IPV4_ROUTE: u32 = 7;
+    pub const IPV4_RULE: u32 = 8;
     pub const IPV6_IFADDR: u32 = 9;
     pub const IPV6_ROUTE: u32 = 11;
+    pub const IPV6_RULE: u32 = 19;
     pub const NEXTHOP: u32 = 32;
 }
 
