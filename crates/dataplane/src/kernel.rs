@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use strait_netlink::Rule as KernelRule;
-use strait_netlink::{FdbEntry, NetlinkError, Route, Scope, Vxlan, VxlanSpec};
+use strait_netlink::{FdbEntry, Link, NetlinkError, Route, Scope, Vxlan, VxlanSpec};
 
 use crate::error::DataplaneError;
 use crate::model::{
-    Actual, ActualDevice, DeviceSpec, Family, Fdb, Hop, HostAddress, HostRoute, Neigh, Op,
+    Actual, ActualLink, Family, Fdb, Hop, HostAddress, HostRoute, LinkKind, LinkSpec, Neigh, Op,
     PeerRoute, Rule, Table,
 };
 use crate::naming::{ROUTE_PROTOCOL, gateway_v6_on_host, is_host_veth};
@@ -37,20 +37,16 @@ pub fn read_actual(nl: &mut impl Rtnetlink, underlay: &str) -> Result<Actual, Da
             actual.host_veths.insert(Arc::clone(&name), link.index);
             host_veths.insert(link.index, name);
         }
-        let (true, Some(v)) = (is_device(&link.name), &link.vxlan) else {
+        if !is_device(&link.name) || link.vxlan.is_none() {
             continue;
-        };
+        }
         ours.insert(link.index, link.name.as_str().into());
-        actual.devices.insert(
+        actual.links.insert(
             link.name.clone(),
-            ActualDevice {
-                vni: v.vni,
+            ActualLink {
+                kind: link_kind(link, &names),
                 mac: link.mac,
                 mtu: link.mtu,
-                local: v.local,
-                port: v.port,
-                underlay: v.underlay.and_then(|i| names.get(&i).cloned()),
-                learning: v.learning,
                 up: link.up,
                 addresses: nl.addresses(link.index)?,
             },
@@ -178,6 +174,20 @@ fn kernel_rule(rule: &Rule) -> KernelRule {
     }
 }
 
+/// What one of Strait's links is, if it is one Strait makes as it stands; `names` are the
+/// links' names by index.
+fn link_kind(link: &Link, names: &BTreeMap<u32, String>) -> Option<LinkKind> {
+    let v = link.vxlan.as_ref()?;
+    if v.port != VXLAN_PORT || v.learning {
+        return None;
+    }
+    Some(LinkKind::Vxlan {
+        vni: v.vni,
+        local: v.local?,
+        underlay: names.get(&v.underlay?)?.clone(),
+    })
+}
+
 /// What applying a plan did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -225,19 +235,20 @@ pub(crate) fn host_route(table: Table, dst: IpNet, oif: u32) -> Route {
     }
 }
 
-fn create_device(
-    nl: &mut impl Rtnetlink,
-    name: &str,
-    spec: &DeviceSpec,
-) -> Result<(), DataplaneError> {
-    let underlay = index_of(nl, &spec.underlay)?;
+fn create_link(nl: &mut impl Rtnetlink, name: &str, spec: &LinkSpec) -> Result<(), DataplaneError> {
+    let LinkKind::Vxlan {
+        vni,
+        local,
+        underlay,
+    } = &spec.kind;
+    let underlay = index_of(nl, underlay)?;
     let vxlan = VxlanSpec {
         name: name.to_string(),
         mac: spec.mac,
         mtu: spec.mtu,
         vxlan: Vxlan {
-            vni: spec.vni,
-            local: Some(spec.local),
+            vni: *vni,
+            local: Some(*local),
             port: VXLAN_PORT,
             underlay: Some(underlay),
             learning: false,
@@ -276,8 +287,8 @@ pub fn apply<R: Rtnetlink>(nl: &mut R, ops: Vec<Op>, actual: &Actual) -> Applied
     let mut entries = Vec::new();
     for op in ops {
         let outcome = match &op {
-            Op::CreateDevice(name, spec) => create_device(nl, name, spec),
-            Op::DeleteDevice(name) => nl.delete_link(name).map_err(Into::into),
+            Op::CreateLink(name, spec) => create_link(nl, name, spec),
+            Op::DeleteLink(name) => nl.delete_link(name).map_err(Into::into),
             Op::SetMtu(name, mtu) => index_of(nl, name)
                 .and_then(|index| Ok(nl.apply_all(vec![Change::SetMtu { index, mtu: *mtu }])?)),
             Op::SetUp(name) => {

@@ -1,9 +1,9 @@
 //! The node model: what Strait must hold in this node's kernel ([`Desired`]), what it holds
 //! ([`Actual`]), and the operations that turn one into the other ([`plan`]). Pure data, keyed by
-//! device name, routing table and address, so that every kind of network adds entries here and
+//! link name, routing table and address, so that every kind of network adds entries here and
 //! none adds a branch to the loop that carries them out.
 //!
-//! - devices: Strait's VXLAN devices (see [`crate::overlay`]);
+//! - links, by kind ([`LinkKind`]): today Strait's VXLAN devices (see [`crate::overlay`]);
 //! - FDB entries and permanent neighbours on those devices;
 //! - nexthop objects ([`Hop`]) and the routes through them to other nodes' blocks ([`PeerRoute`]);
 //! - each pod's host side: its addresses routed to its host veth ([`HostRoute`]), and a
@@ -76,16 +76,30 @@ impl Family {
     }
 }
 
-/// The settings of one of Strait's VXLAN devices.
+/// What one of Strait's links is, with the settings only that kind has. A kind of network that
+/// needs links of its own (macvlan, ipvlan, VLAN for underlay networks) adds a variant here, its
+/// creation in `kernel.rs` (`create_link`) and how it reads back (`link_kind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSpec {
-    pub vni: u32,
+pub enum LinkKind {
+    /// A VXLAN device on port 4789 that learns nothing (its FDB entries are Strait's).
+    Vxlan {
+        vni: u32,
+        /// The outer source address: the node's underlay address of the family VXLAN runs
+        /// over.
+        local: IpAddr,
+        /// The device the outer packets leave through.
+        underlay: String,
+    },
+}
+
+/// One of Strait's links as it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    pub kind: LinkKind,
     pub mac: MacAddr,
     pub mtu: u32,
-    /// The outer source address: the node's underlay address of the family VXLAN runs over.
-    pub local: IpAddr,
-    pub underlay: String,
-    /// The VTEP's addresses: its IPv4 address as a /32, its link-local address as a /64.
+    /// Its addresses; a VXLAN device's are the VTEP's: its IPv4 address as a /32, its
+    /// link-local address as a /64.
     pub addresses: Vec<IpNet>,
 }
 
@@ -171,7 +185,7 @@ impl Rule {
 /// Everything Strait must hold in this node's kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub devices: BTreeMap<String, DeviceSpec>,
+    pub links: BTreeMap<String, LinkSpec>,
     pub fdb: BTreeSet<Fdb>,
     pub neighbours: BTreeSet<Neigh>,
     pub hops: BTreeSet<Hop>,
@@ -187,16 +201,14 @@ pub struct Desired {
     pub nft_tables: Vec<strait_nft::Table>,
 }
 
-/// A device as the kernel holds it.
+/// One of Strait's links as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActualDevice {
-    pub vni: u32,
+pub struct ActualLink {
+    /// What it is, or `None` when it is not a link Strait makes as it stands (a VXLAN device
+    /// that learns, on another port, without a source or an underlay): such a link is replaced.
+    pub kind: Option<LinkKind>,
     pub mac: Option<MacAddr>,
     pub mtu: u32,
-    pub local: Option<IpAddr>,
-    pub port: u16,
-    pub underlay: Option<String>,
-    pub learning: bool,
     pub up: bool,
     pub addresses: Vec<IpNet>,
 }
@@ -206,7 +218,7 @@ pub struct ActualDevice {
 /// families.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Actual {
-    pub devices: BTreeMap<String, ActualDevice>,
+    pub links: BTreeMap<String, ActualLink>,
     pub fdb: BTreeSet<Fdb>,
     pub neighbours: BTreeSet<Neigh>,
     /// Our nexthop objects by what they lead to, with their ids.
@@ -240,20 +252,16 @@ impl Desired {
         highest_nexthop_id: u32,
     ) -> Actual {
         Actual {
-            devices: self
-                .devices
+            links: self
+                .links
                 .iter()
                 .map(|(name, s)| {
                     (
                         name.clone(),
-                        ActualDevice {
-                            vni: s.vni,
+                        ActualLink {
+                            kind: Some(s.kind.clone()),
                             mac: Some(s.mac),
                             mtu: s.mtu,
-                            local: Some(s.local),
-                            port: crate::overlay::VXLAN_PORT,
-                            underlay: Some(s.underlay.clone()),
-                            learning: false,
                             up: true,
                             addresses: s.addresses.clone(),
                         },
@@ -307,8 +315,8 @@ impl Desired {
 /// One change to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    CreateDevice(String, DeviceSpec),
-    DeleteDevice(String),
+    CreateLink(String, LinkSpec),
+    DeleteLink(String),
     SetMtu(String, u32),
     SetUp(String),
     AddAddress(String, IpNet),
@@ -360,24 +368,20 @@ fn routes_to(set: &BTreeSet<PeerRoute>, table: Table, dst: IpNet) -> bool {
         .is_some_and(|r| r.table == table && r.dst == dst)
 }
 
-fn device_matches(want: &DeviceSpec, have: &ActualDevice) -> bool {
-    have.vni == want.vni
-        && have.mac == Some(want.mac)
-        && have.local == Some(want.local)
-        && have.port == crate::overlay::VXLAN_PORT
-        && have.underlay.as_deref() == Some(want.underlay.as_str())
-        && !have.learning
+/// Can the link stay as it is, changing at most its MTU, state and addresses?
+fn link_matches(want: &LinkSpec, have: &ActualLink) -> bool {
+    have.kind.as_ref() == Some(&want.kind) && have.mac == Some(want.mac)
 }
 
-/// The operations that turn `actual` into `desired`: devices first, then removals, then
-/// additions. A device that must be (re)created takes all of its entries with it.
+/// The operations that turn `actual` into `desired`: links first, then removals, then
+/// additions. A link that must be (re)created takes all of its entries with it.
 pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
     let mut ops = Vec::new();
     // Devices recreated below lose every entry; count them as absent.
     let mut fresh: BTreeSet<&str> = BTreeSet::new();
-    for (name, want) in &desired.devices {
-        match actual.devices.get(name) {
-            Some(have) if device_matches(want, have) => {
+    for (name, want) in &desired.links {
+        match actual.links.get(name) {
+            Some(have) if link_matches(want, have) => {
                 if have.mtu != want.mtu {
                     ops.push(Op::SetMtu(name.clone(), want.mtu));
                 }
@@ -392,9 +396,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
             }
             existing => {
                 if existing.is_some() {
-                    ops.push(Op::DeleteDevice(name.clone()));
+                    ops.push(Op::DeleteLink(name.clone()));
                 }
-                ops.push(Op::CreateDevice(name.clone(), want.clone()));
+                ops.push(Op::CreateLink(name.clone(), want.clone()));
                 for address in &want.addresses {
                     ops.push(Op::AddAddress(name.clone(), *address));
                 }
@@ -403,9 +407,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
             }
         }
     }
-    for name in actual.devices.keys() {
-        if !desired.devices.contains_key(name) {
-            ops.push(Op::DeleteDevice(name.clone()));
+    for name in actual.links.keys() {
+        if !desired.links.contains_key(name) {
+            ops.push(Op::DeleteLink(name.clone()));
             fresh.insert(name);
         }
     }

@@ -26,7 +26,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use strait_netlink::MacAddr;
 
-use crate::model::{Desired, DeviceSpec, Family, Fdb, Hop, Neigh, NetId, PeerRoute, Rule, Table};
+use crate::model::{
+    Desired, Family, Fdb, Hop, LinkKind, LinkSpec, Neigh, NetId, PeerRoute, Rule, Table,
+};
 use crate::naming::link_local;
 
 /// How a pool's blocks reach other nodes.
@@ -366,14 +368,16 @@ pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
         if ipv6 {
             addresses.push(IpNet::new(vtep.link_local(), 64).expect("a /64 fits IPv6"));
         }
-        out.devices.insert(
+        out.links.insert(
             name.clone(),
-            DeviceSpec {
-                vni: network.vni,
+            LinkSpec {
+                kind: LinkKind::Vxlan {
+                    vni: network.vni,
+                    local: source,
+                    underlay: local.underlay.clone(),
+                },
                 mac: vtep.mac,
                 mtu: network.mtu,
-                local: source,
-                underlay: local.underlay.clone(),
                 addresses,
             },
         );
@@ -521,10 +525,17 @@ mod tests {
     fn vxlan_desires_a_device_and_per_peer_entries_hops_and_routes() {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let d = desired(&l, &c);
-        let dev = &d.devices["strait.4096"];
+        let dev = &d.links["strait.4096"];
         assert_eq!(
-            (dev.vni, dev.mtu, dev.local),
-            (4096, 1450, l.address.into())
+            (&dev.kind, dev.mtu),
+            (
+                &LinkKind::Vxlan {
+                    vni: 4096,
+                    local: l.address.into(),
+                    underlay: "eth0".into()
+                },
+                1450
+            )
         );
         assert_eq!(dev.addresses, ["10.244.0.0/32".parse().unwrap()]);
         assert_eq!(
@@ -586,10 +597,8 @@ mod tests {
         c.blocks
             .insert(block("default", "10.244.1.0/26"), "c".into());
         let d = desired(&l, &c);
-        assert_eq!(
-            d.devices["strait.4096"].local,
-            "fd00:fab::1".parse::<IpAddr>().unwrap()
-        );
+        let LinkKind::Vxlan { local, .. } = d.links["strait.4096"].kind;
+        assert_eq!(local, "fd00:fab::1".parse::<IpAddr>().unwrap());
         let dsts: Vec<IpAddr> = d.fdb.iter().map(|f| f.dst).collect();
         assert_eq!(dsts, ["fd00:fab::2".parse::<IpAddr>().unwrap()]);
         assert!(d.neighbours.iter().all(|n| n.mac == mac(2)));
@@ -617,7 +626,7 @@ mod tests {
         // Without an IPv6 address of its own, the node builds no device at all, and says so.
         l.address6 = None;
         let d = desired(&l, &c);
-        assert!(d.devices.is_empty() && d.routes.is_empty() && d.fdb.is_empty());
+        assert!(d.links.is_empty() && d.routes.is_empty() && d.fdb.is_empty());
         assert!(
             l.unreachable(&c)
                 .iter()
@@ -655,7 +664,7 @@ mod tests {
     fn ipv6_blocks_cross_vxlan_through_the_peer_devices_link_local_address() {
         let (l, c) = dual_stack();
         let d = desired(&l, &c);
-        let dev = &d.devices["strait.4096"];
+        let dev = &d.links["strait.4096"];
         let peer_link_local: IpAddr = link_local(mac(2)).into();
         assert_eq!(
             dev.addresses,
@@ -723,7 +732,7 @@ mod tests {
     fn routed_pools_route_via_the_node_address_and_need_no_device() {
         let (l, c) = (local(Mode::Routed), cluster());
         let d = desired(&l, &c);
-        assert!(d.devices.is_empty() && d.fdb.is_empty() && d.neighbours.is_empty());
+        assert!(d.links.is_empty() && d.fdb.is_empty() && d.neighbours.is_empty());
         let hop = Hop {
             device: "eth0".into(),
             gateway: "192.168.0.2".parse().unwrap(),
@@ -755,7 +764,7 @@ mod tests {
     fn an_empty_kernel_gets_everything_device_first_hop_before_route() {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let ops = plan(&desired(&l, &c), &Actual::default());
-        assert!(matches!(&ops[0], Op::CreateDevice(n, _) if n == "strait.4096"));
+        assert!(matches!(&ops[0], Op::CreateLink(n, _) if n == "strait.4096"));
         assert_eq!(
             ops[1],
             Op::AddAddress("strait.4096".into(), "10.244.0.0/32".parse().unwrap())
@@ -810,12 +819,12 @@ mod tests {
             ),
             (
                 "device down",
-                Box::new(|a: &mut Actual| a.devices.get_mut("strait.4096").unwrap().up = false),
+                Box::new(|a: &mut Actual| a.links.get_mut("strait.4096").unwrap().up = false),
                 vec![Op::SetUp("strait.4096".into())],
             ),
             (
                 "mtu changed",
-                Box::new(|a: &mut Actual| a.devices.get_mut("strait.4096").unwrap().mtu = 1500),
+                Box::new(|a: &mut Actual| a.links.get_mut("strait.4096").unwrap().mtu = 1500),
                 vec![Op::SetMtu("strait.4096".into(), 1450)],
             ),
             (
@@ -882,10 +891,13 @@ mod tests {
         let (l, c) = (local(Mode::Vxlan), cluster());
         let d = desired(&l, &c);
         let mut actual = as_actual(&d);
-        actual.devices.get_mut("strait.4096").unwrap().vni = 7;
+        let link = actual.links.get_mut("strait.4096").unwrap();
+        if let Some(LinkKind::Vxlan { vni, .. }) = &mut link.kind {
+            *vni = 7;
+        }
         let ops = plan(&d, &actual);
-        assert_eq!(ops[0], Op::DeleteDevice("strait.4096".into()));
-        assert!(matches!(ops[1], Op::CreateDevice(..)));
+        assert_eq!(ops[0], Op::DeleteLink("strait.4096".into()));
+        assert!(matches!(ops[1], Op::CreateLink(..)));
         assert!(ops.iter().any(|o| matches!(o, Op::AddFdb(..))));
         assert!(ops.iter().any(|o| matches!(o, Op::AddHop(..))));
         assert!(ops.iter().any(|o| matches!(o, Op::SetRoute(..))));
@@ -969,7 +981,7 @@ mod tests {
                 tenant_route(),
             ])
         );
-        assert_eq!(d.devices.len(), 2);
+        assert_eq!(d.links.len(), 2);
         // What the tenant's peers send is looked up in its table; the main network needs no rule.
         assert_eq!(
             d.rules,
@@ -1023,7 +1035,7 @@ mod tests {
         let mut only_pods = l.clone();
         only_pods.networks.pop();
         let ops = plan(&desired(&only_pods, &c), &full);
-        assert_eq!(ops[0], Op::DeleteDevice("strait.4097".into()), "{ops:?}");
+        assert_eq!(ops[0], Op::DeleteLink("strait.4097".into()), "{ops:?}");
         assert!(ops.contains(&Op::DelRule(tenant_rule)), "{ops:?}");
         assert!(
             !ops.iter()

@@ -187,7 +187,7 @@ pub fn reconcile(
             }
         }
     }
-    for name in desired.devices.keys().chain([&inputs.local.underlay]) {
+    for name in desired.links.keys().chain([&inputs.local.underlay]) {
         if let Ok(Some(link)) = nl.link_by_name(name) {
             report.owned_links.insert(link.index);
             if *name == inputs.local.underlay {

@@ -47,7 +47,7 @@ fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
             mac
         }])
     );
-    assert!(d.devices.is_empty() && d.routes.is_empty());
+    assert!(d.links.is_empty() && d.routes.is_empty());
 }
 
 // Whole passes on the in-memory kernel: what a pass applies, the next reads back as its own;
@@ -229,14 +229,14 @@ mod on_a_fake_kernel {
             assert_eq!(after.host_routes.len(), 2, "{mode:?}");
             assert_eq!(after.host_neighbours.len(), 2, "{mode:?}");
             assert_eq!(after.host_addresses.len(), 1, "{mode:?}");
-            assert_eq!(after.devices.len(), usize::from(mode == Mode::Vxlan));
+            assert_eq!(after.links.len(), usize::from(mode == Mode::Vxlan));
         }
     }
 
     #[test]
     fn each_object_deleted_by_hand_is_put_back_by_the_next_pass() {
         type Edit = fn(&mut Namespace);
-        let cases: [(&str, Mode, Edit); 9] = [
+        let cases: [(&str, Mode, Edit); 10] = [
             ("the VXLAN device", Mode::Vxlan, |ns| {
                 let i = ns.links.iter().find(|l| l.name == "strait.4096").unwrap();
                 let index = i.index;
@@ -253,6 +253,12 @@ mod on_a_fake_kernel {
                 ns.nexthops.retain(|n| n.oif != Some(index));
                 ns.routes
                     .retain(|r| r.nexthop.is_none_or(|id| !gone.contains(&id)));
+            }),
+            // Read back as no kind Strait makes: replaced by one that is.
+            ("the VXLAN device's settings", Mode::Vxlan, |ns| {
+                for l in ns.links.iter_mut().filter(|l| l.name == "strait.4096") {
+                    l.vxlan.as_mut().unwrap().learning = true;
+                }
             }),
             ("an FDB entry", Mode::Vxlan, |ns| {
                 ns.fdb.clear();
