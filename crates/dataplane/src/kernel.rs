@@ -439,6 +439,9 @@ pub fn apply<R: Rtnetlink>(nl: &mut R, ops: Vec<Op>, actual: &Actual) -> Applied
             Ok(()) => applied.done += 1,
             // Already gone is what a removal wanted (a route may have gone with its nexthop).
             Err(e) if stage == Stage::Removal && e.is_not_found() => applied.done += 1,
+            // A rule already there is what adding it wanted (a pass may plan from what the last
+            // one left while someone added the same rule).
+            Err(e) if stage == Stage::Rule && e.is_exists() => applied.done += 1,
             // The veth went with its pod since the read: nothing left to repair.
             Err(e) if stage == Stage::HostSide && e.is_no_device() => {}
             Err(e) => applied.failed.push(e.to_string()),

@@ -298,16 +298,16 @@ impl Desired {
                 .filter(|a| before.host_veths.contains_key(&a.device))
                 .cloned()
                 .collect(),
-            rules: self
-                .rules
-                .iter()
-                .filter(|r| {
-                    r.host_veth()
-                        .is_none_or(|v| before.host_veths.contains_key(v))
-                })
-                .chain(before.rules.iter().filter(|r| kept_on_its_veth(r, before)))
-                .cloned()
-                .collect(),
+            rules: {
+                let (removed, added) = rule_changes(self, before);
+                before
+                    .rules
+                    .iter()
+                    .filter(|r| !removed.contains(r))
+                    .chain(added)
+                    .cloned()
+                    .collect()
+            },
         }
     }
 }
@@ -490,26 +490,39 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Op> {
     }
     plan_host_sides(desired, actual, &mut ops);
     // A rule names its link rather than pointing at it, so it outlives a recreated device.
-    for r in actual.rules.difference(&desired.rules) {
-        if !kept_on_its_veth(r, actual) {
-            ops.push(Op::DelRule(r.clone()));
-        }
-    }
-    for r in desired.rules.difference(&actual.rules) {
-        if r.host_veth()
-            .is_none_or(|v| actual.host_veths.contains_key(v))
-        {
-            ops.push(Op::AddRule(r.clone()));
-        }
-    }
+    let (removed, added) = rule_changes(desired, actual);
+    ops.extend(removed.into_iter().cloned().map(Op::DelRule));
+    ops.extend(added.into_iter().cloned().map(Op::AddRule));
     ops
 }
 
-/// A pod's rule is part of its host side: while its veth exists the pass does not remove it (as
-/// it removes no host route), and it goes with its veth.
-fn kept_on_its_veth(rule: &Rule, actual: &Actual) -> bool {
-    rule.host_veth()
-        .is_some_and(|v| actual.host_veths.contains_key(v))
+/// The rules a pass removes and adds. Strait's rules that nothing wants go, except one on a host
+/// veth that exists and that no record claims: what a veth carries beyond its record belongs to
+/// recovery, as its routes do (on a veth a record claims, the record says which rules it
+/// needs, and any other would steer the pod into another table). A pod's rule is added while
+/// its veth exists, and goes with it.
+fn rule_changes<'a>(desired: &'a Desired, actual: &'a Actual) -> (Vec<&'a Rule>, Vec<&'a Rule>) {
+    let claimed = |veth: &Arc<str>| {
+        desired.host_routes.iter().any(|r| r.device == *veth)
+            || desired.rules.iter().any(|r| r.iif.as_ref() == Some(veth))
+    };
+    let removed = actual
+        .rules
+        .difference(&desired.rules)
+        .filter(|r| match r.host_veth() {
+            Some(veth) => !actual.host_veths.contains_key(veth) || claimed(veth),
+            None => true,
+        })
+        .collect();
+    let added = desired
+        .rules
+        .difference(&actual.rules)
+        .filter(|r| {
+            r.host_veth()
+                .is_none_or(|veth| actual.host_veths.contains_key(veth))
+        })
+        .collect();
+    (removed, added)
 }
 
 /// A pod's host side is repaired, never removed: removing host veths (and everything on them) is
@@ -756,6 +769,63 @@ mod tests {
             BTreeSet::from([host_route(254, "10.0.0.5/32", "st00000000000a")])
         );
         assert_eq!(plan(&desired, &after), vec![]);
+    }
+
+    #[test]
+    fn a_pods_rules_follow_its_record_while_its_veth_lives_and_go_with_it() {
+        let (a, b) = ("st00000000000a", "st00000000000b");
+        let rule =
+            |veth: &str, table: u32| Rule::arriving_on(Family::V4, &veth.into(), Table(table));
+        // Pod a's record: its address in table 1001, so its rule.
+        let desired = Desired {
+            host_routes: BTreeSet::from([host_route(1001, "10.0.0.5/32", a)]),
+            rules: BTreeSet::from([rule(a, 1001)]),
+            ..Desired::default()
+        };
+        let kernel = |rules: &[Rule], veths: &[&str]| Actual {
+            rules: rules.iter().cloned().collect(),
+            ..host_side(&[host_route(1001, "10.0.0.5/32", a)], veths)
+        };
+        type Case<'a> = (&'a str, Actual, Vec<Op>);
+        let cases: [Case; 5] = [
+            (
+                "a stale rule on a claimed veth goes, the record's comes",
+                kernel(&[rule(a, 1002)], &[a]),
+                vec![Op::DelRule(rule(a, 1002)), Op::AddRule(rule(a, 1001))],
+            ),
+            (
+                "a rule on a veth no record claims is recovery's",
+                kernel(&[rule(a, 1001), rule(b, 1003)], &[a, b]),
+                vec![],
+            ),
+            (
+                "a rule whose veth has gone goes",
+                kernel(&[rule(a, 1001), rule(b, 1003)], &[a]),
+                vec![Op::DelRule(rule(b, 1003))],
+            ),
+            (
+                "a recorded rule whose veth has gone stays until its record goes",
+                kernel(&[rule(a, 1001)], &[]),
+                vec![],
+            ),
+            (
+                "no rule is added for a veth that is not there",
+                kernel(&[], &[]),
+                vec![],
+            ),
+        ];
+        for (what, actual, ops) in cases {
+            assert_eq!(plan(&desired, &actual), ops, "{what}");
+            // What the pass predicts is what the next plan starts from.
+            let after = desired.as_applied(&actual, &BTreeMap::new(), 0);
+            assert_eq!(plan(&desired, &after), vec![], "{what}");
+        }
+        // The record gone, with its veth: a pass that trusts the last one's result removes it.
+        let after = desired.as_applied(&kernel(&[rule(a, 1001)], &[]), &BTreeMap::new(), 0);
+        assert_eq!(
+            plan(&Desired::default(), &after),
+            vec![Op::DelRule(rule(a, 1001))]
+        );
     }
 
     #[test]

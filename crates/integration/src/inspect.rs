@@ -99,7 +99,7 @@ fn stable(ns: &TestNetns, args: &[&str]) -> Vec<String> {
 }
 
 /// Everything Strait could have left in a namespace: its addresses, its routes in every table and
-/// family, its rules, its nexthop objects and its permanent neighbours.
+/// family, its rules in both families, its nexthop objects and its permanent neighbours.
 pub fn netns_state(ns: &TestNetns) -> Vec<String> {
     let mut all = Vec::new();
     for args in [
@@ -107,6 +107,7 @@ pub fn netns_state(ns: &TestNetns) -> Vec<String> {
         &["route", "show", "table", "all"],
         &["-6", "route", "show", "table", "all"],
         &["rule", "show"],
+        &["-6", "rule", "show"],
         &["nexthop", "show"],
         &["neigh", "show", "nud", "permanent"],
     ] {

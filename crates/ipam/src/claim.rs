@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use strait_store::{BlockRecord, PoolRecord, Store, StoreError, typed};
+use strait_store::{BlockRecord, Kind, PoolRecord, Store, StoreError, typed};
 
 use crate::error::IpamError;
 use crate::pool::Pool;
@@ -49,18 +49,34 @@ impl Pool {
 }
 
 /// Registers `pool` in the store, or checks that the store's pool of that name is the same one
-/// and that no other pool of its address space in the store overlaps it.
+/// and that no other pool of its address space in the store overlaps it. A refused pool leaves
+/// no record behind (one would refuse the pool it overlaps on each of that pool's starts).
 pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamError> {
+    check_against_store(store, pool).await?;
     let record = PoolRecord {
         cidr: pool.cidr,
         block_prefix: pool.block_prefix,
         space: pool.space.clone(),
     };
-    match typed::create(store, &pool.name, &record).await {
-        Ok(_) => {}
-        Err(StoreError::AlreadyExists { .. }) => {}
+    let created = match typed::create(store, &pool.name, &record).await {
+        Ok(revision) => Some(revision),
+        Err(StoreError::AlreadyExists { .. }) => None,
         Err(e) => return Err(e.into()),
+    };
+    // Another agent may have registered a pool since the check: check again, and take ours
+    // back if it is now refused.
+    if let Err(refused) = check_against_store(store, pool).await {
+        if let Some(revision) = created {
+            let _ = store.delete(Kind::IpPool, &pool.name, Some(revision)).await;
+        }
+        return Err(refused);
     }
+    Ok(())
+}
+
+/// Refuses `pool` if the store holds another definition of it, or a pool of its address space
+/// that overlaps it.
+async fn check_against_store(store: &impl Store, pool: &Pool) -> Result<(), IpamError> {
     for other in typed::list::<PoolRecord>(store).await? {
         let theirs = Pool {
             name: other.name.clone(),
@@ -342,6 +358,16 @@ mod tests {
             ensure_pool(&store, &overlapping).await,
             Err(IpamError::OverlappingPools { .. })
         ));
+        // Refused, it left no record: the pool it overlaps still starts, and only that one is
+        // registered.
+        ensure_pool(&store, &pool).await.unwrap();
+        let names: Vec<String> = typed::list::<PoolRecord>(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["p"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

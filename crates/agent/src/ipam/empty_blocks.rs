@@ -30,6 +30,7 @@ impl<S: Store> Ipam<S> {
             for (network, block) in empty.overdue(now_empty) {
                 let net = &self.networks[&network];
                 let Some(name) = net.block_name(block) else {
+                    tracing::warn!(%network, %block, "an empty block of no configured pool stays");
                     continue;
                 };
                 // No claim runs while the block goes: a fixed address in it would otherwise be
