@@ -67,7 +67,7 @@ impl<S: Store> Agent<S> {
         })
         .await
         .map_err(|e| AgentError::Underlay(Box::new(e)))?;
-        tracing::info!(address = %underlay.address, address6 = ?underlay.address6.map(|(a, _)| a),
+        tracing::info!(address = ?underlay.address4.map(|(a, _)| a), address6 = ?underlay.address6.map(|(a, _)| a),
             device = %underlay.device, mtu = underlay.mtu, "underlay");
         config
             .check_underlay(&underlay.subnets(), underlay.mtu)
@@ -247,7 +247,7 @@ impl<S: Store, K: Kernel> Agent<S, K> {
 /// The record this node announces: its underlay addresses and its networks' VTEPs.
 fn node_record<S: Store>(config: &Config, underlay: &Underlay, ipam: &Ipam<S>) -> NodeRecord {
     NodeRecord {
-        address: underlay.address.into(),
+        address: underlay.address(),
         address6: underlay.address6.map(|(a, _)| a.into()),
         vxlan_over_ipv6: config.vxlan_underlay == UnderlayFamily::Ipv6,
         networks: ipam
@@ -272,7 +272,7 @@ fn local_node<S: Store>(config: &Config, underlay: &Underlay, ipam: &Ipam<S>) ->
     let vxlan_over_ipv6 = config.vxlan_underlay == UnderlayFamily::Ipv6;
     LocalNode {
         name: config.node_name.clone(),
-        address: underlay.address,
+        address: underlay.address4.map(|(a, _)| a),
         address6: underlay.address6.map(|(a, _)| a),
         vxlan_over_ipv6,
         underlay: underlay.device.clone(),

@@ -464,19 +464,28 @@ impl Config {
     /// What only the node can tell: no pool overlaps a subnet of the node's underlay addresses
     /// (its routes would shadow the node's own neighbours), a routed pool has an underlay
     /// address of its family to route through, and no network asks for a larger MTU than the
-    /// underlay carries. `subnets` are those of the underlay's IPv4 address and, if it has one,
-    /// its IPv6 address.
+    /// underlay carries. `subnets` are those of the underlay's addresses: IPv4, IPv6 or both.
     pub fn check_underlay(&self, subnets: &[IpNet], underlay_mtu: u32) -> Result<(), String> {
-        if self.vxlan_underlay == UnderlayFamily::Ipv6
-            && !subnets.iter().any(|s| s.addr().is_ipv6())
+        let over_ipv6 = self.vxlan_underlay == UnderlayFamily::Ipv6;
+        if !subnets.iter().any(|s| s.addr().is_ipv6() == over_ipv6)
             && let Some(n) = self.networks.iter().find(|n| n.uses_vxlan())
         {
-            return Err(format!(
-                "network {:?} uses VXLAN and vxlan_underlay is \"ipv6\", and this node's \
-                 underlay device has no IPv6 address to send it from: add one (or set \
-                 node_address6), or set vxlan_underlay = \"ipv4\"",
-                n.name
-            ));
+            return Err(if over_ipv6 {
+                format!(
+                    "network {:?} uses VXLAN and vxlan_underlay is \"ipv6\", and this node's \
+                     underlay device has no IPv6 address to send it from: add one (or set \
+                     node_address6), or set vxlan_underlay = \"ipv4\"",
+                    n.name
+                )
+            } else {
+                format!(
+                    "network {:?} uses VXLAN and vxlan_underlay is \"ipv4\" (the default), and \
+                     this node's underlay device has no IPv4 address to send it from: set \
+                     vxlan_underlay = \"ipv6\" on every node (VXLAN over IPv6 carries both \
+                     families), or give the node an IPv4 address",
+                    n.name
+                )
+            });
         }
         for n in &self.networks {
             for subnet in subnets {
@@ -765,6 +774,17 @@ mod tests {
         assert!(err.contains("no IPv6 address"), "{err}");
         let both = [subnet("192.168.1.0/24"), subnet("fd00:fab::/64")];
         assert!(c.check_underlay(&both, 1500).is_ok());
+        // A node with IPv6 alone: VXLAN over IPv6 is fine, over IPv4 (the default) it is not.
+        let v6_only = [subnet("fd00:fab::/64")];
+        assert!(c.check_underlay(&v6_only, 1500).is_ok());
+        let err = parse(MINIMAL)
+            .unwrap()
+            .check_underlay(&v6_only, 1500)
+            .unwrap_err();
+        assert!(
+            err.contains("no IPv4 address") && err.contains("vxlan_underlay = \"ipv6\""),
+            "{err}"
+        );
         let jumbo = parse(&format!(
             "vxlan_underlay = \"ipv6\"\n{}",
             MINIMAL.replace("name = \"strait\"", "name = \"strait\"\nmtu = 1450")

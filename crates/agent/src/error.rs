@@ -113,7 +113,13 @@ pub enum AgentError {
     )]
     NodeAddress6NotOnUnderlay(Ipv6Addr, String),
     #[error(
-        "cannot tell this node's address: there is no default route with an IPv4 address; set node_address in straitd's configuration"
+        "node_address6 {0} is not a global address of any interface of this node (and there is \
+         no IPv4 default route to find the underlay by)"
+    )]
+    NodeAddress6NotLocal(Ipv6Addr),
+    #[error(
+        "cannot tell this node's address: there is no default route whose device has an IPv4 or \
+         a global IPv6 address; set node_address or node_address6 in straitd's configuration"
     )]
     NodeAddressUnknown,
 
@@ -254,6 +260,7 @@ impl From<AgentError> for CniError {
             | AgentError::HostInterfaces(_)
             | AgentError::NodeAddressNotLocal(_)
             | AgentError::NodeAddress6NotOnUnderlay(..)
+            | AgentError::NodeAddress6NotLocal(_)
             | AgentError::NodeAddressUnknown
             | AgentError::Config { .. }
             | AgentError::Unfit(_)

@@ -70,7 +70,7 @@ impl<S: Store> Agent<S> {
                 },
                 StoreConfig::Kubernetes { .. } => StoreInfo::Kubernetes,
             },
-            address: self.underlay.address.into(),
+            address: self.underlay.address(),
             address6: self.underlay.address6.map(|(a, _)| a.into()),
             underlay: self.underlay.device.clone(),
             peers: self.membership.peers(),

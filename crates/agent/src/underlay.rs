@@ -1,5 +1,6 @@
-//! This node's place on the underlay: its address (VXLAN's outer source, peers' next hop for
-//! routed pools) and the subnet it is on, the device holding it, and that device's MTU.
+//! This node's place on the underlay: its addresses (VXLAN's outer source, peers' next hop for
+//! routed pools), IPv4, IPv6 or both, with the subnets they are on, the device holding them, and
+//! that device's MTU.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -8,11 +9,12 @@ use strait_netlink::{Netlink, NetlinkError, TABLE_MAIN};
 
 use crate::error::AgentError;
 
+/// At least one of the two addresses is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Underlay {
-    pub address: Ipv4Addr,
-    /// The address's subnet on its device.
-    pub subnet: IpNet,
+    /// The device's IPv4 address with its subnet, if it has one: the next hop of routed IPv4
+    /// pools for peers.
+    pub address4: Option<(Ipv4Addr, IpNet)>,
     /// The device's first global IPv6 address, with its subnet, if it has one: the next hop of
     /// routed IPv6 pools for peers.
     pub address6: Option<(Ipv6Addr, IpNet)>,
@@ -23,9 +25,20 @@ pub struct Underlay {
 impl Underlay {
     /// The subnets of the node's underlay addresses.
     pub fn subnets(&self) -> Vec<IpNet> {
-        std::iter::once(self.subnet)
+        self.address4
+            .map(|(_, subnet)| subnet)
+            .into_iter()
             .chain(self.address6.map(|(_, subnet)| subnet))
             .collect()
+    }
+
+    /// The address the node is known by: its IPv4 one, or on a node without, its IPv6 one.
+    pub fn address(&self) -> IpAddr {
+        match (self.address4, self.address6) {
+            (Some((v4, _)), _) => v4.into(),
+            (None, Some((v6, _))) => v6.into(),
+            (None, None) => unreachable!("resolve finds at least one address"),
+        }
     }
 }
 
@@ -34,8 +47,10 @@ fn is_global(ip: Ipv6Addr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local() || ip.is_multicast())
 }
 
-/// Finds the configured address's device, or the address of the default route's device; and
-/// that device's IPv6 address: `configured6`, or its first global settled one.
+/// Finds the underlay device: the one holding the configured IPv4 address, else the IPv4
+/// default route's, else the one holding the configured IPv6 address, else the IPv6 default
+/// route's. Its IPv4 address is the configured one or its first; its IPv6 address
+/// `configured6` or its first global settled one. A node may have either family alone.
 pub fn resolve(
     nl: &mut Netlink,
     configured: Option<Ipv4Addr>,
@@ -52,7 +67,24 @@ pub fn resolve(
             })
             .collect())
     };
-    let ((address, subnet), index) = match configured {
+    let global = |addresses: Vec<IpNet>| -> Vec<(Ipv6Addr, IpNet)> {
+        addresses
+            .into_iter()
+            .filter_map(|a| match a.addr() {
+                IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
+                _ => None,
+            })
+            .collect()
+    };
+    let default_route_device = |nl: &mut Netlink, ipv6: bool| -> Result<Option<u32>, AgentError> {
+        Ok(nl
+            .routes(ipv6, TABLE_MAIN)
+            .map_err(AgentError::Interfaces)?
+            .into_iter()
+            .find(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
+            .and_then(|r| r.oif))
+    };
+    let (address4, index) = match configured {
         Some(address) => {
             let mut found = None;
             for link in &links {
@@ -65,37 +97,38 @@ pub fn resolve(
                     break;
                 }
             }
-            found.ok_or(AgentError::NodeAddressNotLocal(address))?
+            let (a, index) = found.ok_or(AgentError::NodeAddressNotLocal(address))?;
+            (Some(a), index)
         }
         None => {
-            let default = nl
-                .routes(false, TABLE_MAIN)
+            let index = match (default_route_device(nl, false)?, configured6) {
+                (Some(index), _) => index,
+                (None, Some(want)) => {
+                    let mut found = None;
+                    for link in &links {
+                        let addresses = nl.addresses(link.index).map_err(AgentError::Interfaces)?;
+                        if global(addresses).iter().any(|(a, _)| *a == want) {
+                            found = Some(link.index);
+                            break;
+                        }
+                    }
+                    found.ok_or(AgentError::NodeAddress6NotLocal(want))?
+                }
+                (None, None) => {
+                    default_route_device(nl, true)?.ok_or(AgentError::NodeAddressUnknown)?
+                }
+            };
+            let address4 = v4(nl, index)
                 .map_err(AgentError::Interfaces)?
                 .into_iter()
-                .find(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
-                .ok_or(AgentError::NodeAddressUnknown)?;
-            let index = default.oif.expect("checked");
-            let address = v4(nl, index)
-                .map_err(AgentError::Interfaces)?
-                .into_iter()
-                .next()
-                .ok_or(AgentError::NodeAddressUnknown)?;
-            (address, index)
+                .next();
+            (address4, index)
         }
     };
     let link = links
         .into_iter()
         .find(|l| l.index == index)
         .ok_or(AgentError::NodeAddressUnknown)?;
-    let global = |addresses: Vec<IpNet>| -> Vec<(Ipv6Addr, IpNet)> {
-        addresses
-            .into_iter()
-            .filter_map(|a| match a.addr() {
-                IpAddr::V6(v6) if is_global(v6) => Some((v6, a.trunc())),
-                _ => None,
-            })
-            .collect()
-    };
     let address6 = match configured6 {
         // Configured: taken even while still tentative (just after the link came up).
         Some(want) => Some(
@@ -111,9 +144,11 @@ pub fn resolve(
         .into_iter()
         .next(),
     };
+    if address4.is_none() && address6.is_none() {
+        return Err(AgentError::NodeAddressUnknown);
+    }
     Ok(Underlay {
-        address,
-        subnet,
+        address4,
         address6,
         device: link.name,
         mtu: link.mtu,

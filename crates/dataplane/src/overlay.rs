@@ -88,12 +88,13 @@ impl Vtep {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNode {
     pub name: String,
-    pub address: Ipv4Addr,
-    /// Its IPv6 underlay address, if it has one.
+    /// Its IPv4 underlay address, if it has one.
+    pub address: Option<Ipv4Addr>,
+    /// Its IPv6 underlay address, if it has one (a node has one or both).
     pub address6: Option<Ipv6Addr>,
     /// VXLAN runs over the IPv6 underlay (else the IPv4 one).
     pub vxlan_over_ipv6: bool,
-    /// The underlay device (holding `address`).
+    /// The underlay device (holding its addresses).
     pub underlay: String,
     pub networks: Vec<LocalNetwork>,
 }
@@ -195,10 +196,10 @@ impl LocalNode {
 pub enum Unreachable {
     /// A routed block of this family, and the peer announces no underlay address of it.
     NoRoutedAddress { ipv6: bool },
-    /// VXLAN runs over IPv6, and the peer announces no IPv6 underlay address.
-    PeerWithoutIpv6,
-    /// VXLAN runs over IPv6, and this node has no IPv6 underlay address.
-    NodeWithoutIpv6,
+    /// The peer announces no underlay address of the family VXLAN runs over.
+    PeerWithout { ipv6: bool },
+    /// This node has no underlay address of the family VXLAN runs over.
+    NodeWithout { ipv6: bool },
     /// The peer runs VXLAN over the other underlay family (`vxlan_underlay` differs).
     OtherVxlanFamily,
     /// The peer announces no VTEP (or none of the block's family) for the network.
@@ -209,7 +210,7 @@ impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unreachable::NoRoutedAddress { ipv6 } => {
-                let family = if *ipv6 { "IPv6" } else { "IPv4" };
+                let family = family_name(*ipv6);
                 write!(
                     f,
                     "the block is routed through the node's {family} underlay address, which it \
@@ -217,12 +218,16 @@ impl fmt::Display for Unreachable {
                      agent)"
                 )
             }
-            Unreachable::PeerWithoutIpv6 => f.write_str(
-                "VXLAN runs over IPv6 (vxlan_underlay) and the node announces no IPv6 underlay \
+            Unreachable::PeerWithout { ipv6 } => write!(
+                f,
+                "VXLAN runs over {0} (vxlan_underlay) and the node announces no {0} underlay \
                  address",
+                family_name(*ipv6)
             ),
-            Unreachable::NodeWithoutIpv6 => f.write_str(
-                "VXLAN runs over IPv6 (vxlan_underlay) and this node has no IPv6 underlay address",
+            Unreachable::NodeWithout { ipv6 } => write!(
+                f,
+                "VXLAN runs over {0} (vxlan_underlay) and this node has no {0} underlay address",
+                family_name(*ipv6)
             ),
             Unreachable::OtherVxlanFamily => f.write_str(
                 "the node runs VXLAN over the other underlay family (vxlan_underlay differs \
@@ -233,6 +238,10 @@ impl fmt::Display for Unreachable {
             }
         }
     }
+}
+
+fn family_name(ipv6: bool) -> &'static str {
+    if ipv6 { "IPv6" } else { "IPv4" }
 }
 
 /// One of a peer's blocks that this node cannot route, and why.
@@ -247,26 +256,31 @@ pub struct UnreachableBlock {
 impl LocalNode {
     /// VXLAN's outer address of a node with these underlay addresses: of the family VXLAN runs
     /// over.
-    fn outer(&self, v4: IpAddr, v6: Option<IpAddr>) -> Option<IpAddr> {
+    fn outer(&self, v4: Option<IpAddr>, v6: Option<IpAddr>) -> Option<IpAddr> {
         match self.vxlan_over_ipv6 {
             true => v6,
-            false => Some(v4),
+            false => v4,
         }
+    }
+
+    /// This node's VXLAN source address.
+    fn vxlan_source(&self) -> Option<IpAddr> {
+        self.outer(self.address.map(Into::into), self.address6.map(Into::into))
     }
 
     /// Where this node's VXLAN packets to `peer` go, or why they cannot.
     fn vxlan_destination(&self, peer: &Peer) -> Result<IpAddr, Unreachable> {
-        if peer.vxlan_over_ipv6 != self.vxlan_over_ipv6 {
+        let ipv6 = self.vxlan_over_ipv6;
+        if peer.vxlan_over_ipv6 != ipv6 {
             return Err(Unreachable::OtherVxlanFamily);
         }
-        if self
-            .outer(self.address.into(), self.address6.map(IpAddr::from))
-            .is_none()
-        {
-            return Err(Unreachable::NodeWithoutIpv6);
+        if self.vxlan_source().is_none() {
+            return Err(Unreachable::NodeWithout { ipv6 });
         }
-        self.outer(peer.address, peer.address6)
-            .ok_or(Unreachable::PeerWithoutIpv6)
+        // A node without IPv4 announces its IPv6 address as its address.
+        let v4 = Some(peer.address).filter(IpAddr::is_ipv4);
+        self.outer(v4, peer.address6)
+            .ok_or(Unreachable::PeerWithout { ipv6 })
     }
 
     /// The next hop of `peer`'s `block` in `network`: `None` when the block is not one of the
@@ -351,7 +365,7 @@ impl LocalNode {
 /// Adds to `out` what this node must hold to reach the other nodes' pods, from its own
 /// settings and the cluster view.
 pub fn contribute(local: &LocalNode, cluster: &ClusterView, out: &mut Desired) {
-    let source = local.outer(local.address.into(), local.address6.map(IpAddr::from));
+    let source = local.vxlan_source();
     for network in &local.networks {
         let name = device_name(network.vni);
         let device: Arc<str> = name.as_str().into();
@@ -455,7 +469,7 @@ mod tests {
     fn local(mode: Mode) -> LocalNode {
         LocalNode {
             name: "a".into(),
-            address: Ipv4Addr::new(192, 168, 0, 1),
+            address: Some(Ipv4Addr::new(192, 168, 0, 1)),
             address6: None,
             vxlan_over_ipv6: false,
             underlay: "eth0".into(),
@@ -531,7 +545,7 @@ mod tests {
             (
                 &LinkKind::Vxlan {
                     vni: 4096,
-                    local: l.address.into(),
+                    local: l.address.unwrap().into(),
                     underlay: "eth0".into()
                 },
                 1450
@@ -611,7 +625,10 @@ mod tests {
             .collect();
         assert_eq!(
             why,
-            [("c 10.244.1.0/26".to_string(), Unreachable::PeerWithoutIpv6)]
+            [(
+                "c 10.244.1.0/26".to_string(),
+                Unreachable::PeerWithout { ipv6: true }
+            )]
         );
         // A node still running VXLAN over IPv4 is not sent anything, and is reported.
         let mut mixed = c.clone();
@@ -630,7 +647,7 @@ mod tests {
         assert!(
             l.unreachable(&c)
                 .iter()
-                .all(|u| u.why == Unreachable::NodeWithoutIpv6)
+                .all(|u| u.why == Unreachable::NodeWithout { ipv6: true })
         );
         assert_eq!(l.unreachable(&c).len(), 3);
     }

@@ -24,6 +24,12 @@ pub const PREFIX6: &str = "fd00:fab:";
 /// until those entries expired.
 const BRIDGE_MAC: &str = "02:00:c0:a8:64:fe";
 
+/// The IPv6 address the fabric gives the node it gave IPv4 address `v4`.
+pub fn ipv6_of(v4: &str) -> String {
+    let n = v4.rsplit('.').next().expect("an IPv4 address");
+    format!("{PREFIX6}:{n}")
+}
+
 impl Fabric {
     pub fn new() -> Fabric {
         let ns = TestNetns::new("fab");
@@ -67,7 +73,7 @@ impl Fabric {
             "-6",
             "addr",
             "add",
-            &format!("{PREFIX6}:{n}/64"),
+            &format!("{}/64", ipv6_of(&address)),
             "dev",
             "eth0",
             "nodad",

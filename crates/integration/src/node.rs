@@ -35,6 +35,8 @@ pub struct NodeSpec {
     pub agent_env: Vec<(String, String)>,
     /// Extra TOML for every pool (e.g. `fixed_addresses = true`).
     pub pool_extra: String,
+    /// The node's underlay has its IPv6 address alone (configured as `node_address6`).
+    pub ipv6_only: bool,
 }
 
 /// Which cluster store a test node uses.
@@ -62,6 +64,7 @@ impl Default for NodeSpec {
             fabric: None,
             agent_env: Vec::new(),
             pool_extra: String::new(),
+            ipv6_only: false,
         }
     }
 }
@@ -71,7 +74,7 @@ pub struct Node {
     pub ns: TestNetns,
     pub dir: PathBuf,
     pub spec: NodeSpec,
-    /// The node's underlay address on the fabric.
+    /// The node's underlay address on the fabric: IPv4, or IPv6 on an IPv6-only node.
     pub address: String,
     agent: Option<Child>,
     /// Keeps the fabric alive as long as a node is plugged into it.
@@ -99,7 +102,11 @@ impl Node {
     pub fn create(spec: NodeSpec) -> Node {
         let ns = TestNetns::new("node");
         let fabric = spec.fabric.clone().unwrap_or_default();
-        let address = fabric.attach(&ns);
+        let mut address = fabric.attach(&ns);
+        if spec.ipv6_only {
+            ns.ip(&["-4", "addr", "flush", "dev", "eth0"]);
+            address = crate::fabric::ipv6_of(&address);
+        }
         let dir = std::env::temp_dir().join(unique("dir"));
         fs::create_dir_all(&dir).expect("test dir");
         let node = Node {
@@ -179,12 +186,17 @@ impl Node {
             (self.spec.extra.clone(), format!("[cni]\n{conf_dir}\n"))
         };
         format!(
-            "node_name = \"{node}\"\nnode_address = \"{address}\"\n\
+            "node_name = \"{node}\"\n{address_key} = \"{address}\"\n\
              state_dir = \"{state}\"\nsocket = \"{socket}\"\n\
              service_cidrs = [\"10.96.0.0/12\"]\n\
              {extra}\n{store}{cni}\n\
              [[network]]\nname = \"{network}\"\nmode = \"{mode}\"\n{pools}",
             node = self.ns.name,
+            address_key = if self.spec.ipv6_only {
+                "node_address6"
+            } else {
+                "node_address"
+            },
             address = self.address,
             state = self.state_dir().display(),
             socket = self.socket().display(),

@@ -476,6 +476,84 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
 }
 
 #[test]
+fn nodes_with_an_ipv6_underlay_alone_carry_both_families_and_announce_their_ipv6_address() {
+    let spec = NodeSpec {
+        extra: "vxlan_underlay = \"ipv6\"".into(),
+        ipv6_only: true,
+        ..dual_stack()
+    };
+    let cluster = Cluster::start_with(3, Backend::Embedded, spec);
+    let node = &cluster.nodes[0];
+    let v4_on_underlay = ip_json(&node.ns, &["-4", "addr", "show", "dev", "eth0"]);
+    assert!(
+        v4_on_underlay
+            .iter()
+            .all(|l| l["addr_info"].as_array().is_none_or(|a| a.is_empty())),
+        "{v4_on_underlay:?}"
+    );
+    let pods: Vec<_> = (0..3)
+        .flat_map(|n| [n, n])
+        .map(|n| cluster.pod(n))
+        .collect();
+    cluster.wait_converged(Duration::from_secs(10));
+    for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
+        let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
+        assert!(bad.is_empty(), "{family}: unreachable {bad:?}");
+    }
+    // Each node is known by its IPv6 address, and reaches every peer at its own.
+    let status = node.ctl(&["status"]);
+    assert_eq!(status["address"].as_str(), Some(node.address.as_str()));
+    let peers = node.ctl(&["peers"]);
+    let addresses: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["address"].as_str())
+        .collect();
+    assert!(
+        addresses.len() == 2 && addresses.iter().all(|a| a.starts_with("fd00:fab::")),
+        "{peers}"
+    );
+    assert_eq!(node.metric("strait_peer_blocks_unreachable"), 0);
+    // Unconfigured, the address is found through the IPv6 default route.
+    let mut found = Node::create(NodeSpec {
+        extra: "vxlan_underlay = \"ipv6\"".into(),
+        ipv6_only: true,
+        ..dual_stack()
+    });
+    found.ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:fab::fe",
+        "dev",
+        "eth0",
+    ]);
+    let unconfigured = found
+        .config_text()
+        .replace(&format!("node_address6 = \"{}\"\n", found.address), "");
+    assert!(!unconfigured.contains("node_address"), "{unconfigured}");
+    std::fs::write(found.config_path(), unconfigured).unwrap();
+    found.try_start_agent().unwrap();
+    assert_eq!(
+        found.ctl(&["status"])["address"].as_str(),
+        Some(found.address.as_str())
+    );
+    // Without vxlan_underlay = "ipv6" such a node refuses to start, and says what to set.
+    let mut alone = Node::create(NodeSpec {
+        ipv6_only: true,
+        ..dual_stack()
+    });
+    let log = alone.try_start_agent().unwrap_err();
+    assert!(
+        log.contains("no IPv4 address") && log.contains("vxlan_underlay = \"ipv6\""),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_routed_ipv6_pool_without_an_ipv6_underlay_address_is_refused_with_the_reason() {
     let mut node = Node::create(NodeSpec {
         mode: "routed".into(),

@@ -88,7 +88,7 @@ pub struct NodeStatus {
     pub ready: bool,
     pub version: String,
     pub store: StoreInfo,
-    /// The node's underlay address and device.
+    /// The node's underlay address (IPv4, or IPv6 on a node without IPv4) and device.
     pub address: IpAddr,
     /// The underlay's IPv6 address, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

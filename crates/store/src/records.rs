@@ -48,7 +48,8 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync {
 /// A node as its peers need to know it: where to send encapsulated or routed traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    /// The node's underlay address: VXLAN's outer destination, the next hop of routed blocks.
+    /// The node's underlay address: its IPv4 one (VXLAN's outer destination over IPv4, the next
+    /// hop of routed IPv4 blocks), or on a node without one, its IPv6 one (as `address6`).
     pub address: IpAddr,
     /// The node's IPv6 underlay address, if it has one: the next hop of routed IPv6 blocks, and
     /// VXLAN's outer destination when VXLAN runs over IPv6.

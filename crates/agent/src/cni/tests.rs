@@ -93,8 +93,10 @@ mod on_a_fake_kernel {
         config.sysctl_dir = dir.join("sys");
         let store = EmbeddedStore::open(dir.join("store")).unwrap();
         let underlay = Underlay {
-            address: "192.0.2.1".parse().unwrap(),
-            subnet: "192.0.2.0/24".parse().unwrap(),
+            address4: Some((
+                "192.0.2.1".parse().unwrap(),
+                "192.0.2.0/24".parse().unwrap(),
+            )),
             address6: None,
             device: "eth0".into(),
             mtu: 1500,

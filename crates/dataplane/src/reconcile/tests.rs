@@ -4,7 +4,7 @@ use super::*;
 fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
     let local = LocalNode {
         name: "a".into(),
-        address: "192.168.0.1".parse().unwrap(),
+        address: Some("192.168.0.1".parse().unwrap()),
         address6: None,
         vxlan_over_ipv6: false,
         underlay: "eth0".into(),
@@ -79,7 +79,7 @@ mod on_a_fake_kernel {
         let pools = [("pods-v4", "10.244.0.0/16"), ("pods-v6", "fd00:244::/56")];
         let local = LocalNode {
             name: "a".into(),
-            address: "192.168.0.1".parse().unwrap(),
+            address: Some("192.168.0.1".parse().unwrap()),
             address6: None,
             vxlan_over_ipv6: false,
             underlay: "eth0".into(),
