@@ -272,7 +272,7 @@ fn local_node<S: Store>(config: &Config, underlay: &Underlay, ipam: &Ipam<S>) ->
     let vxlan_over_ipv6 = config.vxlan_underlay == UnderlayFamily::Ipv6;
     LocalNode {
         name: config.node_name.clone(),
-        address: underlay.address4.map(|(a, _)| a),
+        address4: underlay.address4.map(|(a, _)| a),
         address6: underlay.address6.map(|(a, _)| a),
         vxlan_over_ipv6,
         underlay: underlay.device.clone(),

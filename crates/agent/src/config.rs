@@ -479,10 +479,11 @@ impl Config {
                 )
             } else {
                 format!(
-                    "network {:?} uses VXLAN and vxlan_underlay is \"ipv4\" (the default), and \
+                    "network {:?} uses VXLAN and vxlan_underlay is \"ipv4\" (its default), and \
                      this node's underlay device has no IPv4 address to send it from: set \
+                     node_address if the node has one on another device, give it one, or set \
                      vxlan_underlay = \"ipv6\" on every node (VXLAN over IPv6 carries both \
-                     families), or give the node an IPv4 address",
+                     families)",
                     n.name
                 )
             });

@@ -113,15 +113,22 @@ pub enum AgentError {
     )]
     NodeAddress6NotOnUnderlay(Ipv6Addr, String),
     #[error(
-        "node_address6 {0} is not a global address of any interface of this node (and there is \
-         no IPv4 default route to find the underlay by)"
+        "node_address6 {0} is not a global address of any interface of this node (and no IPv4 \
+         default route leaves through a device with an IPv4 address to find the underlay by)"
     )]
     NodeAddress6NotLocal(Ipv6Addr),
     #[error(
-        "cannot tell this node's address: there is no default route whose device has an IPv4 or \
-         a global IPv6 address; set node_address or node_address6 in straitd's configuration"
+        "cannot tell this node's address: no IPv4 default route leaves through a device with an \
+         IPv4 address, and there is no IPv6 default route; set node_address or node_address6 in \
+         straitd's configuration"
     )]
     NodeAddressUnknown,
+    #[error(
+        "the underlay device {0} (found through the IPv6 default route) has no IPv4 address and \
+         no settled global IPv6 address yet (duplicate address detection may still run): set \
+         node_address6, which is taken while still tentative, or start once it has settled"
+    )]
+    NoSettledAddress6(String),
 
     // Starting.
     #[error("{path}: {reason}")]
@@ -261,6 +268,7 @@ impl From<AgentError> for CniError {
             | AgentError::NodeAddressNotLocal(_)
             | AgentError::NodeAddress6NotOnUnderlay(..)
             | AgentError::NodeAddress6NotLocal(_)
+            | AgentError::NoSettledAddress6(_)
             | AgentError::NodeAddressUnknown
             | AgentError::Config { .. }
             | AgentError::Unfit(_)

@@ -48,9 +48,9 @@ fn is_global(ip: Ipv6Addr) -> bool {
 }
 
 /// Finds the underlay device: the one holding the configured IPv4 address, else the IPv4
-/// default route's, else the one holding the configured IPv6 address, else the IPv6 default
-/// route's. Its IPv4 address is the configured one or its first; its IPv6 address
-/// `configured6` or its first global settled one. A node may have either family alone.
+/// default route's if it has an IPv4 address (its first is taken), else the one holding the
+/// configured IPv6 address, else the IPv6 default route's (then the node has no IPv4 underlay
+/// address). Its IPv6 address is `configured6` or its first global settled one.
 pub fn resolve(
     nl: &mut Netlink,
     configured: Option<Ipv4Addr>,
@@ -101,8 +101,15 @@ pub fn resolve(
             (Some(a), index)
         }
         None => {
-            let index = match (default_route_device(nl, false)?, configured6) {
-                (Some(index), _) => index,
+            // The IPv4 default route's device, if it has an IPv4 address (a route through an
+            // IPv6 next hop says nothing of the node's IPv4 address).
+            let mut via_v4 = None;
+            if let Some(index) = default_route_device(nl, false)? {
+                let first = v4(nl, index).map_err(AgentError::Interfaces)?;
+                via_v4 = first.into_iter().next().map(|a| (a, index));
+            }
+            match (via_v4, configured6) {
+                (Some((a, index)), _) => (Some(a), index),
                 (None, Some(want)) => {
                     let mut found = None;
                     for link in &links {
@@ -112,17 +119,15 @@ pub fn resolve(
                             break;
                         }
                     }
-                    found.ok_or(AgentError::NodeAddress6NotLocal(want))?
+                    let index = found.ok_or(AgentError::NodeAddress6NotLocal(want))?;
+                    (None, index)
                 }
                 (None, None) => {
-                    default_route_device(nl, true)?.ok_or(AgentError::NodeAddressUnknown)?
+                    let index =
+                        default_route_device(nl, true)?.ok_or(AgentError::NodeAddressUnknown)?;
+                    (None, index)
                 }
-            };
-            let address4 = v4(nl, index)
-                .map_err(AgentError::Interfaces)?
-                .into_iter()
-                .next();
-            (address4, index)
+            }
         }
     };
     let link = links
@@ -145,7 +150,7 @@ pub fn resolve(
         .next(),
     };
     if address4.is_none() && address6.is_none() {
-        return Err(AgentError::NodeAddressUnknown);
+        return Err(AgentError::NoSettledAddress6(link.name));
     }
     Ok(Underlay {
         address4,

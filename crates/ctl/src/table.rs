@@ -32,7 +32,10 @@ pub fn status(s: &NodeStatus) -> String {
         s.ready,
         s.version,
         s.address,
-        s.address6.map(|a| format!(", {a}")).unwrap_or_default(),
+        s.address6
+            .filter(|a| *a != s.address)
+            .map(|a| format!(", {a}"))
+            .unwrap_or_default(),
         s.underlay,
         s.peers,
         s.store
@@ -114,7 +117,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         rows.push(vec![
             p.name.clone(),
             std::iter::once(p.address)
-                .chain(p.address6)
+                .chain(p.address6.filter(|a| *a != p.address))
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -235,6 +238,21 @@ mod tests {
             out.contains("b fd00::40/122 (network pods) cannot be routed: no IPv6 address"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_node_known_by_its_ipv6_address_shows_it_once() {
+        let v6: std::net::IpAddr = "fd00:fab::2".parse().unwrap();
+        let peer = PeerInfo {
+            name: "b".into(),
+            address: v6,
+            address6: Some(v6),
+            vteps: Vec::new(),
+            blocks: Vec::new(),
+            unreachable: Vec::new(),
+        };
+        let out = peers(&[peer]);
+        assert_eq!(out.matches("fd00:fab::2").count(), 1, "{out}");
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Vtep {
 pub struct LocalNode {
     pub name: String,
     /// Its IPv4 underlay address, if it has one.
-    pub address: Option<Ipv4Addr>,
+    pub address4: Option<Ipv4Addr>,
     /// Its IPv6 underlay address, if it has one (a node has one or both).
     pub address6: Option<Ipv6Addr>,
     /// VXLAN runs over the IPv6 underlay (else the IPv4 one).
@@ -265,7 +265,7 @@ impl LocalNode {
 
     /// This node's VXLAN source address.
     fn vxlan_source(&self) -> Option<IpAddr> {
-        self.outer(self.address.map(Into::into), self.address6.map(Into::into))
+        self.outer(self.address4.map(Into::into), self.address6.map(Into::into))
     }
 
     /// Where this node's VXLAN packets to `peer` go, or why they cannot.
@@ -469,7 +469,7 @@ mod tests {
     fn local(mode: Mode) -> LocalNode {
         LocalNode {
             name: "a".into(),
-            address: Some(Ipv4Addr::new(192, 168, 0, 1)),
+            address4: Some(Ipv4Addr::new(192, 168, 0, 1)),
             address6: None,
             vxlan_over_ipv6: false,
             underlay: "eth0".into(),
@@ -545,7 +545,7 @@ mod tests {
             (
                 &LinkKind::Vxlan {
                     vni: 4096,
-                    local: l.address.unwrap().into(),
+                    local: l.address4.unwrap().into(),
                     underlay: "eth0".into()
                 },
                 1450
@@ -650,6 +650,69 @@ mod tests {
                 .all(|u| u.why == Unreachable::NodeWithout { ipv6: true })
         );
         assert_eq!(l.unreachable(&c).len(), 3);
+    }
+
+    #[test]
+    fn a_node_with_an_ipv6_underlay_alone_is_reached_over_ipv6_and_never_over_ipv4() {
+        let (mut l, mut c) = dual_stack();
+        l.vxlan_over_ipv6 = true;
+        l.address6 = Some("fd00:fab::1".parse().unwrap());
+        // Node "b" has IPv6 alone: it announces that address as its address, and as address6.
+        let v6: IpAddr = "fd00:fab::2".parse().unwrap();
+        let b = c.nodes.get_mut("b").unwrap();
+        (b.address, b.address6, b.vxlan_over_ipv6) = (v6, Some(v6), true);
+        let d = desired(&l, &c);
+        let dsts: Vec<IpAddr> = d.fdb.iter().map(|f| f.dst).collect();
+        assert_eq!(dsts, [v6]);
+        assert!(l.unreachable(&c).is_empty());
+        // This node without IPv4 of its own: the same.
+        l.address4 = None;
+        assert_eq!(desired(&l, &c), d);
+
+        // A node running VXLAN over IPv4 never sends it to such a peer's IPv6 address (were the
+        // peer to claim IPv4 VXLAN, it has no IPv4 address to receive it).
+        let mut over_v4 = c.clone();
+        over_v4.nodes.get_mut("b").unwrap().vxlan_over_ipv6 = false;
+        let mut l4 = l.clone();
+        (l4.vxlan_over_ipv6, l4.address4) = (false, Some(Ipv4Addr::new(192, 168, 0, 1)));
+        assert!(desired(&l4, &over_v4).fdb.is_empty());
+        assert!(
+            l4.unreachable(&over_v4)
+                .iter()
+                .all(|u| u.why == Unreachable::PeerWithout { ipv6: false })
+        );
+        // Nor does a node without IPv4 run VXLAN over IPv4.
+        l4.address4 = None;
+        assert!(desired(&l4, &over_v4).links.is_empty());
+        assert!(
+            l4.unreachable(&over_v4)
+                .iter()
+                .all(|u| u.why == Unreachable::NodeWithout { ipv6: false })
+        );
+
+        // A routed IPv4 block of a peer without IPv4 has no next hop; its IPv6 block has one.
+        let mut routed = l.clone();
+        for n in &mut routed.networks {
+            n.pools.iter_mut().for_each(|p| p.mode = Mode::Routed);
+        }
+        let why: Vec<(String, Unreachable)> = routed
+            .unreachable(&c)
+            .into_iter()
+            .map(|u| (u.block.to_string(), u.why))
+            .collect();
+        assert_eq!(
+            why,
+            [(
+                "10.244.0.64/26".to_string(),
+                Unreachable::NoRoutedAddress { ipv6: false }
+            )]
+        );
+        let hops: Vec<IpAddr> = desired(&routed, &c)
+            .hops
+            .iter()
+            .map(|h| h.gateway)
+            .collect();
+        assert_eq!(hops, [v6]);
     }
 
     #[test]

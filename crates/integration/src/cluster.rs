@@ -45,7 +45,8 @@ pub struct Cluster {
     pub etcd: Option<Etcd>,
     pub control_plane: Option<ControlPlane>,
     store_dir: PathBuf,
-    template: NodeSpec,
+    /// What nodes added from now on are made from (a test may change it between additions).
+    pub template: NodeSpec,
 }
 
 impl Cluster {

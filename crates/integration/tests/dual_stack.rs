@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use strait_integration::cluster::{Backend, Cluster};
+use strait_integration::cluster::{Backend, Cluster, Pod};
 use strait_integration::cni::{Env, addresses};
 use strait_integration::inspect::{ip_json, link_names};
 use strait_integration::netns::TestNetns;
@@ -307,6 +307,21 @@ fn an_ipv6_only_network_gives_pods_ipv6_alone() {
     assert_eq!(after.allocated, 0);
 }
 
+/// Two dual-stack pods on each of the cluster's nodes, once every pod reaches every other over
+/// both families (`what` names the case in a failure).
+fn two_pods_per_node_reaching_each_other(cluster: &Cluster, what: &str) -> Vec<Pod> {
+    let pods: Vec<_> = (0..cluster.nodes.len())
+        .flat_map(|n| [n, n])
+        .map(|n| cluster.pod(n))
+        .collect();
+    cluster.wait_converged(Duration::from_secs(10));
+    for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
+        let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
+        assert!(bad.is_empty(), "{what} {family}: unreachable {bad:?}");
+    }
+    pods
+}
+
 fn dual_stack() -> NodeSpec {
     NodeSpec {
         pools: vec![(V4_POOL.into(), 26), (V6_POOL.into(), 122)],
@@ -324,15 +339,7 @@ fn dual_stack_pods_reach_each_other_across_three_nodes_in_both_modes_with_every_
                 ..dual_stack()
             };
             let cluster = Cluster::start_with(3, backend, spec);
-            let pods: Vec<_> = (0..3)
-                .flat_map(|n| [n, n])
-                .map(|n| cluster.pod(n))
-                .collect();
-            cluster.wait_converged(Duration::from_secs(10));
-            for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
-                let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
-                assert!(bad.is_empty(), "{what} {family}: unreachable {bad:?}");
-            }
+            let pods = two_pods_per_node_reaching_each_other(&cluster, &what);
             // Full-size IPv6 packets cross unfragmented (IPv6's header is 40 bytes, ICMPv6's 8):
             // inside VXLAN over the IPv4 underlay, or routed at the underlay's MTU.
             let (a, b) = (&pods[0], &pods[4]);
@@ -388,15 +395,7 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
         ..dual_stack()
     };
     let cluster = Cluster::start_with(3, Backend::Embedded, spec);
-    let pods: Vec<_> = (0..3)
-        .flat_map(|n| [n, n])
-        .map(|n| cluster.pod(n))
-        .collect();
-    cluster.wait_converged(Duration::from_secs(10));
-    for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
-        let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
-        assert!(bad.is_empty(), "{family}: unreachable {bad:?}");
-    }
+    let pods = two_pods_per_node_reaching_each_other(&cluster, "");
     // The device sends from the node's IPv6 address, and every peer is reached at its own:
     // no IPv4 outer address is left to carry anything.
     let node = &cluster.nodes[0];
@@ -477,44 +476,47 @@ fn vxlan_over_an_ipv6_underlay_carries_both_families_between_three_nodes() {
 
 #[test]
 fn nodes_with_an_ipv6_underlay_alone_carry_both_families_and_announce_their_ipv6_address() {
-    let spec = NodeSpec {
-        extra: "vxlan_underlay = \"ipv6\"".into(),
-        ipv6_only: true,
-        ..dual_stack()
-    };
-    let cluster = Cluster::start_with(3, Backend::Embedded, spec);
-    let node = &cluster.nodes[0];
-    let v4_on_underlay = ip_json(&node.ns, &["-4", "addr", "show", "dev", "eth0"]);
+    // Node 0 has both families on its underlay, nodes 1 and 2 IPv6 alone.
+    let mut cluster = Cluster::start_with(
+        1,
+        Backend::Embedded,
+        NodeSpec {
+            extra: "vxlan_underlay = \"ipv6\"".into(),
+            ..dual_stack()
+        },
+    );
+    cluster.template.ipv6_only = true;
+    cluster.add_node();
+    cluster.add_node();
+    let v4_on_underlay = ip_json(&cluster.nodes[1].ns, &["-4", "addr", "show", "dev", "eth0"]);
     assert!(
         v4_on_underlay
             .iter()
             .all(|l| l["addr_info"].as_array().is_none_or(|a| a.is_empty())),
         "{v4_on_underlay:?}"
     );
-    let pods: Vec<_> = (0..3)
-        .flat_map(|n| [n, n])
-        .map(|n| cluster.pod(n))
-        .collect();
-    cluster.wait_converged(Duration::from_secs(10));
-    for (family, i) in [("IPv4", 0), ("IPv6", 1)] {
-        let bad = Cluster::unreachable_at(&pods, |p| p.ips[i].as_str());
-        assert!(bad.is_empty(), "{family}: unreachable {bad:?}");
+    let _pods = two_pods_per_node_reaching_each_other(&cluster, "");
+    // An IPv6-only node is known by its IPv6 address, as its address and its address6.
+    let alone = &cluster.nodes[1];
+    let status = alone.ctl(&["status"]);
+    assert_eq!(status["address"].as_str(), Some(alone.address.as_str()));
+    assert_eq!(status["address6"], status["address"]);
+    // The dual node sends VXLAN to both others at their IPv6 addresses, and routes every block.
+    let dual = &cluster.nodes[0];
+    let fdb = dual
+        .ns
+        .exec("bridge", &["-j", "fdb", "show", "dev", "strait.4096"]);
+    let fdb: Vec<Value> = serde_json::from_slice(&fdb.stdout).unwrap();
+    let mut dsts: Vec<&str> = fdb.iter().filter_map(|e| e["dst"].as_str()).collect();
+    dsts.sort();
+    let others = [
+        cluster.nodes[1].address.as_str(),
+        cluster.nodes[2].address.as_str(),
+    ];
+    assert_eq!(dsts, others, "{fdb:?}");
+    for node in &cluster.nodes {
+        assert_eq!(node.metric("strait_peer_blocks_unreachable"), 0);
     }
-    // Each node is known by its IPv6 address, and reaches every peer at its own.
-    let status = node.ctl(&["status"]);
-    assert_eq!(status["address"].as_str(), Some(node.address.as_str()));
-    let peers = node.ctl(&["peers"]);
-    let addresses: Vec<&str> = peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["address"].as_str())
-        .collect();
-    assert!(
-        addresses.len() == 2 && addresses.iter().all(|a| a.starts_with("fd00:fab::")),
-        "{peers}"
-    );
-    assert_eq!(node.metric("strait_peer_blocks_unreachable"), 0);
     // Unconfigured, the address is found through the IPv6 default route.
     let mut found = Node::create(NodeSpec {
         extra: "vxlan_underlay = \"ipv6\"".into(),
@@ -542,11 +544,11 @@ fn nodes_with_an_ipv6_underlay_alone_carry_both_families_and_announce_their_ipv6
         Some(found.address.as_str())
     );
     // Without vxlan_underlay = "ipv6" such a node refuses to start, and says what to set.
-    let mut alone = Node::create(NodeSpec {
+    let mut refused = Node::create(NodeSpec {
         ipv6_only: true,
         ..dual_stack()
     });
-    let log = alone.try_start_agent().unwrap_err();
+    let log = refused.try_start_agent().unwrap_err();
     assert!(
         log.contains("no IPv4 address") && log.contains("vxlan_underlay = \"ipv6\""),
         "{log}"

@@ -66,8 +66,11 @@ pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamErro
     // Another agent may have registered a pool since the check: check again, and take ours
     // back if it is now refused.
     if let Err(refused) = check_against_store(store, pool).await {
-        if let Some(revision) = created {
-            let _ = store.delete(Kind::IpPool, &pool.name, Some(revision)).await;
+        if let Some(revision) = created
+            && let Err(e) = store.delete(Kind::IpPool, &pool.name, Some(revision)).await
+        {
+            tracing::warn!(pool = %pool.name, error = %e,
+                "could not take back the record of a pool refused after registering it");
         }
         return Err(refused);
     }

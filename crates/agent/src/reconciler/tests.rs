@@ -25,7 +25,7 @@ fn mac(n: u8) -> MacAddr {
 fn node_and_cluster() -> (LocalNode, ClusterView) {
     let local = LocalNode {
         name: "a".into(),
-        address: Some("192.168.0.1".parse().unwrap()),
+        address4: Some("192.168.0.1".parse().unwrap()),
         address6: None,
         vxlan_over_ipv6: false,
         underlay: "eth0".into(),

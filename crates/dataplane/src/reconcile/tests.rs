@@ -4,7 +4,7 @@ use super::*;
 fn each_pod_adds_its_host_routes_and_with_a_known_mac_its_neighbours() {
     let local = LocalNode {
         name: "a".into(),
-        address: Some("192.168.0.1".parse().unwrap()),
+        address4: Some("192.168.0.1".parse().unwrap()),
         address6: None,
         vxlan_over_ipv6: false,
         underlay: "eth0".into(),
@@ -79,7 +79,7 @@ mod on_a_fake_kernel {
         let pools = [("pods-v4", "10.244.0.0/16"), ("pods-v6", "fd00:244::/56")];
         let local = LocalNode {
             name: "a".into(),
-            address: Some("192.168.0.1".parse().unwrap()),
+            address4: Some("192.168.0.1".parse().unwrap()),
             address6: None,
             vxlan_over_ipv6: false,
             underlay: "eth0".into(),
@@ -403,6 +403,15 @@ mod on_a_fake_kernel {
             (true, "strait.4096".to_string(), 1001),
         ];
         assert_eq!(rules(&kernel), all);
+
+        // A pass that trusts a last result missing rules the kernel has: adding them again is
+        // no failure.
+        let mut stale = after.clone();
+        stale.rules.retain(|r| r.iif.as_deref() != Some(VETH));
+        let trusting = reconcile(&mut host, &inputs, Some(stale), Pass::Apply, None).unwrap();
+        assert_eq!(trusting.planned, 2);
+        assert!(trusting.failed.is_empty(), "{:?}", trusting.failed);
+        assert_eq!(trusting.done, 2);
 
         // Deleted by hand: back on the next pass. Someone else's rule stays; a stray of ours
         // goes.
