@@ -500,6 +500,11 @@ impl Rtnetlink for FakeNetlink {
         })
     }
 
+    /// Every address of the in-memory kernel has settled.
+    fn settled_addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        self.addresses(index)
+    }
+
     fn all_ipv6_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
         self.read(|ns| {
             ns.addresses

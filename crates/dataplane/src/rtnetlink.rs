@@ -90,6 +90,9 @@ pub trait Rtnetlink {
     /// Creates a VXLAN device (down); EOPNOTSUPP on a kernel without VXLAN.
     fn add_vxlan(&mut self, spec: &VxlanSpec) -> Result<(), NetlinkError>;
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError>;
+    /// The addresses on link `index` fit to be given to others as the node's (IPv6 ones neither
+    /// temporary, deprecated, tentative nor failed).
+    fn settled_addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError>;
     /// Every IPv6 address of every link, with the link's index.
     fn all_ipv6_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError>;
     /// The routes of one family (`ipv6`) in one table.
@@ -168,6 +171,9 @@ impl Rtnetlink for Netlink {
     }
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
         Netlink::addresses(self, index)
+    }
+    fn settled_addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        Netlink::settled_addresses(self, index)
     }
     fn all_ipv6_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
         Netlink::all_ipv6_addresses(self)
