@@ -93,6 +93,11 @@ impl KubeNode {
                 Some(image),
             );
         }
+        // containerd's CRI plugin hears of an image imported while it starts only through an
+        // event it may not be subscribed to yet: the image is in the store but the kubelet never
+        // sees it. Started again, the plugin reads every image from the store.
+        node.stop("containerd");
+        node.start_containerd();
         node.start_kubelet(cp, router);
         node.start_kube_proxy(cp);
         node
@@ -129,7 +134,12 @@ impl KubeNode {
     }
 
     fn spawn(&mut self, name: &'static str, program: &Path, args: &[String]) {
-        let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        // Appended to: a daemon started again keeps its first run's log.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("log file");
         let child = self
             .command(program.to_str().expect("utf-8"))
             .args(args)
@@ -261,6 +271,17 @@ state = "/run/containerd"
         if let Some(i) = self.daemons.iter().position(|(n, _)| *n == "kubelet") {
             let (_, mut child) = self.daemons.remove(i);
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon `name` as its service manager would (SIGTERM) and waits for it.
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.daemons.iter().position(|(n, _)| *n == name) {
+            let (_, mut child) = self.daemons.remove(i);
+            let pid = child.id() as i32;
+            // SAFETY: kill(2) on a process this node started and has not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
             let _ = child.wait();
         }
     }
