@@ -150,8 +150,27 @@ impl KubeCluster {
                 let agents = self.pods("kube-system", STRAIT_SELECTOR);
                 agents.len() == self.nodes.len() && agents.iter().all(|p| p.ready)
             },
-            || self.kubectl(&["-n", "kube-system", "describe", "pods"]),
+            || self.agent_pods_detail(),
         );
+    }
+
+    /// What explains agent pods that do not start: `kubectl describe` of kube-system's pods and
+    /// what each node's containerd said of images and errors.
+    pub fn agent_pods_detail(&self) -> String {
+        let mut detail = self.kubectl(&["-n", "kube-system", "describe", "pods"]);
+        for node in &self.nodes {
+            let log = node.log("containerd");
+            let said: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("level=error") || l.to_ascii_lowercase().contains("image"))
+                .collect();
+            detail.push_str(&format!(
+                "\ncontainerd on {}, of images and errors (last 40 lines):\n{}\n",
+                node.name,
+                said[said.len().saturating_sub(40)..].join("\n")
+            ));
+        }
+        detail
     }
 
     /// The node named `name`.

@@ -366,7 +366,7 @@ fn run_on_a_cluster(
                 .iter()
                 .all(|n| cluster.node_ready(n).is_some_and(|(ready, _)| ready))
         },
-        || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
+        || cluster.agent_pods_detail(),
     );
     cluster.wait_strait_ready();
     let _internet =

@@ -140,7 +140,7 @@ fn run(cluster: &KubeCluster, steps: &mut Steps) {
                 ready
             })
         },
-        || cluster.kubectl(&["-n", "kube-system", "describe", "pods"]),
+        || cluster.agent_pods_detail(),
     );
     cluster.wait_strait_ready();
     for node in &cluster.nodes {
