@@ -1,13 +1,12 @@
 //! IPAM's records in the cluster store: pools are registered once, blocks are claimed by nodes
 //! with create-if-absent, so two nodes racing for one block cannot both get it. A block's name
-//! is its address space and CIDR, so two pools racing into one space (each registered before it
-//! saw the other) still cannot hand out one address twice, and two spaces can use one range.
+//! is its address space and CIDR, so two spaces can use one range.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use strait_store::{BlockRecord, Kind, PoolRecord, Store, StoreError, typed};
+use strait_store::{BlockRecord, PoolRecord, Store, StoreError, typed};
 
 use crate::error::IpamError;
 use crate::pool::Pool;
@@ -49,8 +48,14 @@ impl Pool {
 }
 
 /// Registers `pool` in the store, or checks that the store's pool of that name is the same one
-/// and that no other pool of its address space in the store overlaps it. A refused pool leaves
-/// no record behind (one would refuse the pool it overlaps on each of that pool's starts).
+/// and that no other pool of its address space in the store overlaps it.
+///
+/// A pool refused before registering leaves no record (one would refuse the pool it overlaps
+/// on each of that pool's starts). Two overlapping pools registered at the same instant, each
+/// before the other was seen, are both refused by the check that follows, and both records stay:
+/// taking ours back could pull it from under an agent that registered the same pool meanwhile
+/// and already claims blocks from it, while the other pool, no longer seeing it, would hand out
+/// the same addresses. Refused on every start until one is deleted is the safe side.
 pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamError> {
     check_against_store(store, pool).await?;
     let record = PoolRecord {
@@ -58,23 +63,12 @@ pub async fn ensure_pool(store: &impl Store, pool: &Pool) -> Result<(), IpamErro
         block_prefix: pool.block_prefix,
         space: pool.space.clone(),
     };
-    let created = match typed::create(store, &pool.name, &record).await {
-        Ok(revision) => Some(revision),
-        Err(StoreError::AlreadyExists { .. }) => None,
+    match typed::create(store, &pool.name, &record).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
-    };
-    // Another agent may have registered a pool since the check: check again, and take ours
-    // back if it is now refused.
-    if let Err(refused) = check_against_store(store, pool).await {
-        if let Some(revision) = created
-            && let Err(e) = store.delete(Kind::IpPool, &pool.name, Some(revision)).await
-        {
-            tracing::warn!(pool = %pool.name, error = %e,
-                "could not take back the record of a pool refused after registering it");
-        }
-        return Err(refused);
     }
-    Ok(())
+    // Another agent may have registered an overlapping pool since the check.
+    check_against_store(store, pool).await
 }
 
 /// Refuses `pool` if the store holds another definition of it, or a pool of its address space
@@ -192,7 +186,7 @@ pub async fn claim_block(store: &impl Store, pool: &Pool, node: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use strait_store::EmbeddedStore;
+    use strait_store::{EmbeddedStore, Kind};
 
     use super::*;
 
@@ -371,6 +365,106 @@ mod tests {
             .map(|p| p.name)
             .collect();
         assert_eq!(names, ["p"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A store in which another agent registers `rival` just before our first pool is
+    /// created: after our check, before our record.
+    #[derive(Clone)]
+    struct RivalRegisters {
+        inner: EmbeddedStore,
+        rival: (String, serde_json::Value),
+    }
+
+    impl Store for RivalRegisters {
+        async fn get(
+            &self,
+            kind: Kind,
+            name: &str,
+        ) -> Result<Option<strait_store::Versioned<serde_json::Value>>, StoreError> {
+            self.inner.get(kind, name).await
+        }
+        async fn list(
+            &self,
+            kind: Kind,
+        ) -> Result<Vec<strait_store::Versioned<serde_json::Value>>, StoreError> {
+            self.inner.list(kind).await
+        }
+        async fn create(
+            &self,
+            kind: Kind,
+            name: &str,
+            value: serde_json::Value,
+        ) -> Result<u64, StoreError> {
+            if kind == Kind::IpPool {
+                let (rival, record) = &self.rival;
+                let _ = self.inner.create(kind, rival, record.clone()).await;
+            }
+            self.inner.create(kind, name, value).await
+        }
+        async fn update(
+            &self,
+            kind: Kind,
+            name: &str,
+            value: serde_json::Value,
+            revision: u64,
+        ) -> Result<u64, StoreError> {
+            self.inner.update(kind, name, value, revision).await
+        }
+        async fn put_live(
+            &self,
+            kind: Kind,
+            name: &str,
+            value: serde_json::Value,
+        ) -> Result<u64, StoreError> {
+            self.inner.put_live(kind, name, value).await
+        }
+        async fn watch(&self, kind: Kind) -> Result<strait_store::Watch, StoreError> {
+            self.inner.watch(kind).await
+        }
+        async fn delete(
+            &self,
+            kind: Kind,
+            name: &str,
+            revision: Option<u64>,
+        ) -> Result<(), StoreError> {
+            self.inner.delete(kind, name, revision).await
+        }
+    }
+
+    #[tokio::test]
+    async fn pools_registered_at_one_instant_are_both_refused_and_keep_their_records() {
+        let (inner, dir) = store("rival");
+        let ours = Pool::new("p", net("10.9.0.0/24"), 26).unwrap();
+        let rival = PoolRecord {
+            cidr: net("10.9.0.0/25"),
+            block_prefix: 27,
+            space: None,
+        };
+        let racing = RivalRegisters {
+            inner: inner.clone(),
+            rival: ("q".into(), serde_json::to_value(&rival).unwrap()),
+        };
+        assert!(matches!(
+            ensure_pool(&racing, &ours).await,
+            Err(IpamError::OverlappingPools { .. })
+        ));
+        // Our record stays: another agent may have registered the same pool meanwhile and
+        // claim blocks from it. Each pool is refused until one of them is deleted.
+        let names = |store: EmbeddedStore| async move {
+            typed::list::<PoolRecord>(&store)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(inner.clone()).await, ["p", "q"]);
+        assert!(ensure_pool(&inner, &ours).await.is_err());
+        let theirs = Pool::new("q", rival.cidr, rival.block_prefix).unwrap();
+        assert!(ensure_pool(&inner, &theirs).await.is_err());
+        inner.delete(Kind::IpPool, "q", None).await.unwrap();
+        ensure_pool(&inner, &ours).await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
