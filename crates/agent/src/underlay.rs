@@ -68,6 +68,13 @@ pub fn resolve<R: Rtnetlink>(
             })
             .collect())
     };
+    // A device found through IPv6 may still have IPv4 (on-link only, without a default route).
+    let first_v4 = |nl: &mut R, index: u32| -> Result<Option<(Ipv4Addr, IpNet)>, AgentError> {
+        Ok(v4(nl, index)
+            .map_err(AgentError::Interfaces)?
+            .into_iter()
+            .next())
+    };
     let global = |addresses: Vec<IpNet>| -> Vec<(Ipv6Addr, IpNet)> {
         addresses
             .into_iter()
@@ -106,8 +113,7 @@ pub fn resolve<R: Rtnetlink>(
             // IPv6 next hop says nothing of the node's IPv4 address).
             let mut via_v4 = None;
             if let Some(index) = default_route_device(nl, false)? {
-                let first = v4(nl, index).map_err(AgentError::Interfaces)?;
-                via_v4 = first.into_iter().next().map(|a| (a, index));
+                via_v4 = first_v4(nl, index)?.map(|a| (a, index));
             }
             match (via_v4, configured6) {
                 (Some((a, index)), _) => (Some(a), index),
@@ -121,12 +127,12 @@ pub fn resolve<R: Rtnetlink>(
                         }
                     }
                     let index = found.ok_or(AgentError::NodeAddress6NotLocal(want))?;
-                    (None, index)
+                    (first_v4(nl, index)?, index)
                 }
                 (None, None) => {
                     let index =
                         default_route_device(nl, true)?.ok_or(AgentError::NodeAddressUnknown)?;
-                    (None, index)
+                    (first_v4(nl, index)?, index)
                 }
             }
         }
@@ -282,6 +288,20 @@ mod tests {
                 None,
                 None,
                 found(None, Some("fd00:1::2"), "eth0"),
+            ),
+            (
+                "IPv4 on the link alone: the IPv6 default route's device, with its IPv4 address",
+                node(&dual, None, Some(3)),
+                None,
+                None,
+                found(Some("10.9.0.2"), Some("fd00:9::2"), "eth1"),
+            ),
+            (
+                "IPv4 on the link alone: the configured IPv6 address's device, with its IPv4",
+                node(&dual, None, None),
+                None,
+                Some("fd00:1::2"),
+                found(Some("192.168.1.2"), Some("fd00:1::2"), "eth0"),
             ),
             (
                 "no default route and nothing configured",
