@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use strait_dataplane::overlay::{Mode, vxlan_overhead};
+use strait_dataplane::overlay::{Mode, family_name, vxlan_overhead};
 use strait_ipam::Pool;
 
 use crate::error::AgentError;
@@ -504,11 +504,7 @@ impl Config {
                         .iter()
                         .any(|s| s.addr().is_ipv6() == p.pool.cidr.addr().is_ipv6())
             }) {
-                let family = if p.pool.cidr.addr().is_ipv6() {
-                    "IPv6"
-                } else {
-                    "IPv4"
-                };
+                let family = family_name(p.pool.cidr.addr().is_ipv6());
                 return Err(format!(
                     "network {:?}: pool {} is routed, which sends its traffic to other nodes \
                      through their {family} underlay addresses, and this node's underlay \

@@ -240,7 +240,8 @@ impl fmt::Display for Unreachable {
     }
 }
 
-fn family_name(ipv6: bool) -> &'static str {
+/// "IPv4" or "IPv6".
+pub fn family_name(ipv6: bool) -> &'static str {
     if ipv6 { "IPv6" } else { "IPv4" }
 }
 

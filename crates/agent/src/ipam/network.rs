@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use strait_dataplane::model::Table;
-use strait_dataplane::overlay::{LocalPool, Mode, Vtep};
+use strait_dataplane::overlay::{LocalPool, Mode, Vtep, family_name};
 use strait_dataplane::vtep_mac;
 use strait_ipam::{
     Allocator, IpamError, Usage, claim_block, claim_block_of, ensure_pool, has_free_block,
@@ -66,11 +66,6 @@ async fn claim_from(
             .collect::<Vec<_>>()
             .join(", "),
     })
-}
-
-/// "IPv4" or "IPv6".
-pub fn family_name(ipv6: bool) -> &'static str {
-    if ipv6 { "IPv6" } else { "IPv4" }
 }
 
 impl NetworkState {
