@@ -275,13 +275,19 @@ state = "/run/containerd"
         }
     }
 
-    /// Stops the daemon `name` as its service manager would (SIGTERM) and waits for it.
+    /// Stops the daemon `name` as its service manager would: SIGTERM, and SIGKILL if it has not
+    /// ended 10 s later.
     fn stop(&mut self, name: &str) {
         if let Some(i) = self.daemons.iter().position(|(n, _)| *n == name) {
             let (_, mut child) = self.daemons.remove(i);
             let pid = child.id() as i32;
             // SAFETY: kill(2) on a process this node started and has not yet reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().is_ok_and(|ended| ended.is_none()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
