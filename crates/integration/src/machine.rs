@@ -18,6 +18,9 @@ pub const KUBELET_SYSCTLS: [&str; 6] = [
 ];
 /// Global settings kube-proxy could change.
 const PROXY_SYSCTLS: [&str; 1] = ["net/netfilter/nf_conntrack_max"];
+/// Mount points `ip netns add` makes the first time on a machine and keeps by design (the
+/// namespaces' own mounts under them are the tests' to remove).
+const IPROUTE_KEEPS: [&str; 2] = ["/run/netns", "/var/run/netns"];
 /// Process names (as /proc shows them, 15 characters at most) that only our tests start.
 const OUR_PROCESSES: [&str; 12] = [
     "containerd",
@@ -58,7 +61,8 @@ impl MachineState {
             fs::read_to_string("/proc/self/mountinfo")
                 .unwrap_or_default()
                 .lines()
-                .filter_map(|l| l.split(' ').nth(4).map(str::to_string)),
+                .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+                .filter(|m| !IPROUTE_KEEPS.contains(&m.as_str())),
         );
         let links = sorted(
             run_ok("ip", &["-o", "link", "show"])
