@@ -93,9 +93,9 @@ impl KubeNode {
                 Some(image),
             );
         }
-        // containerd's CRI plugin hears of an image imported while it starts only through an
-        // event it may not be subscribed to yet: the image is in the store but the kubelet never
-        // sees it. Started again, the plugin reads every image from the store.
+        // containerd's CRI plugin learns of an image imported while it starts through an event;
+        // once, such an image stayed in the store but out of what the kubelet sees. Started
+        // again, the plugin reads every image from the store before it serves the kubelet.
         node.stop("containerd");
         node.start_containerd();
         node.start_kubelet(cp, router);
